@@ -1,0 +1,48 @@
+# linklens — every task a developer or CI needs. `make run` and `make test` do all set-up on a fresh machine.
+PYTHON ?= python3.11
+VENV ?= .venv
+PY := $(VENV)/bin/python
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+CHROMIUM ?= /usr/bin/chromium
+
+.PHONY: install browser test lint bench run build serve clean
+
+install: $(STAMP)
+
+# torch is pinned first so that nothing pulls the multi-GB CUDA build.
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) (or run: make PYTHON=python3 ...)"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+# The search page is tested in a real headless Chromium (Debian's package; Playwright drives it).
+browser:
+	@test -x $(CHROMIUM) || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "the page test needs Chromium at $(CHROMIUM): sudo apt-get install chromium"; exit 1; fi; }
+
+test: install browser
+	$(BIN)/pytest -q
+
+lint: install
+	$(BIN)/ruff check ingest index serve cli tests bench
+	$(BIN)/mypy ingest index serve cli
+
+bench: install
+	mkdir -p bench/results
+	$(PY) bench/crawl.py --out bench/results/crawl.json
+	$(PY) bench/index.py --out bench/results/index.json
+	$(PY) bench/serve.py --out bench/results/serve.json
+
+# The main job: crawl + index the bundled awesome-scalability list, then serve it on http://127.0.0.1:8000
+run: install
+	$(BIN)/linklens build
+	$(BIN)/linklens search "how to avoid hot shards"
+	$(BIN)/linklens serve
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache bench/results

@@ -1,0 +1,56 @@
+"""What every command shares: settings, logging, and turning errors into one sentence."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+from collections.abc import Callable
+from typing import ParamSpec, TypeVar
+
+import typer
+from rich.console import Console
+
+from ingest.errors import LinklensError
+from ingest.settings import Settings, load_settings
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+# Results go to stdout, everything for people watching (progress, logs, errors) to stderr.
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+class RunState:
+    """Flags of the root command, read by the error wrapper."""
+
+    debug = False
+
+
+def configure_logging(verbose: int) -> None:
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+
+
+def settings() -> Settings:
+    return load_settings()
+
+
+def friendly_errors(func: Callable[P, R]) -> Callable[P, R]:
+    """Turn a LinklensError into one red sentence and exit 1; Ctrl-C into a resume hint."""
+
+    @functools.wraps(func)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return func(*args, **kwargs)
+        except LinklensError as exc:
+            if RunState.debug:
+                raise
+            err.print(f"[red]error:[/red] {exc}")
+            raise typer.Exit(1) from None
+        except KeyboardInterrupt:
+            err.print("interrupted — nothing finished was lost; run the same command again to resume")
+            raise typer.Exit(130) from None
+
+    return wrapper

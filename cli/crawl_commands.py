@@ -1,0 +1,98 @@
+"""`linklens crawl` and `linklens links`: fetch a list's articles, report their health."""
+
+from __future__ import annotations
+
+import json
+from enum import Enum
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from cli.common import err, friendly_errors, out, settings
+from cli.link_report import render_links
+from ingest.crawler import CrawlProgress, Crawler, CrawlSummary
+from ingest.models import LinkState
+from ingest.settings import Settings
+from ingest.sources import load_list
+from ingest.store import Store
+
+STATE_COLOURS = {"ok": "green", "redirected": "cyan", "archived": "yellow", "dead": "red", "blocked": "magenta",
+                 "unsupported": "bright_black", "failed": "red"}
+
+
+class ReportFormat(str, Enum):
+    table = "table"
+    json = "json"
+    markdown = "markdown"
+
+
+def run_crawl(source: str | None, cfg: Settings, refresh: bool, quiet: bool) -> CrawlSummary:
+    """Read the list, add its links to the store, crawl what is pending. Shared by `crawl` and `build`."""
+    link_list = load_list(source, cfg)
+    with Store.open(cfg.store_path) as store:
+        added = store.add_links(link_list.links)
+        if not quiet:
+            err.print(f"{link_list.source}: {len(link_list.links)} links ({added} new) → {cfg.store_path}")
+        crawler = Crawler(cfg, store)
+        if quiet:
+            return crawler.run(refresh=refresh)
+        with Progress(
+            TextColumn("[bold]crawl"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
+            TimeElapsedColumn(), TextColumn("{task.fields[states]}"), console=err, transient=False,
+        ) as bar:
+            task = bar.add_task("crawl", total=None, rate="", states="")
+
+            def show(p: CrawlProgress) -> None:
+                states = " ".join(f"[{STATE_COLOURS.get(k, 'white')}]{k}[/] {v}" for k, v in sorted(p.counts.items()))
+                bar.update(task, completed=p.done, total=p.total, rate=f"{p.pages_per_s:.1f} pages/s", states=states)
+
+            return crawler.run(refresh=refresh, progress=show)
+
+
+def print_summary(summary: CrawlSummary) -> None:
+    states = ", ".join(f"{k} {v}" for k, v in sorted(summary.counts.items()))
+    err.print(f"crawled {summary.crawled} links in {summary.seconds:.1f}s ({summary.requests} requests): {states}")
+    if summary.crawled == 0:
+        err.print("nothing pending — every link already has a final state (use --refresh to re-check them)")
+    elif not summary.fetched_anything:
+        err.print("[yellow]nothing could be fetched[/yellow] — is the network down? The links stay searchable "
+                  "by their list titles; run `linklens crawl --refresh` once you are online.")
+
+
+@friendly_errors
+def crawl(
+    source: str = typer.Argument(None, help="Markdown list: a file path or an http(s) URL. Default: the bundled "
+                                            "awesome-scalability list."),
+    refresh: bool = typer.Option(False, "--refresh", help="Re-check every link (conditional requests keep "
+                                                          "unchanged pages)."),
+    as_json: bool = typer.Option(False, "--json", help="Print a machine-readable summary instead of a progress bar."),
+) -> None:
+    """Fetch and extract every link of a list; resumes where a killed crawl stopped.
+
+    Example: linklens crawl ./README.md
+    """
+    summary = run_crawl(source, settings(), refresh=refresh, quiet=as_json)
+    if as_json:
+        out.print_json(json.dumps(summary.as_dict()))
+    else:
+        print_summary(summary)
+
+
+@friendly_errors
+def links(
+    state: LinkState = typer.Option(None, "--state", help="Only links in this state.", case_sensitive=False),
+    fmt: ReportFormat = typer.Option(ReportFormat.table, "--format", "-f", help="table, json, or markdown (for list "
+                                                                                 "maintainers: dead links with archived "
+                                                                                 "replacements)."),
+) -> None:
+    """The link-health report: every link's final state and why.
+
+    Example: linklens links --state dead --format markdown
+    """
+    cfg = settings()
+    with Store.open(cfg.store_path) as store:
+        rows = store.link_rows(state)
+        if not rows and store.state_counts() == {}:
+            err.print("no links yet — run: linklens crawl")
+            raise typer.Exit(1)
+    render_links(rows, fmt.value)

@@ -1,0 +1,235 @@
+"""Export a sentence-transformers model's query path to ONNX, once per model, at build time.
+
+The exported graph is transformer + pooling + L2 norm, so the searcher needs only
+onnxruntime and `tokenizers` (see `query_encoder`). Every export is checked
+against sentence-transformers on sample texts before it is used: an export that
+does not reproduce the model's vectors (cosine below PARITY_MIN_COSINE) is
+discarded and the snapshot falls back to sentence-transformers at query time.
+Exports are cached under `cache_dir/onnx/` per model and hard-linked into each
+snapshot, so a rebuild does not export again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from index.model_ref import ModelRef
+from index.query_encoder import ENCODER_FILE, TOKENIZER_FILE, EncoderConfig, OnnxQueryEncoder
+
+if TYPE_CHECKING:
+    from sentence_transformers import SentenceTransformer
+
+logger = logging.getLogger(__name__)
+
+EXPORT_FORMAT = 1
+ONNX_OPSET = 17
+PARITY_MIN_COSINE = 0.9999
+# Short and long, plain and odd: the cases where pooling, masking or truncation would diverge.
+PARITY_SAMPLES = (
+    "sharding",
+    "How do I shard a database across many machines without downtime?",
+    "Cache stampede: when a hot key expires, thousands of requests hit the database at once — use jitter.",
+    "Ünïcödé, emoji 🚀, URLs like https://example.com/a?b=c and CODE_snake_case identifiers",
+    " ".join(["Consistent hashing maps keys and servers onto one ring."] * 60),
+)
+SUPPORTED_POOLING = ("mean", "cls")
+
+
+def export_dir(cache_dir: Path, ref: ModelRef) -> Path:
+    """One folder per model and exporter version, named readably with a hash for uniqueness."""
+    import torch
+
+    key = f"{ref.id}\n{ref.location}\n{EXPORT_FORMAT}\n{torch.__version__}"
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", ref.id).strip("-")[:60] or "model"
+    return cache_dir / "onnx" / f"{slug}-{hashlib.sha256(key.encode()).hexdigest()[:10]}"
+
+
+def cached_export(cache_dir: Path, ref: ModelRef, model: SentenceTransformer, refresh: bool = False) -> Path | None:
+    """The folder holding a verified ONNX encoder for `ref`, exporting it if needed; None if it cannot be.
+
+    Written into a temporary folder and renamed, so a crashed export is never reused.
+    """
+    target = export_dir(cache_dir, ref)
+    if refresh and target.exists():
+        shutil.rmtree(target)
+    if (target / ENCODER_FILE).exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=".export-", dir=target.parent))
+    try:
+        if not export(model, ref, work):
+            return None
+        try:
+            os.rename(work, target)
+        except OSError:
+            if not (target / ENCODER_FILE).exists():  # not a concurrent build that won the race
+                raise
+        return target
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def export(model: SentenceTransformer, ref: ModelRef, folder: Path) -> bool:
+    """Write encoder, tokenizer and config into `folder`; False (logged) when the model cannot be exported."""
+    problem = _unsupported(model)
+    if problem:
+        logger.warning("cannot export %s to ONNX (%s); queries will load sentence-transformers", ref.id, problem)
+        return False
+    transformer, pooling = model[0], model[1]
+    model.tokenizer.backend_tokenizer.save(str(folder / TOKENIZER_FILE))
+    inputs = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in model.tokenizer.model_input_names]
+    if "attention_mask" not in inputs:
+        inputs.insert(1, "attention_mask")
+    config = EncoderConfig(
+        model=ref.id,
+        dimension=int(model.get_sentence_embedding_dimension() or 0),
+        max_seq_length=int(model.max_seq_length),
+        inputs=inputs,
+        parity_min_cosine=0.0,
+    )
+    try:
+        _export_graph(transformer.auto_model, pooling.pooling_mode, inputs, folder / ENCODER_FILE)
+        config.save(folder)
+        _fuse_if_possible(transformer.auto_model, folder / ENCODER_FILE)
+        cosine = _parity(model, folder)
+    except Exception as exc:  # any exporter failure means "fall back", never "fail the build"
+        logger.warning("ONNX export of %s failed (%s); queries will load sentence-transformers", ref.id, exc)
+        return False
+    if cosine < PARITY_MIN_COSINE:
+        logger.warning(
+            "ONNX export of %s differs from sentence-transformers (cosine %.6f < %s); not used",
+            ref.id,
+            cosine,
+            PARITY_MIN_COSINE,
+        )
+        return False
+    EncoderConfig(**{**config.__dict__, "parity_min_cosine": round(cosine, 7)}).save(folder)
+    logger.info("exported %s query encoder to ONNX (parity cosine %.7f)", ref.id, cosine)
+    return True
+
+
+def _unsupported(model: SentenceTransformer) -> str | None:
+    """Why this model's query path is not plain transformer + pooling (+ normalise), or None."""
+    modules = list(model)
+    names = [type(m).__name__ for m in modules]
+    if len(modules) not in (2, 3) or names[:2] != ["Transformer", "Pooling"] or names[2:] not in ([], ["Normalize"]):
+        return "modules " + " + ".join(names)
+    mode = getattr(modules[1], "pooling_mode", None)
+    if mode not in SUPPORTED_POOLING:
+        return f"pooling {mode!r}"
+    if getattr(modules[0], "do_lower_case", False):
+        return "lower-casing outside the tokenizer"
+    if getattr(model, "default_prompt_name", None):
+        return "a default prompt"
+    if not hasattr(model.tokenizer, "backend_tokenizer"):
+        return "no fast tokenizer"
+    return None
+
+
+def _export_graph(auto_model: Any, pooling_mode: str, inputs: list[str], path: Path) -> None:
+    import torch
+
+    class QueryGraph(torch.nn.Module):
+        """Transformer, pooling and L2 norm in one graph; argument order = `inputs`."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.transformer = auto_model
+
+        def forward(self, *args: torch.Tensor) -> torch.Tensor:
+            named = dict(zip(inputs, args, strict=True))
+            hidden = self.transformer(**named).last_hidden_state
+            if pooling_mode == "cls":
+                pooled = hidden[:, 0]
+            else:
+                mask = named["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+                pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+            return torch.nn.functional.normalize(pooled, p=2, dim=1)
+
+    # A padded dummy batch, so the traced graph handles masks of any shape.
+    dummy = {
+        "input_ids": torch.tensor([[101, 2023, 2003, 1037, 3231, 102], [101, 2460, 102, 0, 0, 0]]),
+        "attention_mask": torch.tensor([[1, 1, 1, 1, 1, 1], [1, 1, 1, 0, 0, 0]]),
+        "token_type_ids": torch.zeros(2, 6, dtype=torch.long),
+    }
+    dynamic = {name: {0: "batch", 1: "tokens"} for name in inputs}
+    dynamic["embedding"] = {0: "batch"}
+    previous = getattr(auto_model.config, "_attn_implementation", None)
+    # Eager attention traces into the plain MatMul/Softmax pattern onnxruntime fuses.
+    _set_attention(auto_model, "eager")
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            # The TorchScript exporter: the dynamo one needs onnxscript, which linklens does not ship.
+            torch.onnx.export(
+                QueryGraph().eval(),
+                tuple(dummy[n] for n in inputs),
+                str(path),
+                dynamo=False,
+                input_names=inputs,
+                output_names=["embedding"],
+                dynamic_axes=dynamic,
+                opset_version=ONNX_OPSET,
+            )
+    finally:
+        if previous:
+            _set_attention(auto_model, previous)
+
+
+def _set_attention(auto_model: Any, implementation: str) -> None:
+    setter = getattr(auto_model, "set_attn_implementation", None)
+    if setter is None:
+        return
+    try:
+        setter(implementation)
+    except (ValueError, ImportError) as exc:
+        logger.debug("attention implementation %s not available: %s", implementation, exc)
+
+
+def _fuse_if_possible(auto_model: Any, path: Path) -> None:
+    """Fuse attention/LayerNorm/GELU for BERT-like models (≈10% faster queries); keep the plain graph otherwise."""
+    config = auto_model.config
+    if getattr(config, "model_type", None) not in ("bert", "roberta", "distilbert", "xlm-roberta", "mpnet"):
+        return
+    try:
+        from onnxruntime.transformers import optimizer
+
+        fused = optimizer.optimize_model(
+            str(path),
+            model_type="bert",
+            num_heads=int(config.num_attention_heads),
+            hidden_size=int(config.hidden_size),
+            opt_level=1,
+        )
+        fused.save_model_to_file(str(path))
+    except Exception as exc:  # fusion is an optimisation; the parity check still guards the result
+        logger.debug("ONNX fusion skipped: %s", exc)
+
+
+def _parity(model: SentenceTransformer, folder: Path) -> float:
+    """Lowest cosine between sentence-transformers and the exported encoder over PARITY_SAMPLES."""
+    reference = model.encode(list(PARITY_SAMPLES), normalize_embeddings=True, convert_to_numpy=True)
+    encoder = OnnxQueryEncoder(folder)
+    exported = np.stack([encoder.encode(text) for text in PARITY_SAMPLES])
+    batched = encoder.encode_batch(list(PARITY_SAMPLES))
+    cosines = np.concatenate([(reference * exported).sum(1), (reference * batched).sum(1)])
+    return float(cosines.min())
+
+
+def link_into(source: Path, folder: Path) -> None:
+    """Hard-link (else copy) the export's files into a snapshot folder."""
+    for name in os.listdir(source):
+        try:
+            os.link(source / name, folder / name)
+        except OSError:
+            shutil.copy2(source / name, folder / name)

@@ -1,0 +1,218 @@
+"""Cut articles into passages: the unit that is embedded, BM25-scored and shown as a snippet.
+
+Why passages and not whole documents: a 5,000-word post about "scaling Pinterest"
+answers a question about sharding in one paragraph; a single vector for the whole
+post would dilute it, and the embedding model only reads ~256 word pieces anyway.
+
+Guarantees:
+* cuts fall on paragraph boundaries where possible, else on sentence boundaries,
+  and only inside an over-long sentence on a word boundary;
+* consecutive passages of one document share up to `overlap` words of whole
+  sentences, so an idea cut in two is still whole in one passage;
+* every passage carries its article's title and list section as `context`, which
+  is what the embedder and BM25 see in front of the text;
+* every article gets a *title card* passage (list title, sections, document title,
+  description, author, site), so a link whose page is dead or empty is still found
+  by what the list says about it;
+* a passage's `id` is the sha256 of context and text: the embedding cache key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from ingest.models import Article
+
+DEFAULT_PASSAGE_WORDS = 180
+DEFAULT_OVERLAP_WORDS = 30
+# A trailing piece shorter than this share of the target is folded into the previous
+# passage (which may then reach 1 + TAIL_MERGE_SHARE of the target) instead of
+# becoming a passage of its own that would rank on a few stray sentences.
+TAIL_MERGE_SHARE = 0.35
+# Close a passage at a paragraph end once it holds this share of the target, rather
+# than cutting the next paragraph in the middle.
+PARAGRAPH_CLOSE_SHARE = 0.6
+CONTEXT_SEPARATOR = " — "
+CARD_KIND = "card"
+BODY_KIND = "body"
+
+_PARAGRAPH_SPLIT = re.compile(r"\n\s*\n")
+# A sentence ends at . ! ? (optionally followed by a closing quote/bracket) before
+# whitespace and a capital, digit, quote, bracket or markdown marker. A single line
+# break inside a paragraph (list items, headings) also ends one, and is kept.
+_SENTENCE_SPLIT = re.compile(r"(?<=[.!?])[\"')\]]?\s+(?=[A-Z0-9\"'(\[*#`-])")
+_LINE_SPLIT = re.compile(r"\s*\n\s*")
+
+
+@dataclass(frozen=True)
+class Passage:
+    """One searchable piece of an article. `ordinal` 0 is the title card."""
+
+    link_id: int
+    ordinal: int
+    kind: str
+    context: str
+    text: str
+
+    @property
+    def id(self) -> str:
+        return passage_id(self.context, self.text)
+
+    @property
+    def indexed_text(self) -> str:
+        """What the embedder and BM25 read: 'Title — Section: text'."""
+        return f"{self.context}: {self.text}" if self.context else self.text
+
+
+def passage_id(context: str, text: str) -> str:
+    return hashlib.sha256(f"{context}\n{text}".encode()).hexdigest()
+
+
+def word_count(text: str) -> int:
+    return len(text.split())
+
+
+def article_title(article: Article) -> str:
+    """The title shown and used as context: the list's wording, else the page's."""
+    doc_title = article.document.title if article.document else None
+    return (article.list_title or "").strip() or (doc_title or "").strip() or article.url
+
+
+def article_context(article: Article) -> str:
+    """'Title — Section / Subsection' for the article's first list placement."""
+    title = article_title(article)
+    section = article.sections[0] if article.sections else ""
+    return f"{title}{CONTEXT_SEPARATOR}{section}" if section else title
+
+
+def article_passages(article: Article, words: int = DEFAULT_PASSAGE_WORDS, overlap: int = DEFAULT_OVERLAP_WORDS) -> list[Passage]:
+    """The title card followed by the body passages of the article's document, if it has text."""
+    context = article_context(article)
+    out = [Passage(article.link_id, 0, CARD_KIND, context, title_card_text(article))]
+    text = article.document.text if article.document else ""
+    for ordinal, chunk in enumerate(chunk_text(text, words, overlap), start=1):
+        out.append(Passage(article.link_id, ordinal, BODY_KIND, context, chunk))
+    return out
+
+
+def title_card_text(article: Article) -> str:
+    """Everything known about a link besides its body text, as one short passage.
+
+    The context already holds the list title and first section, so the card adds
+    what the context lacks: every section, the page's own title, description,
+    author and site. It is never empty, so every link is indexed.
+    """
+    doc = article.document
+    parts: list[str] = []
+    if len(article.sections) > 1:
+        parts.append("Sections: " + "; ".join(article.sections) + ".")
+    if doc is not None:
+        title = (doc.title or "").strip()
+        if title and title.casefold() != article_title(article).casefold():
+            parts.append(_sentence(title))
+        if doc.description:
+            parts.append(_sentence(doc.description.strip()))
+        byline = ", ".join(x.strip() for x in (doc.author, doc.sitename) if x and x.strip())
+        if byline:
+            parts.append(f"By {byline}.")
+    if not parts:
+        parts.append(_sentence(article_title(article)))
+    return " ".join(parts)
+
+
+def _sentence(text: str) -> str:
+    return text if text.endswith((".", "!", "?")) else text + "."
+
+
+def chunk_text(text: str, words: int = DEFAULT_PASSAGE_WORDS, overlap: int = DEFAULT_OVERLAP_WORDS) -> list[str]:
+    """Cut `text` into passages of about `words` words sharing about `overlap` words of sentences.
+
+    Greedy over sentences: a passage takes whole sentences up to `words`, ending at
+    the last paragraph end that keeps it at least PARAGRAPH_CLOSE_SHARE full; the
+    next passage starts with the previous one's last sentences that fit in
+    `overlap`. Paragraphs stay separated by a blank line inside a passage.
+    Deterministic, so an unchanged text gives unchanged passage ids on a rebuild.
+    """
+    if words < 1:
+        raise ValueError(f"passage words must be positive, got {words}")
+    overlap = max(0, min(overlap, words // 2))
+    units: list[tuple[str, int]] = []  # (sentence, line number; a paragraph break adds 2)
+    line = 0
+    for paragraph in _PARAGRAPH_SPLIT.split(text.strip()):
+        line += 2
+        for text_line in _LINE_SPLIT.split(paragraph.strip()):
+            line += 1
+            units.extend((s, line) for s in _limit_sentences(_sentences(text_line), words))
+    if not units:
+        return []
+    sizes = [word_count(s) for s, _ in units]
+    spans: list[tuple[int, int]] = []
+    start = 0
+    while True:
+        end = _passage_end(units, sizes, start, words)
+        spans.append((start, end))
+        if end == len(units):
+            break
+        start = _overlap_start(sizes, start, end, overlap)
+    if len(spans) > 1:
+        (prev_start, prev_end), (_, last_end) = spans[-2], spans[-1]
+        if sum(sizes[prev_end:last_end]) < TAIL_MERGE_SHARE * words:
+            spans[-2:] = [(prev_start, last_end)]
+    return [_join(units[a:b]) for a, b in spans]
+
+
+def _passage_end(units: list[tuple[str, int]], sizes: list[int], start: int, words: int) -> int:
+    """Exclusive end of the passage starting at `start`: as full as allowed, at a paragraph end if one fits."""
+    end = start + 1
+    total = sizes[start]
+    while end < len(units) and total + sizes[end] <= words:
+        total += sizes[end]
+        end += 1
+    if end == len(units):
+        return end
+    cut, total = end, sum(sizes[start:end])
+    while cut - 1 > start:
+        if units[cut][1] - units[cut - 1][1] > 1 and total >= PARAGRAPH_CLOSE_SHARE * words:
+            return cut
+        cut -= 1
+        total -= sizes[cut]
+    return end
+
+
+def _overlap_start(sizes: list[int], start: int, end: int, overlap: int) -> int:
+    """First sentence of the next passage: the last whole sentences before `end` within `overlap` words."""
+    first = end
+    total = 0
+    while first - 1 > start and total + sizes[first - 1] <= overlap:
+        first -= 1
+        total += sizes[first]
+    return first
+
+
+def _join(units: list[tuple[str, int]]) -> str:
+    """Sentences of one line joined by a space, lines by a line break, paragraphs by a blank line."""
+    out: list[str] = []
+    for i, (sentence, line) in enumerate(units):
+        if i:
+            gap = line - units[i - 1][1]
+            out.append(" " if gap == 0 else "\n" if gap == 1 else "\n\n")
+        out.append(sentence)
+    return "".join(out)
+
+
+def _sentences(line: str) -> list[str]:
+    return [s.strip() for s in _SENTENCE_SPLIT.split(line) if s and s.strip()]
+
+
+def _limit_sentences(sentences: Iterable[str], words: int) -> Iterable[str]:
+    """Split a sentence longer than a passage (code, tables, run-on text) at word boundaries."""
+    for sentence in sentences:
+        tokens = sentence.split()
+        if len(tokens) <= words:
+            yield sentence
+            continue
+        for start in range(0, len(tokens), words):
+            yield " ".join(tokens[start : start + words])

@@ -1,0 +1,143 @@
+"""Query embeddings without torch: the exported ONNX encoder run by onnxruntime.
+
+Why: loading torch and sentence-transformers takes seconds and hundreds of MB,
+which would dominate a one-shot `linklens search` and every server start. The
+build exports the same network (transformer, mean pooling, L2 norm) to ONNX;
+here only onnxruntime, `tokenizers` and numpy are imported. If a snapshot has no
+ONNX encoder (a model that could not be exported), the sentence-transformers
+path is used instead, loaded lazily, with a warning.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from ingest.errors import SnapshotMismatchError
+
+logger = logging.getLogger(__name__)
+
+ENCODER_FILE = "query_encoder.onnx"
+TOKENIZER_FILE = "tokenizer.json"
+ENCODER_CONFIG_FILE = "query_encoder.json"
+# One query per call: a single intra-op thread is fastest per query and lets the
+# server run as many queries in parallel as there are cores.
+SESSION_THREADS = 1
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    """What the query side must know about the exported network (written next to it)."""
+
+    model: str
+    dimension: int
+    max_seq_length: int
+    inputs: list[str]
+    parity_min_cosine: float
+
+    def save(self, folder: Path) -> None:
+        (folder / ENCODER_CONFIG_FILE).write_text(json.dumps(asdict(self), indent=2) + "\n", encoding="utf-8")
+
+    @classmethod
+    def load(cls, folder: Path) -> EncoderConfig:
+        return cls(**json.loads((folder / ENCODER_CONFIG_FILE).read_text(encoding="utf-8")))
+
+
+class QueryEncoder(Protocol):
+    dimension: int
+
+    def encode(self, text: str) -> np.ndarray: ...
+
+    def encode_batch(self, texts: Sequence[str]) -> np.ndarray: ...
+
+
+class OnnxQueryEncoder:
+    """The exported encoder: `encode(text)` gives one L2-normalised float32 vector."""
+
+    def __init__(self, folder: Path) -> None:
+        import onnxruntime as ort
+        from tokenizers import Tokenizer
+
+        self.config = EncoderConfig.load(folder)
+        self.dimension = self.config.dimension
+        self._tokenizer = Tokenizer.from_file(str(folder / TOKENIZER_FILE))
+        # tokenizer.json files often carry the training setup (pad to 128); a single
+        # query needs no padding, and a batch pads to its longest text.
+        self._tokenizer.no_padding()
+        self._tokenizer.enable_truncation(max_length=self.config.max_seq_length)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = SESSION_THREADS
+        options.inter_op_num_threads = SESSION_THREADS
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3
+        self._session = ort.InferenceSession(str(folder / ENCODER_FILE), options, providers=["CPUExecutionProvider"])
+        self._inputs = [i.name for i in self._session.get_inputs()]
+
+    def encode(self, text: str) -> np.ndarray:
+        encoding = self._tokenizer.encode(text)
+        ids = np.asarray([encoding.ids], dtype=np.int64)
+        mask = np.asarray([encoding.attention_mask], dtype=np.int64)
+        return self._run(ids, mask)[0]
+
+    def encode_batch(self, texts: Sequence[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        encodings = self._tokenizer.encode_batch(list(texts))
+        width = max(len(e.ids) for e in encodings)
+        ids = np.zeros((len(encodings), width), dtype=np.int64)
+        mask = np.zeros((len(encodings), width), dtype=np.int64)
+        for row, e in enumerate(encodings):
+            ids[row, : len(e.ids)] = e.ids
+            mask[row, : len(e.ids)] = e.attention_mask
+        return self._run(ids, mask)
+
+    def _run(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        feed = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
+        (vectors,) = self._session.run(None, {name: feed[name] for name in self._inputs})
+        return np.ascontiguousarray(vectors, dtype=np.float32)
+
+
+class SentenceTransformerQueryEncoder:
+    """Fallback for models that could not be exported: the build path's model, loaded on first query."""
+
+    def __init__(self, location: str, dimension: int) -> None:
+        self._location = location
+        self.dimension = dimension
+        self._model = None
+
+    def _loaded(self):  # type: ignore[no-untyped-def]
+        if self._model is None:
+            from sentence_transformers import SentenceTransformer
+
+            self._model = SentenceTransformer(self._location, device="cpu")
+        return self._model
+
+    def encode(self, text: str) -> np.ndarray:
+        return self.encode_batch([text])[0]
+
+    def encode_batch(self, texts: Sequence[str]) -> np.ndarray:
+        vectors = self._loaded().encode(list(texts), normalize_embeddings=True, convert_to_numpy=True)
+        return np.asarray(vectors, dtype=np.float32)
+
+
+def open_query_encoder(folder: Path, model_location: str, dimension: int) -> QueryEncoder:
+    """The snapshot's ONNX encoder if it has one, else the torch fallback (logged)."""
+    if (folder / ENCODER_FILE).exists():
+        encoder = OnnxQueryEncoder(folder)
+        if encoder.dimension != dimension:
+            raise SnapshotMismatchError(
+                f"the query encoder in {folder} gives {encoder.dimension}-d vectors but the index holds "
+                f"{dimension}-d ones — rebuild it: linklens index --rebuild"
+            )
+        return encoder
+    logger.warning(
+        "snapshot %s has no ONNX query encoder; queries use sentence-transformers (slower start, needs torch)", folder
+    )
+    return SentenceTransformerQueryEncoder(model_location, dimension)

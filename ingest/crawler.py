@@ -1,0 +1,240 @@
+"""The crawl: every pending link fetched, extracted and stored, politely and resumably.
+
+Shape of the work:
+- a bounded queue feeds `concurrency` workers (back-pressure: we never hold more
+  links in flight than we can fetch);
+- links are interleaved by host, so one blog with 50 links does not occupy every
+  worker while its per-host gate makes them wait;
+- extraction runs in a process pool, so both cores parse while downloads go on;
+- each link's outcome is stored in one transaction by the event-loop thread (the
+  single writer). A link is pending until that commit, so a crawl killed at any
+  point resumes exactly where it stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import os
+import sqlite3
+import time
+from collections import Counter, defaultdict, deque
+from collections.abc import Callable
+from concurrent.futures import Executor, ProcessPoolExecutor
+from dataclasses import dataclass, field
+
+from ingest.archive import Archive, Snapshot
+from ingest.extract import extract_document
+from ingest.fetcher import Failure, Fetcher, FetchResult, build_client
+from ingest.models import CrawlOutcome, Document, FetchAttempt, LinkState
+from ingest.politeness import HostGate
+from ingest.robots import RobotsCache
+from ingest.settings import Settings
+from ingest.store import Store
+from ingest.urls import host_of
+
+logger = logging.getLogger(__name__)
+WEB_SCHEMES = ("http://", "https://")
+# Failures for which the link itself is gone rather than merely unreachable right now.
+DEAD_FAILURES = frozenset({Failure.GONE, Failure.DNS, Failure.REFUSED})
+
+
+@dataclass
+class CrawlProgress:
+    """A snapshot of the crawl for progress bars: cheap to build after every link."""
+
+    done: int
+    total: int
+    counts: Counter[str]
+    elapsed_s: float
+
+    @property
+    def pages_per_s(self) -> float:
+        return self.done / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+
+@dataclass
+class CrawlSummary:
+    crawled: int
+    total_links: int
+    counts: dict[str, int]
+    seconds: float
+    requests: int
+    this_run: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def fetched_anything(self) -> bool:
+        got = self.counts.get
+        return (got("ok", 0) + got("redirected", 0) + got("archived", 0)) > 0
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "crawled": self.crawled,
+            "total_links": self.total_links,
+            "states": self.counts,
+            "this_run": self.this_run,
+            "seconds": round(self.seconds, 3),
+            "pages_per_s": round(self.crawled / self.seconds, 2) if self.seconds > 0 else 0.0,
+            "requests": self.requests,
+            "fetched_anything": self.fetched_anything,
+        }
+
+
+ProgressCallback = Callable[[CrawlProgress], None]
+
+
+def interleave_by_host(items: list[tuple[int, str]]) -> list[int]:
+    """Round-robin over hosts, keeping list order within each host."""
+    queues: dict[str, deque[int]] = defaultdict(deque)
+    for link_id, url in items:
+        queues[host_of(url)].append(link_id)
+    order: list[int] = []
+    while queues:
+        for host in list(queues):
+            order.append(queues[host].popleft())
+            if not queues[host]:
+                del queues[host]
+    return order
+
+
+class Crawler:
+    """Crawls the store's pending links. One instance per run."""
+
+    def __init__(self, settings: Settings, store: Store, executor: Executor | None = None) -> None:
+        self._settings = settings
+        self._store = store
+        self._executor = executor
+        self._requests = 0
+
+    def run(self, refresh: bool = False, progress: ProgressCallback | None = None) -> CrawlSummary:
+        return asyncio.run(self.crawl(refresh=refresh, progress=progress))
+
+    async def crawl(self, refresh: bool = False, progress: ProgressCallback | None = None) -> CrawlSummary:
+        started = time.perf_counter()
+        ids = self._store.link_ids_to_crawl(refresh=refresh)
+        if refresh:
+            self._store.reset_for_refresh(ids)
+        order = interleave_by_host([(i, self._store.link(i)["url"]) for i in ids])
+        counts: Counter[str] = Counter()
+        s = self._settings
+        own_executor = self._executor is None
+        executor = self._executor or ProcessPoolExecutor(
+            max_workers=s.extract_workers or os.cpu_count() or 1, mp_context=multiprocessing.get_context("spawn")
+        )
+        gate = HostGate(s.per_host_concurrency, s.per_host_delay_s)
+        try:
+            async with build_client(s) as client:
+                fetcher = Fetcher(s, client, gate)
+                robots = RobotsCache(fetcher, s.user_agent)
+                archive = Archive(fetcher, s.archive_url)
+                queue: asyncio.Queue[int] = asyncio.Queue(maxsize=s.concurrency * 2)
+
+                async def produce() -> None:
+                    for link_id in order:
+                        await queue.put(link_id)
+
+                async def work() -> None:
+                    while True:
+                        link_id = await queue.get()
+                        try:
+                            outcome = await self._crawl_link(link_id, fetcher, robots, archive, executor)
+                            self._requests += len(outcome.attempts)
+                            self._store.record_outcome(link_id, outcome)
+                            counts[outcome.state.value] += 1
+                            if progress:
+                                progress(CrawlProgress(sum(counts.values()), len(order), counts,
+                                                       time.perf_counter() - started))
+                        finally:
+                            queue.task_done()
+
+                workers = [asyncio.create_task(work()) for _ in range(min(s.concurrency, max(1, len(order))))]
+                try:
+                    await produce()
+                    await queue.join()
+                finally:
+                    for worker in workers:
+                        worker.cancel()
+                    await asyncio.gather(*workers, return_exceptions=True)
+        finally:
+            if own_executor:
+                executor.shutdown(cancel_futures=True)
+        return CrawlSummary(
+            crawled=len(order),
+            total_links=sum(self._store.state_counts().values()),
+            counts=self._store.state_counts(),
+            seconds=time.perf_counter() - started,
+            requests=self._requests,
+            this_run=dict(counts),
+        )
+
+    async def _crawl_link(
+        self, link_id: int, fetcher: Fetcher, robots: RobotsCache, archive: Archive, executor: Executor
+    ) -> CrawlOutcome:
+        link = self._store.link(link_id)
+        url: str = link["url"]
+        title: str = link["title"]
+        if not url.lower().startswith(WEB_SCHEMES):
+            scheme = url.split(":", 1)[0]
+            return CrawlOutcome(LinkState.UNSUPPORTED, f"{scheme}: links are not fetched (only http and https)")
+        if self._settings.respect_robots and not await robots.allowed(url):
+            return CrawlOutcome(LinkState.BLOCKED, "disallowed by the site's robots.txt")
+        attempts: list[FetchAttempt] = []
+        result = await fetcher.fetch(url, attempts, etag=link["etag"], last_modified=link["last_modified"])
+        if result.not_modified:
+            return self._unchanged(link, result, attempts)
+        if result.ok:
+            state = LinkState.REDIRECTED if result.redirects else LinkState.OK
+            reason = result.reason if not result.redirects else f"redirected to {result.final_url}"
+            outcome = CrawlOutcome(state, reason, attempts, final_url=result.final_url, http_status=result.status,
+                                   body=result.body)
+            outcome.document = await self._extract(executor, outcome, title)
+            return outcome
+        return await self._recover(url, title, result, attempts, archive, executor)
+
+    @staticmethod
+    def _unchanged(link: sqlite3.Row, result: FetchResult, attempts: list[FetchAttempt]) -> CrawlOutcome:
+        """304: keep the stored body and document; only the crawl record moves on."""
+        final_url = link["final_url"] or link["url"]
+        state = LinkState.REDIRECTED if final_url != link["url"] else LinkState.OK
+        return CrawlOutcome(state, "not modified since last crawl (kept stored copy)", attempts, final_url=final_url,
+                            http_status=304, not_modified=True)
+
+    async def _recover(
+        self, url: str, title: str, result: FetchResult, attempts: list[FetchAttempt], archive: Archive,
+        executor: Executor,
+    ) -> CrawlOutcome:
+        """The live page is unavailable: try the web archive, else record why it failed."""
+        dead = result.failure in DEAD_FAILURES
+        final_state = LinkState.DEAD if dead else LinkState.FAILED
+        if not self._settings.use_archive:
+            return CrawlOutcome(final_state, result.reason, attempts, final_url=result.final_url,
+                                http_status=result.status)
+        snapshot = await archive.closest(url, attempts)
+        if not isinstance(snapshot, Snapshot):
+            note = "no archived copy" if snapshot is None else snapshot
+            return CrawlOutcome(final_state, f"{result.reason}; {note}", attempts, final_url=result.final_url,
+                                http_status=result.status)
+        copy = await archive.fetch_snapshot(snapshot, attempts)
+        if not copy.ok:
+            return CrawlOutcome(final_state, f"{result.reason}; archived copy unavailable: {copy.reason}", attempts,
+                                final_url=result.final_url, http_status=result.status,
+                                archived_url=snapshot.url, archived_timestamp=snapshot.timestamp)
+        outcome = CrawlOutcome(
+            LinkState.ARCHIVED,
+            f"{result.reason}; text from the web archive snapshot of {snapshot.timestamp}",
+            attempts,
+            final_url=result.final_url,
+            http_status=result.status,
+            body=copy.body,
+            archived_url=snapshot.url,
+            archived_timestamp=snapshot.timestamp,
+        )
+        outcome.document = await self._extract(executor, outcome, title)
+        return outcome
+
+    @staticmethod
+    async def _extract(executor: Executor, outcome: CrawlOutcome, title: str) -> Document:
+        assert outcome.body is not None
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(executor, extract_document, outcome.body, title)

@@ -1,0 +1,171 @@
+"""Turn a fetched body into a Document: main text plus metadata, boilerplate left out.
+
+Extraction is CPU-bound (lxml, trafilatura, pypdf), so the crawler runs
+`extract_document` in worker processes; it therefore takes and returns plain,
+picklable values and touches no shared state.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import re
+from html import unescape
+
+import trafilatura
+from pypdf import PdfReader
+from pypdf.errors import PdfReadError
+
+from ingest.models import Document, FetchedBody
+from ingest.urls import host_of
+
+logger = logging.getLogger(__name__)
+
+# Below this many words a page is "thin": we keep the list's own title so the link stays searchable.
+THIN_WORDS = 40
+# Hosts whose pages are players or slide viewers: the article text is the title and description.
+MEDIA_HOSTS = (
+    "youtube.com",
+    "youtu.be",
+    "vimeo.com",
+    "slideshare.net",
+    "speakerdeck.com",
+    "infoq.com",
+    "dailymotion.com",
+)
+PDF_MAGIC = b"%PDF-"
+MAX_PDF_PAGES = 300
+_CHARSET_IN_META = re.compile(rb"""<meta[^>]+charset=["']?([A-Za-z0-9_\-:.]+)""", re.IGNORECASE)
+_META_CONTENT = r"""<meta[^>]+(?:property|name)=["']{name}["'][^>]*content=["']([^"']*)["']"""
+_TITLE = re.compile(r"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
+
+
+def extract_document(body: FetchedBody, fallback_title: str) -> Document:
+    """Best text we can get from `body`; never raises for bad content, flags it thin instead."""
+    if is_pdf(body):
+        doc = _extract_pdf(body.body)
+    else:
+        html = decode_html(body.body, body.encoding)
+        if _is_media_page(body.url, html):
+            doc = _extract_media(html)
+        elif _looks_like_html(body.content_type, html):
+            doc = _extract_html(html, body.url)
+        else:
+            doc = Document(title=None, text=html.strip(), kind="text")
+    return _mark_thin(doc, fallback_title)
+
+
+def is_pdf(body: FetchedBody) -> bool:
+    return "pdf" in body.content_type.lower() or body.body.startswith(PDF_MAGIC)
+
+
+def decode_html(raw: bytes, declared: str | None) -> str:
+    """Decode with the header's charset, else the page's meta charset, else UTF-8, else cp1252.
+
+    cp1252 as the last resort because it maps every byte, and most old non-UTF-8
+    pages on the web are Western European.
+    """
+    candidates = [declared]
+    match = _CHARSET_IN_META.search(raw[:4096])
+    if match:
+        candidates.append(match.group(1).decode("ascii", "ignore"))
+    candidates += ["utf-8"]
+    for encoding in candidates:
+        if not encoding:
+            continue
+        try:
+            return raw.decode(encoding)
+        except (LookupError, UnicodeDecodeError):
+            continue
+    return raw.decode("cp1252", errors="replace")
+
+
+def _looks_like_html(content_type: str, text: str) -> bool:
+    if "html" in content_type.lower():
+        return True
+    head = text[:2048].lower()
+    return "<html" in head or "<!doctype html" in head or "<body" in head or "<p>" in head
+
+
+def _is_media_page(url: str, html: str) -> bool:
+    """Known video/slide hosts, or any page that declares itself a video (og:type video.*)."""
+    host = host_of(url)
+    if any(host == h or host.endswith("." + h) for h in MEDIA_HOSTS):
+        return True
+    og_type = _meta(html[:50_000], "og:type") or ""
+    return og_type.lower().startswith("video")
+
+
+def _extract_html(html: str, url: str) -> Document:
+    result = trafilatura.bare_extraction(
+        html,
+        url=url,
+        with_metadata=True,
+        include_comments=False,
+        include_tables=True,
+        deduplicate=True,
+    )
+    if result is None:
+        title, description = _head_metadata(html)
+        return Document(title=title, text=description or "", kind="html", description=description)
+    data = result.as_dict() if hasattr(result, "as_dict") else dict(result)
+    return Document(
+        title=data.get("title"),
+        text=(data.get("text") or "").strip(),
+        kind="html",
+        author=data.get("author"),
+        date=data.get("date"),
+        sitename=data.get("sitename"),
+        language=data.get("language"),
+        description=data.get("description"),
+    )
+
+
+def _extract_media(html: str) -> Document:
+    """Video and slide pages: only the title and description are worth keeping."""
+    title, description = _head_metadata(html)
+    return Document(title=title, text=description or "", kind="video", description=description)
+
+
+def _head_metadata(html: str) -> tuple[str | None, str | None]:
+    head = html[:200_000]
+    title = _meta(head, "og:title")
+    if not title:
+        match = _TITLE.search(head)
+        title = unescape(match.group(1)).strip() if match else None
+    description = _meta(head, "og:description") or _meta(head, "description")
+    return title or None, description or None
+
+
+def _meta(html: str, name: str) -> str | None:
+    match = re.search(_META_CONTENT.format(name=re.escape(name)), html, re.IGNORECASE)
+    return unescape(match.group(1)).strip() if match else None
+
+
+def _extract_pdf(raw: bytes) -> Document:
+    try:
+        reader = PdfReader(io.BytesIO(raw))
+        pages = [page.extract_text() or "" for page in reader.pages[:MAX_PDF_PAGES]]
+        info = reader.metadata
+        title = (info.title if info else None) or None
+        author = (info.author if info else None) or None
+    except (PdfReadError, ValueError, KeyError, TypeError, OSError) as exc:
+        # A truncated or broken PDF is common on the web; keep the link, say why in the log.
+        logger.info("unreadable PDF: %s", exc)
+        return Document(title=None, text="", kind="pdf")
+    text = "\n\n".join(p.strip() for p in pages if p.strip())
+    return Document(title=title, text=text, kind="pdf", author=author)
+
+
+def _mark_thin(doc: Document, fallback_title: str) -> Document:
+    if len(doc.text.split()) >= THIN_WORDS:
+        if not doc.title:
+            doc.title = fallback_title
+        return doc
+    doc.thin = True
+    doc.title = doc.title or fallback_title
+    if doc.description and len(doc.description.split()) > len(doc.text.split()):
+        doc.text = doc.description
+    if doc.kind == "html":
+        doc.kind = "thin"
+    return doc

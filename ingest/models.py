@@ -1,0 +1,131 @@
+"""The nouns of the ingest stage, shared by every later stage.
+
+A *listed link* is what the markdown list says; a *link* is that URL once stored
+and crawled; a *document* is the text extracted from what the crawl fetched; an
+*article* is the join the index needs: list context plus document.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+
+
+class LinkState(str, Enum):
+    """Where a link ended. Every crawled link ends in exactly one of these."""
+
+    PENDING = "pending"
+    OK = "ok"
+    REDIRECTED = "redirected"
+    ARCHIVED = "archived"
+    DEAD = "dead"
+    BLOCKED = "blocked"
+    UNSUPPORTED = "unsupported"
+    FAILED = "failed"
+
+    @classmethod
+    def final_states(cls) -> list["LinkState"]:
+        return [s for s in cls if s is not cls.PENDING]
+
+
+@dataclass(frozen=True)
+class ListPlacement:
+    """One place a link occupies in the list: the same URL may appear in several sections."""
+
+    section: str
+    subsection: str | None
+    title: str
+    position: int
+
+    @property
+    def section_path(self) -> str:
+        """'Scalability / Sharding' style label used for display and filtering."""
+        return f"{self.section} / {self.subsection}" if self.subsection else self.section
+
+
+@dataclass
+class ListedLink:
+    """A de-duplicated link from the list, with every placement it has there."""
+
+    url: str
+    placements: list[ListPlacement] = field(default_factory=list)
+
+    @property
+    def title(self) -> str:
+        return self.placements[0].title
+
+    @property
+    def position(self) -> int:
+        return self.placements[0].position
+
+
+@dataclass
+class FetchAttempt:
+    """One HTTP request made for a link (every retry, redirect hop excluded)."""
+
+    url: str
+    attempt: int
+    started_at: float
+    elapsed_ms: float
+    status: int | None
+    error: str | None
+    from_archive: bool = False
+
+
+@dataclass
+class FetchedBody:
+    """What the crawler kept of a response, raw, so re-extraction never re-fetches."""
+
+    url: str
+    content_type: str
+    body: bytes
+    truncated: bool
+    encoding: str | None = None
+    etag: str | None = None
+    last_modified: str | None = None
+
+
+@dataclass
+class Document:
+    """Text extracted from a fetched body. `thin` marks documents with little real text."""
+
+    title: str | None
+    text: str
+    kind: str  # html | pdf | video | thin
+    author: str | None = None
+    date: str | None = None
+    sitename: str | None = None
+    language: str | None = None
+    description: str | None = None
+    thin: bool = False
+
+
+@dataclass
+class CrawlOutcome:
+    """Everything one link's crawl produced, stored in a single transaction."""
+
+    state: LinkState
+    reason: str
+    attempts: list[FetchAttempt] = field(default_factory=list)
+    final_url: str | None = None
+    http_status: int | None = None
+    body: FetchedBody | None = None
+    document: Document | None = None
+    archived_url: str | None = None
+    archived_timestamp: str | None = None
+    not_modified: bool = False
+
+
+@dataclass
+class Article:
+    """What the index needs of one link: its list context and, if any, its text."""
+
+    link_id: int
+    url: str
+    host: str
+    list_title: str
+    sections: list[str]
+    state: LinkState
+    final_url: str | None
+    archived_url: str | None
+    document: Document | None

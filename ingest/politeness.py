@@ -1,0 +1,64 @@
+"""Per-host politeness: a concurrency cap and a minimum delay between request starts.
+
+Why per host: the global limit protects us, the per-host limit protects them. A
+list like awesome-scalability has dozens of links to the same blog; without this
+gate a crawl would open 16 connections to one small server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+
+@dataclass
+class _HostState:
+    slots: asyncio.Semaphore
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    next_start: float = 0.0
+    unreachable: str | None = None
+
+
+class HostGate:
+    """Hands out the right to send one request to a host, honouring both limits.
+
+    It also remembers hosts that cannot be resolved or reached at all, so the
+    other links on a dead host fail at once instead of each waiting its turn.
+    """
+
+    def __init__(self, per_host: int, min_delay_s: float) -> None:
+        self._per_host = per_host
+        self._min_delay_s = min_delay_s
+        self._hosts: dict[str, _HostState] = {}
+
+    def _state(self, host: str) -> _HostState:
+        state = self._hosts.get(host)
+        if state is None:
+            state = self._hosts[host] = _HostState(asyncio.Semaphore(self._per_host))
+        return state
+
+    @asynccontextmanager
+    async def slot(self, host: str) -> AsyncIterator[None]:
+        state = self._state(host)
+        async with state.slots:
+            async with state.lock:
+                wait = state.next_start - time.monotonic()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                state.next_start = time.monotonic() + self._min_delay_s
+            yield
+
+    def push_back(self, host: str, delay_s: float) -> None:
+        """A host told us to slow down (429/503 with Retry-After): no one starts before then."""
+        state = self._state(host)
+        state.next_start = max(state.next_start, time.monotonic() + delay_s)
+
+    def mark_unreachable(self, host: str, reason: str) -> None:
+        self._state(host).unreachable = reason
+
+    def unreachable(self, host: str) -> str | None:
+        state = self._hosts.get(host)
+        return state.unreachable if state else None

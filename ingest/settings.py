@@ -1,0 +1,103 @@
+"""One typed settings object, read from the environment (`LINKLENS_*`).
+
+It lives in the lowest stage so every stage reads the same configuration; the
+index and serve fields are plain values here, not imports of those stages.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+
+import platformdirs
+from pydantic import Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from ingest.errors import ConfigError
+
+APP_NAME = "linklens"
+VERSION = "0.1.0"
+DEFAULT_USER_AGENT = f"linklens/{VERSION} (+https://github.com/linklens/linklens; semantic search over curated link lists)"
+DEFAULT_ARCHIVE_URL = "https://archive.org"
+DEFAULT_CONCURRENCY = 16
+DEFAULT_PER_HOST_CONCURRENCY = 2
+DEFAULT_PER_HOST_DELAY_S = 1.0
+DEFAULT_CONNECT_TIMEOUT_S = 10.0
+DEFAULT_READ_TIMEOUT_S = 20.0
+DEFAULT_REQUEST_TIMEOUT_S = 60.0
+MAX_BODY_BYTES = 10 * 2**20
+DEFAULT_MAX_REDIRECTS = 10
+DEFAULT_MAX_ATTEMPTS = 4
+DEFAULT_BACKOFF_BASE_S = 0.5
+DEFAULT_BACKOFF_MAX_S = 30.0
+DEFAULT_MAX_RETRY_AFTER_S = 120.0
+
+
+class Settings(BaseSettings):
+    """Every knob of linklens. Environment variables win; defaults suit the public web."""
+
+    model_config = SettingsConfigDict(env_prefix="LINKLENS_", extra="ignore")
+
+    data_dir: Path = Field(default_factory=lambda: Path(platformdirs.user_data_dir(APP_NAME)))
+
+    # crawl
+    user_agent: str = DEFAULT_USER_AGENT
+    concurrency: int = Field(DEFAULT_CONCURRENCY, ge=1, le=512)
+    per_host_concurrency: int = Field(DEFAULT_PER_HOST_CONCURRENCY, ge=1, le=64)
+    per_host_delay_s: float = Field(DEFAULT_PER_HOST_DELAY_S, ge=0)
+    connect_timeout_s: float = Field(DEFAULT_CONNECT_TIMEOUT_S, gt=0)
+    read_timeout_s: float = Field(DEFAULT_READ_TIMEOUT_S, gt=0)
+    request_timeout_s: float = Field(DEFAULT_REQUEST_TIMEOUT_S, gt=0)
+    max_body_bytes: int = Field(MAX_BODY_BYTES, ge=1024)
+    max_redirects: int = Field(DEFAULT_MAX_REDIRECTS, ge=0, le=50)
+    max_attempts: int = Field(DEFAULT_MAX_ATTEMPTS, ge=1, le=20)
+    backoff_base_s: float = Field(DEFAULT_BACKOFF_BASE_S, ge=0)
+    backoff_max_s: float = Field(DEFAULT_BACKOFF_MAX_S, ge=0)
+    max_retry_after_s: float = Field(DEFAULT_MAX_RETRY_AFTER_S, ge=0)
+    respect_robots: bool = True
+    archive_url: str = DEFAULT_ARCHIVE_URL
+    use_archive: bool = True
+    extract_workers: int = Field(0, ge=0, description="0 = one per core")
+
+    # index
+    model: str = Field("", description="sentence-transformers name or path; empty = bundled all-MiniLM-L6-v2")
+    passage_words: int = Field(180, ge=40, le=1000)
+    passage_overlap_words: int = Field(30, ge=0, le=500)
+    ann_threshold: int = Field(200_000, ge=1, description="passages above which an HNSW index replaces the exact one")
+    index_kind: str = Field("auto", pattern="^(auto|flat|hnsw)$")
+    keep_snapshots: int = Field(3, ge=1)
+    candidates: int = Field(100, ge=10, le=2000)
+    rrf_k: int = Field(60, ge=1)
+    fusion: str = Field("rrf", pattern="^(rrf|dense|bm25)$")
+
+    # serve
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    workers: int = Field(1, ge=1, le=64)
+    max_inflight: int = Field(64, ge=1)
+    query_cache_size: int = Field(256, ge=0)
+    reload_interval_s: float = Field(2.0, gt=0)
+
+    @cached_property
+    def store_path(self) -> Path:
+        return self.data_dir / "linklens.sqlite3"
+
+    @cached_property
+    def snapshots_dir(self) -> Path:
+        return self.data_dir / "snapshots"
+
+    @cached_property
+    def cache_dir(self) -> Path:
+        return self.data_dir / "cache"
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read settings, turning a validation failure into one sentence naming key and value."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            key = "LINKLENS_" + "_".join(str(p) for p in err["loc"]).upper()
+            problems.append(f"{key}={err.get('input')!r}: {err['msg']}")
+        raise ConfigError("bad setting " + "; ".join(problems) + " — fix or unset it") from None

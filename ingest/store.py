@@ -1,0 +1,414 @@
+"""The page store: one SQLite file (WAL) holding links, fetch attempts, raw bodies and documents.
+
+Why one file and one writer: a crawl killed at any moment must resume without
+losing or duplicating work. Each link's whole outcome (attempts, body, document,
+state) is written in one transaction, so a link is either finished or pending,
+never half-done. Readers (the index builder, the link report) never block the
+writer thanks to WAL.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict
+from pathlib import Path
+
+from ingest.errors import StoreError
+from ingest.models import (
+    Article,
+    CrawlOutcome,
+    Document,
+    FetchedBody,
+    ListedLink,
+    LinkState,
+)
+from ingest.urls import host_of
+
+BUSY_TIMEOUT_MS = 30_000
+BODY_COMPRESSION_LEVEL = 6
+
+# Each entry upgrades the schema by one version; never edit a shipped entry, append.
+MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE links (
+        id INTEGER PRIMARY KEY,
+        url TEXT NOT NULL UNIQUE,
+        title TEXT NOT NULL,
+        position INTEGER NOT NULL,
+        state TEXT NOT NULL DEFAULT 'pending',
+        reason TEXT,
+        final_url TEXT,
+        http_status INTEGER,
+        archived_url TEXT,
+        archived_timestamp TEXT,
+        etag TEXT,
+        last_modified TEXT,
+        crawled_at REAL,
+        updated_at REAL NOT NULL
+    );
+    CREATE INDEX links_state ON links(state);
+    CREATE TABLE placements (
+        link_id INTEGER NOT NULL REFERENCES links(id) ON DELETE CASCADE,
+        section TEXT NOT NULL,
+        subsection TEXT,
+        title TEXT NOT NULL,
+        position INTEGER NOT NULL,
+        PRIMARY KEY (link_id, position)
+    );
+    CREATE TABLE fetches (
+        id INTEGER PRIMARY KEY,
+        link_id INTEGER NOT NULL REFERENCES links(id) ON DELETE CASCADE,
+        url TEXT NOT NULL,
+        attempt INTEGER NOT NULL,
+        started_at REAL NOT NULL,
+        elapsed_ms REAL NOT NULL,
+        status INTEGER,
+        error TEXT,
+        from_archive INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX fetches_link ON fetches(link_id);
+    CREATE TABLE bodies (
+        link_id INTEGER PRIMARY KEY REFERENCES links(id) ON DELETE CASCADE,
+        url TEXT NOT NULL,
+        content_type TEXT NOT NULL,
+        encoding TEXT,
+        truncated INTEGER NOT NULL,
+        size INTEGER NOT NULL,
+        body BLOB NOT NULL
+    );
+    CREATE TABLE documents (
+        link_id INTEGER PRIMARY KEY REFERENCES links(id) ON DELETE CASCADE,
+        title TEXT,
+        text TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        author TEXT,
+        date TEXT,
+        sitename TEXT,
+        language TEXT,
+        description TEXT,
+        thin INTEGER NOT NULL,
+        extracted_at REAL NOT NULL
+    );
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    """,
+]
+
+
+class Store:
+    """The page store. Open with `Store.open(path)`; one instance per process is the writer."""
+
+    def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
+        self._conn = conn
+        self.path = path
+
+    @classmethod
+    def open(cls, path: Path) -> "Store":
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False)
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA foreign_keys=ON")
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(
+                f"cannot use the data folder {path.parent} ({exc}) — make it writable or set LINKLENS_DATA_DIR"
+            ) from None
+        store = cls(conn, path)
+        store._migrate()
+        return store
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE so a second writer waits instead of failing half-way."""
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._conn
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+        else:
+            self._conn.execute("COMMIT")
+
+    def _migrate(self) -> None:
+        try:
+            version = self._conn.execute("PRAGMA user_version").fetchone()[0]
+            for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+                with self.transaction() as conn:
+                    for statement in script.split(";"):
+                        if statement.strip():
+                            conn.execute(statement)
+                    conn.execute(f"PRAGMA user_version={number}")
+        except sqlite3.Error as exc:
+            raise StoreError(
+                f"cannot prepare the page store {self.path} ({exc}) — check the data folder or set LINKLENS_DATA_DIR"
+            ) from None
+
+    # -- links -------------------------------------------------------------
+
+    def add_links(self, links: list[ListedLink]) -> int:
+        """Insert new links and refresh placements of known ones. Returns how many were new.
+
+        Idempotent: adding the same list twice changes nothing, so `crawl` can always
+        start by re-reading the list.
+        """
+        now = time.time()
+        added = 0
+        with self.transaction() as conn:
+            for link in links:
+                row = conn.execute("SELECT id FROM links WHERE url=?", (link.url,)).fetchone()
+                if row is None:
+                    cur = conn.execute(
+                        "INSERT INTO links(url, title, position, updated_at) VALUES (?, ?, ?, ?)",
+                        (link.url, link.title, link.position, now),
+                    )
+                    link_id = int(cur.lastrowid or 0)
+                    added += 1
+                else:
+                    link_id = row[0]
+                    conn.execute("UPDATE links SET title=?, position=? WHERE id=?", (link.title, link.position, link_id))
+                conn.execute("DELETE FROM placements WHERE link_id=?", (link_id,))
+                conn.executemany(
+                    "INSERT OR REPLACE INTO placements(link_id, section, subsection, title, position) VALUES (?,?,?,?,?)",
+                    [(link_id, p.section, p.subsection, p.title, p.position) for p in link.placements],
+                )
+        return added
+
+    def link_ids_to_crawl(self, refresh: bool = False) -> list[int]:
+        """Pending links in list order; with `refresh`, every link (conditional re-fetch)."""
+        if refresh:
+            rows = self._conn.execute("SELECT id FROM links ORDER BY position").fetchall()
+        else:
+            rows = self._conn.execute(
+                "SELECT id FROM links WHERE state=? ORDER BY position", (LinkState.PENDING.value,)
+            ).fetchall()
+        return [r[0] for r in rows]
+
+    def link(self, link_id: int) -> sqlite3.Row:
+        row = self._conn.execute("SELECT * FROM links WHERE id=?", (link_id,)).fetchone()
+        if row is None:
+            raise KeyError(link_id)
+        return row
+
+    def reset_for_refresh(self, link_ids: list[int]) -> None:
+        """Mark links pending again so a killed refresh resumes; stored bodies stay for 304s."""
+        with self.transaction() as conn:
+            conn.executemany(
+                "UPDATE links SET state=?, updated_at=? WHERE id=?",
+                [(LinkState.PENDING.value, time.time(), i) for i in link_ids],
+            )
+
+    def record_outcome(self, link_id: int, outcome: CrawlOutcome) -> None:
+        """Store one link's whole crawl outcome atomically; this is what makes resume exact."""
+        now = time.time()
+        with self.transaction() as conn:
+            conn.executemany(
+                "INSERT INTO fetches(link_id, url, attempt, started_at, elapsed_ms, status, error, from_archive) "
+                "VALUES (?,?,?,?,?,?,?,?)",
+                [
+                    (link_id, a.url, a.attempt, a.started_at, a.elapsed_ms, a.status, a.error, int(a.from_archive))
+                    for a in outcome.attempts
+                ],
+            )
+            body = outcome.body
+            if body is not None and not outcome.not_modified:
+                conn.execute(
+                    "INSERT OR REPLACE INTO bodies(link_id, url, content_type, encoding, truncated, size, body) "
+                    "VALUES (?,?,?,?,?,?,?)",
+                    (
+                        link_id,
+                        body.url,
+                        body.content_type,
+                        body.encoding,
+                        int(body.truncated),
+                        len(body.body),
+                        zlib.compress(body.body, BODY_COMPRESSION_LEVEL),
+                    ),
+                )
+            doc = outcome.document
+            if doc is not None:
+                conn.execute(
+                    "INSERT OR REPLACE INTO documents(link_id, title, text, kind, author, date, sitename, language, "
+                    "description, thin, extracted_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                    (
+                        link_id,
+                        doc.title,
+                        doc.text,
+                        doc.kind,
+                        doc.author,
+                        doc.date,
+                        doc.sitename,
+                        doc.language,
+                        doc.description,
+                        int(doc.thin),
+                        now,
+                    ),
+                )
+            etag = body.etag if body else None
+            last_modified = body.last_modified if body else None
+            conn.execute(
+                "UPDATE links SET state=?, reason=?, final_url=?, http_status=?, archived_url=?, archived_timestamp=?, "
+                "etag=COALESCE(?, etag), last_modified=COALESCE(?, last_modified), crawled_at=?, updated_at=? "
+                "WHERE id=?",
+                (
+                    outcome.state.value,
+                    outcome.reason,
+                    outcome.final_url,
+                    outcome.http_status,
+                    outcome.archived_url,
+                    outcome.archived_timestamp,
+                    etag,
+                    last_modified,
+                    now,
+                    now,
+                    link_id,
+                ),
+            )
+
+    def replace_document(self, link_id: int, doc: Document) -> None:
+        """Re-extraction path: new text from a stored body, no fetch."""
+        outcome_doc = asdict(doc)
+        with self.transaction() as conn:
+            conn.execute(
+                "INSERT OR REPLACE INTO documents(link_id, title, text, kind, author, date, sitename, language, "
+                "description, thin, extracted_at) VALUES (:link_id,:title,:text,:kind,:author,:date,:sitename,"
+                ":language,:description,:thin,:now)",
+                {**outcome_doc, "link_id": link_id, "thin": int(doc.thin), "now": time.time()},
+            )
+
+    def body(self, link_id: int) -> FetchedBody | None:
+        """The stored raw body (decompressed), for re-extraction and conditional re-fetch."""
+        row = self._conn.execute("SELECT * FROM bodies WHERE link_id=?", (link_id,)).fetchone()
+        if row is None:
+            return None
+        link = self.link(link_id)
+        return FetchedBody(
+            url=row["url"],
+            content_type=row["content_type"],
+            body=zlib.decompress(row["body"]),
+            truncated=bool(row["truncated"]),
+            encoding=row["encoding"],
+            etag=link["etag"],
+            last_modified=link["last_modified"],
+        )
+
+    def document(self, link_id: int) -> Document | None:
+        row = self._conn.execute("SELECT * FROM documents WHERE link_id=?", (link_id,)).fetchone()
+        return _document_from_row(row) if row else None
+
+    # -- reports -----------------------------------------------------------
+
+    def state_counts(self) -> dict[str, int]:
+        rows = self._conn.execute("SELECT state, COUNT(*) FROM links GROUP BY state").fetchall()
+        return {r[0]: r[1] for r in rows}
+
+    def link_rows(self, state: LinkState | None = None) -> list[dict[str, object]]:
+        """The link-health report: one dict per link with its sections, in list order."""
+        query = "SELECT * FROM links"
+        params: tuple[object, ...] = ()
+        if state is not None:
+            query += " WHERE state=?"
+            params = (state.value,)
+        rows = self._conn.execute(query + " ORDER BY position", params).fetchall()
+        sections = self._sections_by_link()
+        attempts = dict(self._conn.execute("SELECT link_id, COUNT(*) FROM fetches GROUP BY link_id").fetchall())
+        return [
+            {
+                "id": r["id"],
+                "url": r["url"],
+                "title": r["title"],
+                "sections": sections.get(r["id"], []),
+                "state": r["state"],
+                "reason": r["reason"],
+                "http_status": r["http_status"],
+                "final_url": r["final_url"],
+                "archived_url": r["archived_url"],
+                "archived_timestamp": r["archived_timestamp"],
+                "attempts": attempts.get(r["id"], 0),
+            }
+            for r in rows
+        ]
+
+    def _sections_by_link(self) -> dict[int, list[str]]:
+        out: dict[int, list[str]] = {}
+        for r in self._conn.execute("SELECT link_id, section, subsection FROM placements ORDER BY position"):
+            label = f"{r['section']} / {r['subsection']}" if r["subsection"] else r["section"]
+            labels = out.setdefault(r["link_id"], [])
+            if label not in labels:
+                labels.append(label)
+        return out
+
+    def articles(self) -> Iterator[Article]:
+        """Every link with its list context and document, in list order: the index's input."""
+        sections = self._sections_by_link()
+        rows = self._conn.execute(
+            "SELECT l.*, d.link_id AS doc_id, d.title AS d_title, d.text, d.kind, d.author, d.date, d.sitename, "
+            "d.language, d.description, d.thin FROM links l LEFT JOIN documents d ON d.link_id = l.id "
+            "ORDER BY l.position"
+        ).fetchall()
+        for r in rows:
+            doc = None
+            if r["doc_id"] is not None:
+                doc = Document(
+                    title=r["d_title"],
+                    text=r["text"],
+                    kind=r["kind"],
+                    author=r["author"],
+                    date=r["date"],
+                    sitename=r["sitename"],
+                    language=r["language"],
+                    description=r["description"],
+                    thin=bool(r["thin"]),
+                )
+            yield Article(
+                link_id=r["id"],
+                url=r["url"],
+                host=host_of(r["final_url"] or r["url"]),
+                list_title=r["title"],
+                sections=sections.get(r["id"], []),
+                state=LinkState(r["state"]),
+                final_url=r["final_url"],
+                archived_url=r["archived_url"],
+                document=doc,
+            )
+
+    def fetch_count(self, link_id: int | None = None) -> int:
+        if link_id is None:
+            return int(self._conn.execute("SELECT COUNT(*) FROM fetches").fetchone()[0])
+        return int(self._conn.execute("SELECT COUNT(*) FROM fetches WHERE link_id=?", (link_id,)).fetchone()[0])
+
+    def get_meta(self, key: str) -> str | None:
+        row = self._conn.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def set_meta(self, key: str, value: object) -> None:
+        with self.transaction() as conn:
+            conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, json.dumps(value)))
+
+
+def _document_from_row(row: sqlite3.Row) -> Document:
+    return Document(
+        title=row["title"],
+        text=row["text"],
+        kind=row["kind"],
+        author=row["author"],
+        date=row["date"],
+        sitename=row["sitename"],
+        language=row["language"],
+        description=row["description"],
+        thin=bool(row["thin"]),
+    )

@@ -1,0 +1,134 @@
+"""The JSON routes: parse parameters, call the service, return its dict.
+
+Responses are returned as `JSONResponse` directly (the pydantic models below only
+document the shape in OpenAPI): the searcher already builds the exact dict, and
+re-validating 50 results per request would cost latency for nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Query, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST
+from pydantic import BaseModel
+
+from ingest.errors import LinklensError
+from serve.metrics import ServerMetrics
+from serve.problems import ErrorEnvelope, error_response
+from serve.service import DEFAULT_K, MAX_K, MAX_QUERY_CHARS, MIN_K, SearchService
+
+MAX_ARTICLE_ID = 2**63 - 1  # SQLite's integer range; larger ids cannot exist and would overflow the driver
+
+
+class SearchHit(BaseModel):
+    rank: int
+    url: str
+    title: str | None
+    section: str | None
+    host: str | None
+    score: float
+    snippet: str
+    archived_url: str | None
+
+
+class SearchResult(BaseModel):
+    query: str
+    took_ms: float
+    results: list[SearchHit]
+
+
+class SectionCount(BaseModel):
+    name: str
+    articles: int
+
+
+class SectionList(BaseModel):
+    sections: list[SectionCount]
+
+
+class Health(BaseModel):
+    status: str
+
+
+class Readiness(BaseModel):
+    status: str
+    snapshot_id: str
+
+
+def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    return {status: {"model": ErrorEnvelope} for status in statuses}
+
+
+def _service(request: Request) -> SearchService:
+    return request.app.state.service  # type: ignore[no-any-return]
+
+
+QueryText = Annotated[
+    str | None,
+    Query(description="The question, in words.", json_schema_extra={"maxLength": MAX_QUERY_CHARS, "minLength": 1}),
+]
+ResultCount = Annotated[int, Query(ge=MIN_K, le=MAX_K, description="How many results to return.")]
+ArticleId = Annotated[int, Path(ge=1, le=MAX_ARTICLE_ID, description="An article id from the index.")]
+
+router = APIRouter()
+
+
+@router.get("/search", response_model=SearchResult, responses=_errors(400, 503))
+async def search(
+    request: Request,
+    q: QueryText = None,
+    k: ResultCount = DEFAULT_K,
+    section: Annotated[str | None, Query(description="Only this section (see /sections).")] = None,
+    host: Annotated[str | None, Query(description="Only articles on this host, e.g. example.com.")] = None,
+) -> JSONResponse:
+    """Ranked articles for a question; snippets mark matched terms as **term**."""
+    return JSONResponse(await _service(request).search(q, k, section, host))
+
+
+@router.get("/articles/{article_id}", responses=_errors(400, 404, 503))
+async def article(request: Request, article_id: ArticleId) -> JSONResponse:
+    """One article: list context, fetch state and its passages."""
+    return JSONResponse(await _service(request).article(article_id))
+
+
+@router.get("/articles/{article_id}/similar", response_model=SearchResult, responses=_errors(400, 404, 503))
+async def similar(request: Request, article_id: ArticleId, k: ResultCount = DEFAULT_K) -> JSONResponse:
+    """Articles closest in meaning to this one."""
+    return JSONResponse(await _service(request).similar(article_id, k))
+
+
+@router.get("/sections", response_model=SectionList, responses=_errors(503))
+async def sections(request: Request) -> JSONResponse:
+    """The list's sections with how many indexed articles each holds."""
+    listed = await _service(request).sections()
+    return JSONResponse({"sections": [{"name": name, "articles": count} for name, count in listed]})
+
+
+@router.get("/healthz", response_model=Health)
+async def healthz() -> JSONResponse:
+    """Liveness: the process answers. Always 200, index or not."""
+    return JSONResponse({"status": "ok"})
+
+
+@router.get("/readyz", response_model=Readiness, responses=_errors(503))
+async def readyz(request: Request) -> JSONResponse:
+    """Readiness: 200 with the served snapshot once an index is loaded, 503 before."""
+    live = _service(request).live
+    try:
+        live.require()
+    except LinklensError as exc:
+        return error_response(503, str(exc), code="not_ready")
+    return JSONResponse({"status": "ready", "snapshot_id": live.snapshot_id})
+
+
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={200: {"content": {CONTENT_TYPE_LATEST.split(";")[0]: {"schema": {"type": "string"}}}}},
+)
+async def metrics(request: Request) -> Response:
+    """Prometheus text exposition of this process's metrics."""
+    server_metrics: ServerMetrics = request.app.state.metrics
+    return Response(server_metrics.render(), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,73 @@
+"""Assemble the FastAPI app: one `LiveIndex`, gate, cache and metrics registry per app.
+
+Nothing here is module-level state: `create_app(settings)` builds everything, so
+tests can run several apps side by side and `--workers N` gets one set per process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import anyio.to_thread
+from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
+
+from ingest.settings import VERSION, Settings, load_settings
+from serve.api import router as api_router
+from serve.gate import ResponseCache, SearchGate
+from serve.guards import QueryStringGuard
+from serve.handlers import guard_responder, install_error_handlers
+from serve.live import LiveIndex, SearcherOpener, open_searcher
+from serve.metrics import MetricsMiddleware, ServerMetrics
+from serve.openapi_doc import install_openapi
+from serve.page import STATIC_DIR, build_router, make_templates
+from serve.service import SearchService
+
+DESCRIPTION = """Semantic search over the articles a curated link list points to.
+
+Every error is `{"error": {"status": <int>, "code": "<str>", "message": "<str>"}}`.
+Bad input is always **400** (never 422); 503 carries `Retry-After`.
+"""
+
+
+def create_app(settings: Settings, opener: SearcherOpener = open_searcher) -> FastAPI:
+    """The server for `settings`. `opener` exists so plumbing tests can inject a searcher."""
+    live = LiveIndex(settings, opener)
+    gate = SearchGate(settings.max_inflight)
+    cache = ResponseCache(settings.query_cache_size)
+    metrics = ServerMetrics(live, gate, cache)
+    templates = make_templates()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Opened once here, not per request; with no index yet the app still starts (readyz says 503).
+        await anyio.to_thread.run_sync(live.refresh)
+        poller = asyncio.create_task(live.poll(settings.reload_interval_s), name="linklens-index-poller")
+        try:
+            yield
+        finally:
+            poller.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await poller
+
+    app = FastAPI(title="linklens", version=VERSION, description=DESCRIPTION, lifespan=lifespan)
+    app.state.settings = settings
+    app.state.service = SearchService(live, gate, cache)
+    app.state.metrics = metrics
+    app.include_router(api_router)
+    app.include_router(build_router(templates))
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    install_error_handlers(app, templates)
+    install_openapi(app)
+    # Added last = outermost: metrics also time the guard's 400/414 answers.
+    app.add_middleware(QueryStringGuard, respond=guard_responder)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    return app
+
+
+def app_from_env() -> FastAPI:
+    """Factory for uvicorn (`serve.app:app_from_env`, factory=True): settings from `LINKLENS_*`."""
+    return create_app(load_settings())
