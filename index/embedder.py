@@ -56,6 +56,15 @@ def load_sentence_model(ref: ModelRef) -> SentenceTransformer:
     return model
 
 
+def embedding_dimension(model: SentenceTransformer) -> int:
+    """The model's vector size (the method was renamed in sentence-transformers 6)."""
+    getter = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+    dim = getter()
+    if not dim:
+        raise ConfigError(f"the model {model!r} does not report its embedding size — use another model")
+    return int(dim)
+
+
 class Embedder:
     """Turns passage texts into L2-normalised float32 vectors with one model."""
 
@@ -72,10 +81,7 @@ class Embedder:
 
     @property
     def dimension(self) -> int:
-        dim = self.model.get_sentence_embedding_dimension()
-        if not dim:
-            raise ConfigError(f"the model {self.ref.id!r} does not report its embedding size — use another model")
-        return int(dim)
+        return embedding_dimension(self.model)
 
     def encode(self, texts: Sequence[str], progress: Progress | None = None) -> np.ndarray:
         """Embed `texts` in their order, longest-first in batches, reporting (done, total) as it goes.

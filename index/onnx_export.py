@@ -18,11 +18,14 @@ import re
 import shutil
 import tempfile
 import warnings
+from collections.abc import Callable
+from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from index.embedder import embedding_dimension
 from index.model_ref import ModelRef
 from index.query_encoder import ENCODER_FILE, TOKENIZER_FILE, EncoderConfig, OnnxQueryEncoder
 
@@ -43,31 +46,44 @@ PARITY_SAMPLES = (
     " ".join(["Consistent hashing maps keys and servers onto one ring."] * 60),
 )
 SUPPORTED_POOLING = ("mean", "cls")
+FAILED_SUFFIX = ".failed"
 
 
 def export_dir(cache_dir: Path, ref: ModelRef) -> Path:
     """One folder per model and exporter version, named readably with a hash for uniqueness."""
-    import torch
-
-    key = f"{ref.id}\n{ref.location}\n{EXPORT_FORMAT}\n{torch.__version__}"
+    key = f"{ref.id}\n{ref.location}\n{EXPORT_FORMAT}\n{metadata.version('torch')}"
     slug = re.sub(r"[^A-Za-z0-9._-]+", "-", ref.id).strip("-")[:60] or "model"
     return cache_dir / "onnx" / f"{slug}-{hashlib.sha256(key.encode()).hexdigest()[:10]}"
 
 
-def cached_export(cache_dir: Path, ref: ModelRef, model: SentenceTransformer, refresh: bool = False) -> Path | None:
+def cached_export(
+    cache_dir: Path, ref: ModelRef, load_model: Callable[[], SentenceTransformer], refresh: bool = False
+) -> Path | None:
     """The folder holding a verified ONNX encoder for `ref`, exporting it if needed; None if it cannot be.
 
-    Written into a temporary folder and renamed, so a crashed export is never reused.
+    `load_model` is only called when an export is needed, so a build with a cached
+    export and cached embeddings never loads torch. A model that failed once is
+    remembered (a marker file) and not retried until `refresh`. Written into a
+    temporary folder and renamed, so a crashed export is never reused.
     """
     target = export_dir(cache_dir, ref)
-    if refresh and target.exists():
-        shutil.rmtree(target)
+    failed = target.with_name(target.name + FAILED_SUFFIX)
+    if refresh:
+        shutil.rmtree(target, ignore_errors=True)
+        failed.unlink(missing_ok=True)
     if (target / ENCODER_FILE).exists():
         return target
+    if failed.exists():
+        logger.warning("%s could not be exported to ONNX before (%s); queries will load sentence-transformers",
+                       ref.id, failed.read_text(encoding="utf-8").strip())
+        return None
     target.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=".export-", dir=target.parent))
+    work.chmod(0o755)
     try:
-        if not export(model, ref, work):
+        problem = export(load_model(), ref, work)
+        if problem:
+            failed.write_text(problem + "\n", encoding="utf-8")
             return None
         try:
             os.rename(work, target)
@@ -79,12 +95,12 @@ def cached_export(cache_dir: Path, ref: ModelRef, model: SentenceTransformer, re
         shutil.rmtree(work, ignore_errors=True)
 
 
-def export(model: SentenceTransformer, ref: ModelRef, folder: Path) -> bool:
-    """Write encoder, tokenizer and config into `folder`; False (logged) when the model cannot be exported."""
+def export(model: SentenceTransformer, ref: ModelRef, folder: Path) -> str | None:
+    """Write encoder, tokenizer and config into `folder`; returns why not (logged) when it cannot."""
     problem = _unsupported(model)
     if problem:
         logger.warning("cannot export %s to ONNX (%s); queries will load sentence-transformers", ref.id, problem)
-        return False
+        return problem
     transformer, pooling = model[0], model[1]
     model.tokenizer.backend_tokenizer.save(str(folder / TOKENIZER_FILE))
     inputs = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in model.tokenizer.model_input_names]
@@ -92,7 +108,7 @@ def export(model: SentenceTransformer, ref: ModelRef, folder: Path) -> bool:
         inputs.insert(1, "attention_mask")
     config = EncoderConfig(
         model=ref.id,
-        dimension=int(model.get_sentence_embedding_dimension() or 0),
+        dimension=embedding_dimension(model),
         max_seq_length=int(model.max_seq_length),
         inputs=inputs,
         parity_min_cosine=0.0,
@@ -100,11 +116,10 @@ def export(model: SentenceTransformer, ref: ModelRef, folder: Path) -> bool:
     try:
         _export_graph(transformer.auto_model, pooling.pooling_mode, inputs, folder / ENCODER_FILE)
         config.save(folder)
-        _fuse_if_possible(transformer.auto_model, folder / ENCODER_FILE)
         cosine = _parity(model, folder)
     except Exception as exc:  # any exporter failure means "fall back", never "fail the build"
         logger.warning("ONNX export of %s failed (%s); queries will load sentence-transformers", ref.id, exc)
-        return False
+        return f"export failed: {exc}"
     if cosine < PARITY_MIN_COSINE:
         logger.warning(
             "ONNX export of %s differs from sentence-transformers (cosine %.6f < %s); not used",
@@ -112,10 +127,10 @@ def export(model: SentenceTransformer, ref: ModelRef, folder: Path) -> bool:
             cosine,
             PARITY_MIN_COSINE,
         )
-        return False
+        return f"parity cosine {cosine:.6f} below {PARITY_MIN_COSINE}"
     EncoderConfig(**{**config.__dict__, "parity_min_cosine": round(cosine, 7)}).save(folder)
     logger.info("exported %s query encoder to ONNX (parity cosine %.7f)", ref.id, cosine)
-    return True
+    return None
 
 
 def _unsupported(model: SentenceTransformer) -> str | None:
@@ -165,7 +180,7 @@ def _export_graph(auto_model: Any, pooling_mode: str, inputs: list[str], path: P
     dynamic = {name: {0: "batch", 1: "tokens"} for name in inputs}
     dynamic["embedding"] = {0: "batch"}
     previous = getattr(auto_model.config, "_attn_implementation", None)
-    # Eager attention traces into the plain MatMul/Softmax pattern onnxruntime fuses.
+    # Eager attention traces to plain MatMul/Softmax, which every onnxruntime build runs.
     _set_attention(auto_model, "eager")
     try:
         with warnings.catch_warnings(), torch.no_grad():
@@ -196,29 +211,11 @@ def _set_attention(auto_model: Any, implementation: str) -> None:
         logger.debug("attention implementation %s not available: %s", implementation, exc)
 
 
-def _fuse_if_possible(auto_model: Any, path: Path) -> None:
-    """Fuse attention/LayerNorm/GELU for BERT-like models (≈10% faster queries); keep the plain graph otherwise."""
-    config = auto_model.config
-    if getattr(config, "model_type", None) not in ("bert", "roberta", "distilbert", "xlm-roberta", "mpnet"):
-        return
-    try:
-        from onnxruntime.transformers import optimizer
-
-        fused = optimizer.optimize_model(
-            str(path),
-            model_type="bert",
-            num_heads=int(config.num_attention_heads),
-            hidden_size=int(config.hidden_size),
-            opt_level=1,
-        )
-        fused.save_model_to_file(str(path))
-    except Exception as exc:  # fusion is an optimisation; the parity check still guards the result
-        logger.debug("ONNX fusion skipped: %s", exc)
-
-
 def _parity(model: SentenceTransformer, folder: Path) -> float:
     """Lowest cosine between sentence-transformers and the exported encoder over PARITY_SAMPLES."""
-    reference = model.encode(list(PARITY_SAMPLES), normalize_embeddings=True, convert_to_numpy=True)
+    reference = model.encode(
+        list(PARITY_SAMPLES), normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
+    )
     encoder = OnnxQueryEncoder(folder)
     exported = np.stack([encoder.encode(text) for text in PARITY_SAMPLES])
     batched = encoder.encode_batch(list(PARITY_SAMPLES))

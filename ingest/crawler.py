@@ -22,6 +22,7 @@ import time
 from collections import Counter, defaultdict, deque
 from collections.abc import Callable
 from concurrent.futures import Executor, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 
 from ingest.archive import Archive, Snapshot
@@ -38,6 +39,7 @@ logger = logging.getLogger(__name__)
 WEB_SCHEMES = ("http://", "https://")
 # Failures for which the link itself is gone rather than merely unreachable right now.
 DEAD_FAILURES = frozenset({Failure.GONE, Failure.DNS, Failure.REFUSED})
+EXTRACT_BACKLOG_PER_WORKER = 4
 
 
 @dataclass
@@ -98,6 +100,18 @@ def interleave_by_host(items: list[tuple[int, str]]) -> list[int]:
     return order
 
 
+def extraction_pool(workers: int) -> ProcessPoolExecutor:
+    """Worker processes for extraction, forked from a forkserver that has already imported trafilatura.
+
+    Why forkserver: `fork` from a process with threads (the HTTP client's resolver, a progress
+    bar) can deadlock a child; `spawn` re-imports trafilatura and lxml in every worker (~1 s of
+    CPU each). The forkserver pays that import once per process and forks clean workers from it.
+    """
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["ingest.extract"])
+    return ProcessPoolExecutor(max_workers=workers, mp_context=context)
+
+
 class Crawler:
     """Crawls the store's pending links. One instance per run."""
 
@@ -119,10 +133,11 @@ class Crawler:
         counts: Counter[str] = Counter()
         s = self._settings
         own_executor = self._executor is None
-        executor = self._executor or ProcessPoolExecutor(
-            max_workers=s.extract_workers or os.cpu_count() or 1, mp_context=multiprocessing.get_context("spawn")
-        )
+        executor = self._executor or extraction_pool(s.extract_workers or os.cpu_count() or 1)
         gate = HostGate(s.per_host_concurrency, s.per_host_delay_s)
+        # Back-pressure between the stages: fetchers stop when this many pages wait for extraction.
+        extract_slots = asyncio.Semaphore(EXTRACT_BACKLOG_PER_WORKER * (s.extract_workers or os.cpu_count() or 1))
+        finishing: set[asyncio.Task[None]] = set()
         try:
             async with build_client(s) as client:
                 fetcher = Fetcher(s, client, gate)
@@ -130,32 +145,44 @@ class Crawler:
                 archive = Archive(fetcher, s.archive_url)
                 queue: asyncio.Queue[int] = asyncio.Queue(maxsize=s.concurrency * 2)
 
-                async def produce() -> None:
-                    for link_id in order:
-                        await queue.put(link_id)
+                def store(link_id: int, outcome: CrawlOutcome) -> None:
+                    self._requests += len(outcome.attempts)
+                    self._store.record_outcome(link_id, outcome)
+                    counts[outcome.state.value] += 1
+                    queue.task_done()
+                    if progress:
+                        progress(CrawlProgress(sum(counts.values()), len(order), counts, time.perf_counter() - started))
 
-                async def work() -> None:
+                async def extract_then_store(link_id: int, outcome: CrawlOutcome, title: str) -> None:
+                    try:
+                        outcome.document = await self._extract(executor, outcome, title)
+                        store(link_id, outcome)
+                    finally:
+                        extract_slots.release()
+
+                async def fetch_worker() -> None:
+                    """Fetch stage: hands pages to the extraction stage and moves on to the next link."""
                     while True:
                         link_id = await queue.get()
-                        try:
-                            outcome = await self._crawl_link(link_id, fetcher, robots, archive, executor)
-                            self._requests += len(outcome.attempts)
-                            self._store.record_outcome(link_id, outcome)
-                            counts[outcome.state.value] += 1
-                            if progress:
-                                progress(CrawlProgress(sum(counts.values()), len(order), counts,
-                                                       time.perf_counter() - started))
-                        finally:
-                            queue.task_done()
+                        link = self._store.link(link_id)
+                        outcome = await self._crawl_link(link, fetcher, robots, archive)
+                        if outcome.body is None or outcome.not_modified:
+                            store(link_id, outcome)
+                            continue
+                        await extract_slots.acquire()
+                        task = asyncio.create_task(extract_then_store(link_id, outcome, link["title"]))
+                        finishing.add(task)
+                        task.add_done_callback(finishing.discard)
 
-                workers = [asyncio.create_task(work()) for _ in range(min(s.concurrency, max(1, len(order))))]
+                workers = [asyncio.create_task(fetch_worker()) for _ in range(min(s.concurrency, max(1, len(order))))]
                 try:
-                    await produce()
+                    for link_id in order:
+                        await queue.put(link_id)
                     await queue.join()
                 finally:
-                    for worker in workers:
-                        worker.cancel()
-                    await asyncio.gather(*workers, return_exceptions=True)
+                    for task in [*workers, *finishing]:
+                        task.cancel()
+                    await asyncio.gather(*workers, *finishing, return_exceptions=True)
         finally:
             if own_executor:
                 executor.shutdown(cancel_futures=True)
@@ -169,9 +196,9 @@ class Crawler:
         )
 
     async def _crawl_link(
-        self, link_id: int, fetcher: Fetcher, robots: RobotsCache, archive: Archive, executor: Executor
+        self, link: sqlite3.Row, fetcher: Fetcher, robots: RobotsCache, archive: Archive
     ) -> CrawlOutcome:
-        link = self._store.link(link_id)
+        """Fetch stage of one link: its final state and body; the document is extracted afterwards."""
         url: str = link["url"]
         title: str = link["title"]
         if not url.lower().startswith(WEB_SCHEMES):
@@ -186,11 +213,9 @@ class Crawler:
         if result.ok:
             state = LinkState.REDIRECTED if result.redirects else LinkState.OK
             reason = result.reason if not result.redirects else f"redirected to {result.final_url}"
-            outcome = CrawlOutcome(state, reason, attempts, final_url=result.final_url, http_status=result.status,
-                                   body=result.body)
-            outcome.document = await self._extract(executor, outcome, title)
-            return outcome
-        return await self._recover(url, title, result, attempts, archive, executor)
+            return CrawlOutcome(state, reason, attempts, final_url=result.final_url, http_status=result.status,
+                                body=result.body)
+        return await self._recover(url, result, attempts, archive)
 
     @staticmethod
     def _unchanged(link: sqlite3.Row, result: FetchResult, attempts: list[FetchAttempt]) -> CrawlOutcome:
@@ -201,8 +226,7 @@ class Crawler:
                             http_status=304, not_modified=True)
 
     async def _recover(
-        self, url: str, title: str, result: FetchResult, attempts: list[FetchAttempt], archive: Archive,
-        executor: Executor,
+        self, url: str, result: FetchResult, attempts: list[FetchAttempt], archive: Archive
     ) -> CrawlOutcome:
         """The live page is unavailable: try the web archive, else record why it failed."""
         dead = result.failure in DEAD_FAILURES
@@ -220,7 +244,7 @@ class Crawler:
             return CrawlOutcome(final_state, f"{result.reason}; archived copy unavailable: {copy.reason}", attempts,
                                 final_url=result.final_url, http_status=result.status,
                                 archived_url=snapshot.url, archived_timestamp=snapshot.timestamp)
-        outcome = CrawlOutcome(
+        return CrawlOutcome(
             LinkState.ARCHIVED,
             f"{result.reason}; text from the web archive snapshot of {snapshot.timestamp}",
             attempts,
@@ -230,11 +254,17 @@ class Crawler:
             archived_url=snapshot.url,
             archived_timestamp=snapshot.timestamp,
         )
-        outcome.document = await self._extract(executor, outcome, title)
-        return outcome
 
     @staticmethod
     async def _extract(executor: Executor, outcome: CrawlOutcome, title: str) -> Document:
+        """Extraction in a worker process; a crashed worker costs this page its text, not the crawl."""
         assert outcome.body is not None
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(executor, extract_document, outcome.body, title)
+        try:
+            return await loop.run_in_executor(executor, extract_document, outcome.body, title)
+        except BrokenProcessPool:
+            raise
+        except Exception as exc:  # a parser bug on one odd page must not stop 600 others
+            logger.warning("extraction failed for %s: %s", outcome.body.url, exc)
+            outcome.reason += f"; text extraction failed ({type(exc).__name__})"
+            return Document(title=title, text="", kind="thin", thin=True)

@@ -103,7 +103,7 @@ def build_client(settings: Settings) -> httpx.AsyncClient:
         write=settings.read_timeout_s,
         pool=settings.request_timeout_s,
     )
-    limits = httpx.Limits(max_connections=settings.concurrency * 2, max_keepalive_connections=settings.concurrency)
+    limits = httpx.Limits(max_connections=settings.concurrency * 2, max_keepalive_connections=settings.concurrency * 2)
     return httpx.AsyncClient(
         timeout=timeout,
         limits=limits,
@@ -249,13 +249,13 @@ class Fetcher:
 
     async def _handle(self, url: str, response: httpx.Response) -> FetchResult | str:
         status = response.status_code
+        if status == 304:  # before the redirect check: httpx counts every 3xx as a redirect
+            return FetchResult(url, url, status, not_modified=True, reason="not modified since last crawl")
         if response.is_redirect:
             location = response.headers.get("location")
             if not location:
                 return FetchResult(url, url, status, failure=Failure.HTTP, reason=f"HTTP {status} without Location")
             return str(response.url.join(location))
-        if status == 304:
-            return FetchResult(url, url, status, not_modified=True, reason="not modified since last crawl")
         if status in RETRYABLE_STATUS:
             retry_after = parse_retry_after(response.headers.get("retry-after"))
             if retry_after is not None:

@@ -15,6 +15,7 @@ before it is handed to the same parser.
 from __future__ import annotations
 
 import re
+from bisect import bisect_right
 from collections.abc import Iterator, Sequence, Set
 from dataclasses import dataclass
 
@@ -51,14 +52,15 @@ _SHORTCODES_RE = re.compile(r"(?<![\w:])(?::[a-z0-9_+\-]+:)+(?![\w:])", re.IGNOR
 _SPACES_RE = re.compile(r"\s+")
 
 # --- restoring a flattened document -------------------------------------------------
-# Spans inside which a break must never be inserted: inline code, and inline
-# links/images (text with one level of nested brackets, destination with one level
-# of nested parentheses, optional title).  Unbalanced brackets simply do not match,
-# so a stray "[" cannot protect the rest of the document.
-_CODE_SPAN = r"(?P<ticks>`+)(?:(?!(?P=ticks)).)+?(?P=ticks)"
+# Spans inside which a break must never be inserted: inline links/images (text with
+# one level of nested brackets, destination with one level of nested parentheses,
+# optional title) and code spans (found by _code_spans, a regex would backtrack badly
+# on long backtick runs).  Unbalanced brackets simply do not match, so a stray "["
+# cannot protect the rest of the document.
 _LINK_TEXT = r"\[(?:[^\[\]\\]|\\.|\[(?:[^\[\]\\]|\\.)*\])*\]"
 _LINK_DEST = r"\((?:[^()\s\\]|\\.|\((?:[^()\s\\]|\\.)*\))*(?:\s+(?:\"[^\"]*\"|'[^']*'|\([^()]*\)))?\s*\)"
-_PROTECTED_RE = re.compile(rf"{_CODE_SPAN}|!?{_LINK_TEXT}{_LINK_DEST}|<https?://[^>\s]*>", re.DOTALL)
+_PROTECTED_RE = re.compile(rf"!?{_LINK_TEXT}{_LINK_DEST}|<https?://[^>\s]*>", re.DOTALL)
+_BACKTICKS_RE = re.compile(r"`+")
 # A run of blanks followed by something that can only start a block: a heading
 # (## to ######; a lone "#" is too common in prose), a "*"/"-"/"+" bullet whose item
 # starts with a link, a "*" bullet starting with any word ("2 * 3" is left alone:
@@ -101,7 +103,7 @@ def _break_points(line: str) -> list[tuple[int, int]]:
     """(start, end) of the blank runs in ``line`` to replace by a newline."""
     if "#" not in line and "[" not in line and "*" not in line:
         return []
-    protected = [(m.start(), m.end()) for m in _PROTECTED_RE.finditer(line)]
+    protected = sorted([(m.start(), m.end()) for m in _PROTECTED_RE.finditer(line)] + _code_spans(line))
     points: list[tuple[int, int]] = []
     index = 0
     for match in _BREAK_RE.finditer(line):
@@ -113,6 +115,28 @@ def _break_points(line: str) -> list[tuple[int, int]]:
             continue  # already at a line start
         points.append((match.start(), match.end()))
     return points
+
+
+def _code_spans(line: str) -> list[tuple[int, int]]:
+    """(start, end) of inline code spans: a backtick run up to the next run of the same length."""
+    if "`" not in line:
+        return []
+    runs = [(m.start(), m.end()) for m in _BACKTICKS_RE.finditer(line)]
+    by_length: dict[int, list[int]] = {}
+    for number, (start, end) in enumerate(runs):
+        by_length.setdefault(end - start, []).append(number)
+    spans: list[tuple[int, int]] = []
+    number = 0
+    while number < len(runs):
+        start, end = runs[number]
+        same = by_length[end - start]
+        k = bisect_right(same, number)
+        if k < len(same):  # closed by the next run of equal length
+            spans.append((start, runs[same[k]][1]))
+            number = same[k] + 1
+        else:  # no closer: the backticks are literal
+            number += 1
+    return spans
 
 
 # --- parsing -----------------------------------------------------------------------
@@ -253,6 +277,8 @@ def _heading_text(inline: Token, known_names: Set[str]) -> str:
     if not known_names:
         return text
     folded = text.casefold()
+    if len(folded) != len(text):  # casefolding changed lengths ("ß"): cannot slice safely
+        return text
     best = ""
     for name in known_names:
         if len(name) > len(best) and folded.startswith(name) and (len(folded) == len(name) or folded[len(name)] == " "):

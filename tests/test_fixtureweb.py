@@ -71,6 +71,18 @@ def test_hosts_are_distinct_and_articles_round_robin(web: FixtureWeb) -> None:
     assert len(post_hosts) == 3  # 3 sample articles over 4 hosts
 
 
+def test_conditional_get_answers_304(web: FixtureWeb) -> None:
+    url = web.article_urls()[SAMPLE_ARTICLES[0].slug]
+    with httpx.Client() as c:
+        first = c.get(url)
+        etag, last_modified = first.headers["etag"], first.headers["last-modified"]
+        assert c.get(url, headers={"If-None-Match": etag}).status_code == 304
+        assert c.get(url, headers={"If-Modified-Since": last_modified}).status_code == 304
+        assert c.get(url, headers={"If-None-Match": '"stale"'}).status_code == 200
+        assert c.get(url, headers={"If-Modified-Since": "Mon, 01 Jan 2001 00:00:00 GMT"}).status_code == 200
+    assert [r.status for r in web.request_log() if r.url == url] == [200, 304, 304, 200, 200]
+
+
 def test_503_then_200_and_429_retry_after(web: FixtureWeb) -> None:
     with httpx.Client() as c:
         u = fault_url(web, "flaky-503")
@@ -246,4 +258,5 @@ def test_main_writes_ready_file_and_exits_on_sigterm(tmp_path: Path) -> None:
         assert httpx.get(info["host_urls"][0] + "/robots.txt").status_code == 200
     finally:
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(5) == 0
+        _, err = proc.communicate(timeout=5)
+    assert proc.returncode == 0, err.decode()

@@ -148,6 +148,15 @@ def test_restoring_does_not_break_inside_links() -> None:
     ]
 
 
+def test_restoring_does_not_break_inside_code_spans() -> None:
+    flat = "## A * [a](https://a.com) run `x * [y](z) ## w` * [b](https://b.com)"
+    assert restore_line_structure(flat).splitlines() == [
+        "## A",
+        "* [a](https://a.com) run `x * [y](z) ## w`",
+        "* [b](https://b.com)",
+    ]
+
+
 def test_non_flattened_document_is_left_alone() -> None:
     text = "## A\n\n* [a](https://a.com) - 2 * 3 items, see - [b](https://b.com)\n"
     assert not is_flattened(text)

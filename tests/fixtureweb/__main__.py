@@ -4,7 +4,7 @@
 
 Once every socket listens it writes the list README (``--list-file``, default ``<F>.md``) and
 then, atomically, the JSON ready file ``F``: list_markdown_path, list_url, archive_url,
-host_urls, expected_states, pid. It stops cleanly on SIGTERM or SIGINT.
+host_urls, expected_states, article_urls (slug -> URL), faults, pid. It stops cleanly on SIGTERM or SIGINT.
 """
 
 from __future__ import annotations
@@ -52,6 +52,8 @@ def main(argv: list[str] | None = None) -> int:
             "archive_url": web.archive_url,
             "host_urls": web.host_urls,
             "expected_states": web.expected_states(),
+            "article_urls": web.article_urls(),
+            "faults": [{"name": f.name, "url": f.url, "state": f.state} for f in web.faults()],
             "pid": os.getpid(),
         }
         tmp = args.ready_file.with_name(args.ready_file.name + ".tmp")

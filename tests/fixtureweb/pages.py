@@ -16,6 +16,7 @@ import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 DEFAULT_ARTICLES_PATH = Path(__file__).resolve().parent.parent / "fixtures" / "articles.json"
 SITE_NAME = "ZORBLAX Engineering Blog"
@@ -50,7 +51,7 @@ class FixtureArticle:
         return "\n\n".join(self.paragraphs)
 
 
-def _article_from_dict(d: dict) -> FixtureArticle:
+def _article_from_dict(d: dict[str, Any]) -> FixtureArticle:
     return FixtureArticle(
         slug=str(d["slug"]),
         title=str(d["title"]),
@@ -62,59 +63,57 @@ def _article_from_dict(d: dict) -> FixtureArticle:
     )
 
 
-SAMPLE_ARTICLES: tuple[FixtureArticle, ...] = tuple(
-    _article_from_dict(d)
-    for d in [
-        {
-            "slug": "consistent-hashing-rings",
-            "title": "Consistent Hashing Rings Explained",
-            "section": "Scalability",
-            "subsection": None,
-            "author": "Ada Lindqvist",
-            "date": "2019-03-14",
-            "paragraphs": [
-                "Consistent hashing places both servers and keys on a circular ring so that adding a "
-                "node only moves the keys between the new node and its predecessor on the ring.",
-                "Virtual nodes smooth the distribution: each physical server owns dozens of points on "
-                "the ring, which keeps the load within a few percent of the mean even with few servers.",
-                "Rendezvous hashing is an alternative that scores every server for every key and picks "
-                "the highest score; it needs no ring at all but costs a little more computation per lookup.",
-            ],
-        },
-        {
-            "slug": "leader-follower-replication",
-            "title": "Leader and Follower Replication in Practice",
-            "section": "Databases",
-            "subsection": "Replication",
-            "author": "Bartholomew Okafor",
-            "date": "2020-07-02",
-            "paragraphs": [
-                "In leader and follower replication every write goes to a single leader which ships its "
-                "write-ahead log to followers, and reads may be served by any replica.",
-                "Asynchronous followers lag behind the leader, so a client can read its own write from the "
-                "leader but miss it on a follower; sticky sessions hide most of this replication lag.",
-                "Failover promotes the most up-to-date follower, and fencing tokens stop the deposed leader "
-                "from accepting writes after a network partition heals.",
-            ],
-        },
-        {
-            "slug": "backpressure-in-queues",
-            "title": "Backpressure in Message Queues",
-            "section": "Queues",
-            "subsection": None,
-            "author": "Chiara Moretti",
-            "date": "2021-11-20",
-            "paragraphs": [
-                "Backpressure lets a slow consumer tell a fast producer to wait, instead of letting an "
-                "unbounded queue grow until the broker runs out of memory.",
-                "Bounded buffers, credit-based flow control and token buckets are the three classic "
-                "mechanisms, and each trades latency for throughput differently.",
-                "When the queue is full the producer can block, drop the newest message, or shed load "
-                "upstream with an explicit error that callers retry with jitter.",
-            ],
-        },
-    ]
-)
+_SAMPLES: list[dict[str, Any]] = [
+    {
+        "slug": "consistent-hashing-rings",
+        "title": "Consistent Hashing Rings Explained",
+        "section": "Scalability",
+        "subsection": None,
+        "author": "Ada Lindqvist",
+        "date": "2019-03-14",
+        "paragraphs": [
+            "Consistent hashing places both servers and keys on a circular ring so that adding a "
+            "node only moves the keys between the new node and its predecessor on the ring.",
+            "Virtual nodes smooth the distribution: each physical server owns dozens of points on "
+            "the ring, which keeps the load within a few percent of the mean even with few servers.",
+            "Rendezvous hashing is an alternative that scores every server for every key and picks "
+            "the highest score; it needs no ring at all but costs a little more computation per lookup.",
+        ],
+    },
+    {
+        "slug": "leader-follower-replication",
+        "title": "Leader and Follower Replication in Practice",
+        "section": "Databases",
+        "subsection": "Replication",
+        "author": "Bartholomew Okafor",
+        "date": "2020-07-02",
+        "paragraphs": [
+            "In leader and follower replication every write goes to a single leader which ships its "
+            "write-ahead log to followers, and reads may be served by any replica.",
+            "Asynchronous followers lag behind the leader, so a client can read its own write from the "
+            "leader but miss it on a follower; sticky sessions hide most of this replication lag.",
+            "Failover promotes the most up-to-date follower, and fencing tokens stop the deposed leader "
+            "from accepting writes after a network partition heals.",
+        ],
+    },
+    {
+        "slug": "backpressure-in-queues",
+        "title": "Backpressure in Message Queues",
+        "section": "Queues",
+        "subsection": None,
+        "author": "Chiara Moretti",
+        "date": "2021-11-20",
+        "paragraphs": [
+            "Backpressure lets a slow consumer tell a fast producer to wait, instead of letting an "
+            "unbounded queue grow until the broker runs out of memory.",
+            "Bounded buffers, credit-based flow control and token buckets are the three classic "
+            "mechanisms, and each trades latency for throughput differently.",
+            "When the queue is full the producer can block, drop the newest message, or shed load "
+            "upstream with an explicit error that callers retry with jitter.",
+        ],
+    },
+]
+SAMPLE_ARTICLES: tuple[FixtureArticle, ...] = tuple(_article_from_dict(d) for d in _SAMPLES)
 
 #: Served ISO-8859-1 encoded (declared in the Content-Type header).
 LATIN1_ARTICLE = FixtureArticle(
@@ -386,7 +385,8 @@ def wrap_with_toolbar(page: str, original_url: str, timestamp: str) -> str:
     """The archive's replay view: the page with a toolbar injected after <body>, as the Wayback Machine does."""
     bar = (
         '<div id="wm-ipp-base" class="wb-toolbar"><p>Wayback Fixture Toolbar: ZORBLAX Archive captured '
-        f'<a href="{_e(original_url)}">{_e(original_url)}</a> on {timestamp[:4]}-{timestamp[4:6]}-{timestamp[6:8]}.</p></div>'
+        f'<a href="{_e(original_url)}">{_e(original_url)}</a> on '
+        f"{timestamp[:4]}-{timestamp[4:6]}-{timestamp[6:8]}.</p></div>"
     )
     m = re.search(r"<body[^>]*>", page)
     return page[: m.end()] + bar + page[m.end() :] if m else bar + page

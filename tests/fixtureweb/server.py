@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gzip
+import hashlib
 import http
 import inspect
 import json
@@ -24,8 +25,8 @@ import threading
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
-from email.utils import formatdate
+from dataclasses import dataclass, field, replace
+from email.utils import formatdate, parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -34,6 +35,7 @@ from . import pages
 from .pages import FixtureArticle
 
 ARCHIVE_TIMESTAMP = "20150101000000"
+LAST_MODIFIED = "Wed, 01 Jan 2020 00:00:00 GMT"  # of every 200 page; If-Modified-Since >= it gives a 304
 STATES = ("ok", "redirected", "archived", "dead", "blocked", "unsupported", "failed")
 _SPECIAL_SLOTS = ("archived-404", "redirect-target", "flaky-503", "retry-429", "oversized",
                   "no-content-type", "wrong-content-type", "gzip", "pdf")
@@ -121,6 +123,26 @@ def _redirect(code: int, location: str) -> Handler:
     return _const(Response(code, b"", None, [("Location", location)]))
 
 
+def _conditional(req: Request, resp: Response) -> Response:
+    """Add validators (ETag = body hash, fixed Last-Modified) to whole 200 bodies and answer
+    If-None-Match / If-Modified-Since with 304, so re-crawls can be tested for revalidation."""
+    if resp.status != 200 or resp.stream is not None or resp.reset:
+        return resp
+    etag = '"' + hashlib.sha1(resp.body).hexdigest()[:20] + '"'
+    validators = [("ETag", etag), ("Last-Modified", LAST_MODIFIED)]
+    inm, ims = req.headers.get("if-none-match"), req.headers.get("if-modified-since")
+    if inm is not None:  # If-Modified-Since is ignored when If-None-Match is present (RFC 9110)
+        fresh = inm.strip() == "*" or etag in [t.strip().removeprefix("W/") for t in inm.split(",")]
+    else:
+        try:
+            fresh = ims is not None and parsedate_to_datetime(ims) >= parsedate_to_datetime(LAST_MODIFIED)
+        except (TypeError, ValueError):
+            fresh = False
+    if fresh:
+        return Response(304, b"", None, validators)
+    return replace(resp, headers=[*resp.headers, *validators])
+
+
 def _listen(ip: str) -> socket.socket:
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -150,13 +172,10 @@ class FixtureWeb:
         self.n_hosts, self.latency_s, self.slow_s = n_hosts, latency_s, slow_s
         self.oversize_bytes, self.first_ip = oversize_bytes, first_ip
         self.host_urls: list[str] = []
-        self.archive_url = ""
-        self.list_url = ""
-        self._lock = threading.Lock()
-        self._hits: Counter[str] = Counter()
-        self._attempts: Counter[str] = Counter()
-        self._inflight: Counter[str] = Counter()
-        self._peak: Counter[str] = Counter()
+        self.archive_url = self.list_url = ""
+        self._lock = threading.Lock()  # guards the counters below: read from test threads, written by the loop
+        self._hits, self._attempts = Counter[str](), Counter[str]()
+        self._inflight, self._peak = Counter[str](), Counter[str]()
         self._log: list[RequestRecord] = []
         self._routes: dict[tuple[str, str], Handler] = {}
         self._robots: dict[str, str | None] = {}
@@ -353,9 +372,9 @@ class FixtureWeb:
         listing.append(("Editor's Picks", [(f"{a0.title} - {a0.author}", u0)], []))
         listing.append(("Faults", [(f"{f.article.title} - {f.article.author}" if f.article
                                     else f"{f.description} - Fixture Faults", f.url) for f in self._faults], []))
-        a = self.archive_url
-        self._list_md = pages.render_list_markdown(listing, f"{a}/static/awesome-badge.svg", f"{a}/awesome",
-                                                   f"{a}/static/cc0-badge.svg", f"{a}/licenses/cc0")
+        arc = self.archive_url
+        self._list_md = pages.render_list_markdown(listing, f"{arc}/static/awesome-badge.svg", f"{arc}/awesome",
+                                                   f"{arc}/static/cc0-badge.svg", f"{arc}/licenses/cc0")
 
     def _add_fault(self, name: str, url: str, state: str, description: str,
                    article: FixtureArticle | None = None, handler: Handler | None = None) -> None:
@@ -387,7 +406,8 @@ class FixtureWeb:
         add("archived-404", moved, "archived", "Moved Away", sp["archived-404"])
         add("gone", f"{h(2)}/faults/gone", "dead", "Gone For Good", None,
             _const(_html(simple("410 Gone", "This post was removed."), 410)))
-        add("redirect-chain", chain, "redirected", "Redirect Chain", tgt, _redirect(301, "/faults/redirect-chain/hop-2"))
+        add("redirect-chain", chain, "redirected", "Redirect Chain", tgt,
+            _redirect(301, "/faults/redirect-chain/hop-2"))
         add("redirect-loop", loop_a, "failed", "Redirect Loop", None, _redirect(302, loop_b))
         add("flaky-503", f"{h(0)}/faults/flaky-503", "ok", "Flaky Service", sp["flaky-503"],
             self._fail_first(sp["flaky-503"], 503, []))
@@ -441,7 +461,7 @@ class FixtureWeb:
         def handler(req: Request) -> Response:
             body = self._page(article, req.url, charset).encode(charset)
             if gzipped:
-                return Response(200, gzip.compress(body), content_type,
+                return Response(200, gzip.compress(body, mtime=0), content_type,
                                 [("Content-Encoding", "gzip"), ("Vary", "Accept-Encoding")])
             return Response(200, body, content_type)
         return handler
@@ -485,7 +505,8 @@ class FixtureWeb:
         self._route(a + "/awesome-fixture/README.md",
                     lambda req: Response(200, self._list_md.encode(), "text/markdown; charset=utf-8"))
         for name, label in (("awesome-badge", "awesome"), ("cc0-badge", "CC0")):
-            self._route(f"{a}/static/{name}.svg", _const(Response(200, pages.badge_svg(label).encode(), "image/svg+xml")))
+            svg = Response(200, pages.badge_svg(label).encode(), "image/svg+xml")
+            self._route(f"{a}/static/{name}.svg", _const(svg))
         self._route(a + "/awesome", _const(_html(pages.render_simple_page("Awesome", "Curated lists."))))
         self._route(a + "/licenses/cc0", _const(_html(pages.render_simple_page("CC0 1.0", "Public domain."))))
 
@@ -566,39 +587,51 @@ class FixtureWeb:
             self._hits[normalize_url(req.url)] += 1
             self._inflight[netloc] += 1
             self._peak[netloc] = max(self._peak[netloc], self._inflight[netloc])
-        resp: Response | None = None
+        status: list[int | None] = [None]
+        logged = False
+
+        def done() -> None:
+            """Log the request *before* its last bytes go out, so a client that got the reply sees it."""
+            nonlocal logged
+            if not logged:
+                logged = True
+                with self._lock:
+                    self._inflight[netloc] -= 1
+                    self._log.append(RequestRecord(req.url, req.method, status[0], started, time.monotonic()))
+
         try:
-            resp = await self._dispatch(req)
+            resp = _conditional(req, await self._dispatch(req))
             if resp.reset:
+                done()
                 sock = writer.get_extra_info("socket")
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
                 writer.transport.abort()
                 return False
+            status[0] = resp.status
             keep = keep and not resp.close
-            await self._send(writer, req, resp, keep)
+            await self._send(writer, req, resp, keep, done)
         finally:
-            with self._lock:
-                self._inflight[netloc] -= 1
-                self._log.append(RequestRecord(req.url, req.method, resp.status if resp else None,
-                                               started, time.monotonic()))
+            done()
         return keep
 
-    async def _send(self, writer: asyncio.StreamWriter, req: Request, resp: Response, keep: bool) -> None:
+    async def _send(self, writer: asyncio.StreamWriter, req: Request, resp: Response, keep: bool,
+                    done: Callable[[], None]) -> None:
         length = resp.length if resp.stream is not None else len(resp.body)
         hdrs = [f"HTTP/1.1 {resp.status} {http.HTTPStatus(resp.status).phrase}",
                 f"Date: {formatdate(usegmt=True)}", "Server: fixtureweb/1.0"]
         if resp.content_type:
             hdrs.append(f"Content-Type: {resp.content_type}")
         hdrs += [f"{k}: {v}" for k, v in resp.headers]
-        hdrs += [f"Content-Length: {length}", f"Connection: {'keep-alive' if keep else 'close'}", "", ""]
-        head = "\r\n".join(hdrs).encode("latin-1")
-        if req.method == "HEAD":
-            writer.write(head)
-        elif resp.stream is None:
-            writer.write(head + resp.body)  # one send: split writes meet Nagle + delayed ACK (40 ms)
-        else:
-            writer.write(head)
-            async for chunk in resp.stream():
-                writer.write(chunk)
+        hdrs += [f"Content-Length: {length}"] if resp.status != 304 else []  # a 304 never has a body
+        hdrs += [f"Connection: {'keep-alive' if keep else 'close'}", "", ""]
+        last = "\r\n".join(hdrs).encode("latin-1")
+        if req.method != "HEAD" and resp.stream is None:
+            last += resp.body  # one send: split writes meet Nagle + delayed ACK (40 ms)
+        elif req.method != "HEAD" and resp.stream is not None:
+            async for chunk in resp.stream():  # hold one chunk back so done() precedes the final bytes
+                writer.write(last)
                 await writer.drain()
+                last = chunk
+        done()
+        writer.write(last)
         await writer.drain()

@@ -1,0 +1,198 @@
+"""Crawl benchmark: ~500 pages from the local fixture web vs the extraction-only ceiling.
+
+    python bench/crawl.py [--pages 500] [--hosts 12] [--latency-ms 50] [--out results.json]
+
+The fixture web runs in its own process (so it does not share our GIL), serving the
+400 real articles of ../shared/corpora/sysdesign when that folder exists, plus the
+project's own fixture articles, repeated under new slugs up to --pages. The list
+holds only article links (fault pages would measure timeouts, not throughput).
+
+Reported, all in one run: crawl pages/s, extraction ms/page (one core), the
+extraction-only ceiling (the same stored pages extracted through the same process
+pool, no network), the ratio of the two (target ≥ 0.8), and peak memory of the
+crawler with its extraction workers (target < 500 MB).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import psutil
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from ingest.crawler import Crawler, extraction_pool  # noqa: E402
+from ingest.extract import extract_document  # noqa: E402
+from ingest.settings import load_settings  # noqa: E402
+from ingest.sources import load_list  # noqa: E402
+from ingest.store import Store  # noqa: E402
+from tests.fixtureweb import load_fixture_articles, load_sysdesign_articles  # noqa: E402
+
+SYSDESIGN = REPO.parent / "shared" / "corpora" / "sysdesign" / "articles.jsonl"
+TARGET_RATIO = 0.8
+TARGET_PEAK_MB = 500
+
+
+class PeakMemory:
+    """Samples RSS of this process plus its children (the extraction workers) every 200 ms.
+
+    Sparse sampling on purpose: walking /proc for children costs CPU the crawl would miss.
+    """
+
+    def __init__(self, exclude_pid: int) -> None:
+        self.exclude_pid = exclude_pid  # the fixture web: a child of ours, but not part of the crawler
+        self.peak_bytes = 0
+        self.child_cpu_s: dict[int, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        me = psutil.Process()
+        while not self._stop.is_set():
+            total = me.memory_info().rss
+            for child in me.children(recursive=True):
+                if child.pid == self.exclude_pid:
+                    continue
+                try:
+                    total += child.memory_info().rss
+                    times = child.cpu_times()
+                    self.child_cpu_s[child.pid] = times.user + times.system
+                except psutil.Error:
+                    pass
+            self.peak_bytes = max(self.peak_bytes, total)
+            time.sleep(0.2)
+
+    def __enter__(self) -> PeakMemory:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def corpus(pages: int) -> tuple[list[dict[str, object]], str]:
+    """Articles to serve, as dicts in the fixture format, and a label saying where they came from."""
+    base = load_sysdesign_articles(SYSDESIGN) if SYSDESIGN.exists() else []
+    label = f"{len(base)} sysdesign articles" if base else "no ../shared corpus"
+    own = load_fixture_articles()
+    base += own
+    out = []
+    for i in range(pages):
+        article = base[i % len(base)]
+        if i >= len(base):
+            article = replace(article, slug=f"{article.slug}-copy{i // len(base)}")
+        out.append(asdict(article))
+    return out, f"{label} + {len(own)} fixture articles, {pages} pages"
+
+
+def start_web(articles_file: Path, hosts: int, latency_ms: float, workdir: Path) -> tuple[subprocess.Popen, dict]:
+    ready = workdir / "ready.json"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.fixtureweb", "--articles", str(articles_file), "--hosts", str(hosts),
+         "--latency-ms", str(latency_ms), "--ready-file", str(ready)],
+        cwd=REPO, stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 30
+    while not ready.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise SystemExit("fixture web did not start")
+        time.sleep(0.05)
+    return proc, json.loads(ready.read_text())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pages", type=int, default=500)
+    parser.add_argument("--hosts", type=int, default=12)
+    parser.add_argument("--latency-ms", type=float, default=50.0)
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="linklens-bench-") as tmp:
+        work = Path(tmp)
+        articles, label = corpus(args.pages)
+        articles_file = work / "articles.json"
+        articles_file.write_text(json.dumps(articles))
+        web, info = start_web(articles_file, args.hosts, args.latency_ms, work)
+        try:
+            listing = ["# Bench list", "", "## Articles", ""]
+            listing += [f"* [{slug}]({url})" for slug, url in info["article_urls"].items()]
+            list_file = work / "list.md"
+            list_file.write_text("\n".join(listing) + "\n")
+            # Default politeness, relaxed for loopback: no per-host delay; limits stay at their defaults.
+            settings = load_settings(data_dir=work / "data", per_host_delay_s=0.0, archive_url=info["archive_url"])
+            links = load_list(str(list_file), settings).links
+            with Store.open(settings.store_path) as store, PeakMemory(exclude_pid=web.pid) as memory:
+                store.add_links(links)
+                server_cpu0 = psutil.Process(web.pid).cpu_times()
+                self_cpu0 = psutil.Process().cpu_times()
+                started = time.perf_counter()
+                summary = Crawler(settings, store).run()
+                crawl_s = time.perf_counter() - started
+                self_cpu1 = psutil.Process().cpu_times()
+                server_cpu1 = psutil.Process(web.pid).cpu_times()
+                bodies = [store.body(a.link_id) for a in store.articles()]
+        finally:
+            web.terminate()
+            web.wait(10)
+
+    bodies = [b for b in bodies if b is not None]
+    # one core, in-process: the cost of one page's extraction
+    sample = bodies[: min(100, len(bodies))]
+    per_page = []
+    for body in sample:
+        t0 = time.perf_counter()
+        extract_document(body, "title")
+        per_page.append((time.perf_counter() - t0) * 1000)
+    # the ceiling: the same pages through the same kind of pool, no network
+    workers = settings.extract_workers or os.cpu_count() or 1
+    with extraction_pool(workers) as pool:
+        list(pool.map(extract_document, sample[:workers], ["t"] * workers))  # warm the workers
+        t0 = time.perf_counter()
+        list(pool.map(extract_document, bodies, ["t"] * len(bodies), chunksize=4))
+        ceiling_s = time.perf_counter() - t0
+
+    crawl_rate = summary.crawled / crawl_s
+    ceiling_rate = len(bodies) / ceiling_s
+    result = {
+        "benchmark": "crawl",
+        "corpus": label,
+        "hosts": args.hosts,
+        "latency_ms": args.latency_ms,
+        "pages": summary.crawled,
+        "states": summary.counts,
+        "crawl_seconds": round(crawl_s, 2),
+        "crawl_pages_per_s": round(crawl_rate, 1),
+        "extraction_ms_per_page_p50": round(statistics.median(per_page), 1),
+        "extraction_ms_per_page_mean": round(statistics.fmean(per_page), 1),
+        "extraction_only_pages_per_s": round(ceiling_rate, 1),
+        "crawl_vs_ceiling": round(crawl_rate / ceiling_rate, 3),
+        "target_crawl_vs_ceiling": TARGET_RATIO,
+        "cpu_s_crawler_main": round(self_cpu1.user + self_cpu1.system - self_cpu0.user - self_cpu0.system, 2),
+        "cpu_s_extraction_workers": round(sum(memory.child_cpu_s.values()), 2),
+        "cpu_s_fixture_server": round(server_cpu1.user + server_cpu1.system - server_cpu0.user - server_cpu0.system,
+                                      2),
+        "peak_memory_mb": round(memory.peak_bytes / 2**20, 1),
+        "target_peak_memory_mb": TARGET_PEAK_MB,
+        "cores": os.cpu_count(),
+    }
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.out:
+        args.out.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()

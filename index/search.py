@@ -1,0 +1,328 @@
+"""The one search function of linklens: `Searcher`, used by the CLI, the HTTP server and `eval`.
+
+Query path: encode the query with the snapshot's ONNX encoder, take the top
+`candidates` passages from FAISS and from BM25, rank articles in each, fuse the
+two article rankings with RRF, cut to k, and render each result with a snippet
+of its best passage. Importing this module and searching never imports torch,
+sentence-transformers or transformers (a test checks `sys.modules`).
+
+Snapshots are swapped atomically: a search reads `self._loaded` once and keeps
+that snapshot for its whole run, so `reload_if_changed` never disturbs a search
+in flight.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ingest.errors import BadQueryError
+from ingest.settings import Settings
+from index import lexical, snapshot, vectors
+from index.fusion import RankedArticle, group_by_article, reciprocal_rank_fusion
+from index.meta import META_FILE, ArticleRow, MetaReader
+from index.model_ref import configured_model
+from index.query_encoder import ENCODER_FILE, QueryEncoder, open_query_encoder
+from index.snippets import make_snippet
+
+logger = logging.getLogger(__name__)
+
+MIN_K = 1
+MAX_K = 100
+MODES = ("hybrid", "dense", "bm25")
+FUSION_MODES = {"rrf": "hybrid", "dense": "dense", "bm25": "bm25"}
+# Candidates per retriever grow with k so that grouping passages into articles
+# still leaves k articles.
+CANDIDATES_PER_RESULT = 5
+SCORE_DIGITS = 6
+SECTION_SEPARATOR = " / "
+WARMUP_QUERY = "warm up the query encoder"
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """One article in a response. `article_id` is for links to `article`/`similar`, not part of `to_dict`."""
+
+    rank: int
+    url: str
+    title: str
+    section: str
+    host: str
+    score: float
+    snippet: str
+    archived_url: str | None
+    article_id: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "rank": self.rank,
+            "url": self.url,
+            "title": self.title,
+            "section": self.section,
+            "host": self.host,
+            "score": self.score,
+            "snippet": self.snippet,
+            "archived_url": self.archived_url,
+        }
+
+
+@dataclass(frozen=True)
+class SearchResponse:
+    query: str
+    took_ms: float
+    results: list[SearchResult]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"query": self.query, "took_ms": self.took_ms, "results": [r.to_dict() for r in self.results]}
+
+
+class _Loaded:
+    """Everything read from one snapshot folder; never mutated after construction."""
+
+    def __init__(self, folder: Path, settings: Settings, reuse: _Loaded | None = None) -> None:
+        ref = configured_model(settings)
+        self.folder = folder
+        self.manifest = snapshot.Manifest.load(folder)
+        snapshot.check_model(self.manifest, ref.id)
+        self.dense = vectors.load(folder / snapshot.VECTORS_FILE)
+        self.lexical = lexical.LexicalIndex.load(folder / snapshot.BM25_DIR, self.manifest.passages)
+        self.meta = MetaReader(folder / META_FILE)
+        self.articles: list[ArticleRow] = self.meta.articles()
+        self.index_of = {a.id: i for i, a in enumerate(self.articles)}
+        self.row_article = np.repeat(
+            np.arange(len(self.articles), dtype=np.int32), [a.passage_count for a in self.articles]
+        )
+        self.encoder_identity = _file_identity(folder / ENCODER_FILE)
+        if reuse is not None and reuse.encoder_identity is not None and reuse.encoder_identity == self.encoder_identity:
+            self.encoder: QueryEncoder = reuse.encoder  # same hard-linked export: skip a new session
+        else:
+            self.encoder = open_query_encoder(folder, ref.location, self.manifest.dimension)
+        self.sections = _section_counts(self.articles)
+        self._section_keys = {label.casefold() for label, _ in self.sections}
+
+    @property
+    def snapshot_id(self) -> str:
+        return self.manifest.snapshot_id
+
+    def allowed_articles(self, section: str | None, host: str | None) -> np.ndarray | None:
+        """Boolean mask over articles for the filters; None when there is no filter."""
+        if section is None and host is None:
+            return None
+        mask = np.ones(len(self.articles), dtype=bool)
+        if section is not None:
+            key = section.strip().casefold()
+            if key not in self._section_keys:
+                names = ", ".join(repr(label) for label, _ in self.sections)
+                raise BadQueryError(f"unknown section {section!r} — valid sections: {names}")
+            mask &= [_in_section(a, key) for a in self.articles]
+        if host is not None:
+            wanted = _bare_host(host)
+            mask &= [a.host == wanted or a.host.endswith("." + wanted) for a in self.articles]
+        return mask
+
+
+class Searcher:
+    """Search one index snapshot; open with `Searcher.open(settings)`. Safe to share between threads."""
+
+    def __init__(self, settings: Settings, loaded: _Loaded) -> None:
+        self._settings = settings
+        self._loaded = loaded
+        self._reload_lock = threading.Lock()
+
+    @classmethod
+    def open(cls, settings: Settings) -> Searcher:
+        """Load the snapshot CURRENT points to. NotBuiltError if none; SnapshotMismatchError on another model."""
+        folder = snapshot.current_folder(settings.snapshots_dir, settings.data_dir)
+        searcher = cls(settings, _Loaded(folder, settings))
+        searcher._warm_up()
+        return searcher
+
+    @property
+    def snapshot_id(self) -> str:
+        return self._loaded.snapshot_id
+
+    def reload_if_changed(self) -> bool:
+        """Swap to the snapshot CURRENT now names, if it changed; True when it did.
+
+        The new snapshot is fully loaded before the swap; a failure to load it
+        raises and leaves this searcher on the old one.
+        """
+        with self._reload_lock:
+            folder = snapshot.current_folder(self._settings.snapshots_dir, self._settings.data_dir)
+            if folder.name == self._loaded.folder.name:
+                return False
+            fresh = _Loaded(folder, self._settings, reuse=self._loaded)
+            fresh.encoder.encode(WARMUP_QUERY)
+            self._loaded = fresh
+            logger.info("now searching snapshot %s", fresh.snapshot_id)
+            return True
+
+    def search(
+        self,
+        query: str,
+        k: int = 10,
+        section: str | None = None,
+        host: str | None = None,
+        mode: str | None = None,
+    ) -> SearchResponse:
+        """The k best articles for `query`, best first.
+
+        `mode` is "hybrid" (dense + BM25 fused), "dense" or "bm25"; None uses the
+        setting LINKLENS_FUSION. `section` matches a top-level list section or a
+        full "Section / Subsection" label, case-insensitively; `host` matches the
+        article's site and its subdomains. Equal scores rank in list order.
+        """
+        started = time.perf_counter()
+        text = " ".join((query or "").split())
+        if not text:
+            raise BadQueryError("the query is empty — type a few words, e.g. linklens search 'database sharding'")
+        _check_k(k)
+        mode = self._mode(mode)
+        loaded = self._loaded
+        allowed = loaded.allowed_articles(section, host)
+        stems = lexical.terms(text)
+        candidates = max(self._settings.candidates, CANDIDATES_PER_RESULT * k)
+        rankings: list[list[RankedArticle]] = []
+        allowed_rows = None if allowed is None else allowed[loaded.row_article]
+        if mode in ("dense", "hybrid"):
+            vector = loaded.encoder.encode(text)
+            selected = None if allowed_rows is None else np.flatnonzero(allowed_rows)
+            rows, scores = vectors.search(loaded.dense, vector, candidates, selected)
+            rankings.append(group_by_article(rows, scores, loaded.row_article))
+        if mode in ("bm25", "hybrid"):
+            rows, scores = loaded.lexical.top(stems, candidates, allowed_rows)
+            rankings.append(group_by_article(rows, scores, loaded.row_article))
+        ranked = rankings[0] if len(rankings) == 1 else reciprocal_rank_fusion(rankings, self._settings.rrf_k)
+        results = _render(loaded, ranked[:k], frozenset(stems))
+        return SearchResponse(text, _elapsed_ms(started), results)
+
+    def similar(self, article_id: int, k: int = 10) -> SearchResponse:
+        """Articles closest to `article_id` by the mean of its passage vectors ("more like this")."""
+        started = time.perf_counter()
+        _check_k(k)
+        loaded = self._loaded
+        index = loaded.index_of.get(article_id)
+        if index is None:
+            raise BadQueryError(f"no article {article_id} in snapshot {loaded.snapshot_id} — find ids with a search")
+        article = loaded.articles[index]
+        own_rows = np.arange(article.first_row, article.first_row + article.passage_count)
+        centre = vectors.vectors_of(loaded.dense, own_rows).mean(axis=0)
+        centre /= max(float(np.linalg.norm(centre)), 1e-12)
+        candidates = max(self._settings.candidates, CANDIDATES_PER_RESULT * k) + article.passage_count
+        rows, scores = vectors.search(loaded.dense, centre, candidates)
+        ranked = [r for r in group_by_article(rows, scores, loaded.row_article) if r.article != index]
+        return SearchResponse(article.title, _elapsed_ms(started), _render(loaded, ranked[:k], frozenset()))
+
+    def article(self, article_id: int) -> dict[str, Any] | None:
+        """Stored metadata, crawl state and passages of one article; None if it is not in this snapshot."""
+        return self._loaded.meta.article(article_id)
+
+    def sections(self) -> list[tuple[str, int]]:
+        """Every valid section filter with its article count, in list order.
+
+        Each top-level section is followed by its "Section / Subsection" labels, so
+        a UI can indent them; all of them are accepted by `search(section=...)`.
+        """
+        return list(self._loaded.sections)
+
+    def urls(self) -> frozenset[str]:
+        """Every article URL in the snapshot (evaluation checks its judgements against it)."""
+        return frozenset(a.url for a in self._loaded.articles)
+
+    def stats(self) -> dict[str, Any]:
+        m = self._loaded.manifest
+        return {
+            "snapshot_id": m.snapshot_id,
+            "model": m.model,
+            "dimension": m.dimension,
+            "passages": m.passages,
+            "articles": m.articles,
+            "documents": m.documents,
+            "index_kind": m.index_kind,
+            "query_encoder": m.query_encoder,
+            "built_at": m.built_at,
+        }
+
+    def close(self) -> None:
+        """Release the snapshot's files. Searches must not run after this."""
+        self._loaded.meta.close()
+
+    def _mode(self, mode: str | None) -> str:
+        chosen = FUSION_MODES[self._settings.fusion] if mode is None else mode
+        if chosen not in MODES:
+            raise BadQueryError(f"unknown mode {mode!r} — use one of: {', '.join(MODES)}")
+        return chosen
+
+    def _warm_up(self) -> None:
+        """First onnxruntime run allocates its buffers; do it before the first real query is timed."""
+        self._loaded.encoder.encode(WARMUP_QUERY)
+
+
+def _render(loaded: _Loaded, ranked: list[RankedArticle], stems: frozenset[str]) -> list[SearchResult]:
+    texts = loaded.meta.passage_texts([r.best_row for r in ranked])
+    out = []
+    for rank, item in enumerate(ranked, start=1):
+        a = loaded.articles[item.article]
+        out.append(
+            SearchResult(
+                rank=rank,
+                url=a.url,
+                title=a.title,
+                section=a.sections[0] if a.sections else "",
+                host=a.host,
+                score=round(float(item.score), SCORE_DIGITS),
+                snippet=make_snippet(texts.get(item.best_row, ""), stems),
+                archived_url=a.archived_url if a.state == "archived" else None,
+                article_id=a.id,
+            )
+        )
+    return out
+
+
+def _check_k(k: int) -> None:
+    if not isinstance(k, int) or isinstance(k, bool) or not MIN_K <= k <= MAX_K:
+        raise BadQueryError(f"k must be a whole number from {MIN_K} to {MAX_K}, got {k!r}")
+
+
+def _elapsed_ms(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 3)
+
+
+def _in_section(article: ArticleRow, key: str) -> bool:
+    return any(label.casefold() == key or label.split(SECTION_SEPARATOR)[0].casefold() == key for label in article.sections)
+
+
+def _bare_host(host: str) -> str:
+    host = host.strip().lower()
+    return host[4:] if host.startswith("www.") else host
+
+
+def _section_counts(articles: list[ArticleRow]) -> list[tuple[str, int]]:
+    """Top-level sections in list order, each followed by its subsection labels, with distinct-article counts."""
+    members: dict[str, set[int]] = {}
+    children: dict[str, list[str]] = {}
+    for a in articles:
+        for label in a.sections:
+            top = label.split(SECTION_SEPARATOR)[0]
+            members.setdefault(top, set()).add(a.id)
+            subs = children.setdefault(top, [])
+            if label != top:
+                members.setdefault(label, set()).add(a.id)
+                if label not in subs:
+                    subs.append(label)
+    return [(label, len(members[label])) for top, subs in children.items() for label in (top, *subs)]
+
+
+def _file_identity(path: Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return (st.st_dev, st.st_ino)

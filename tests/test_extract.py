@@ -1,0 +1,64 @@
+"""Extraction on bodies we build here: HTML, PDF, media pages, charsets, thin pages."""
+
+from __future__ import annotations
+
+from ingest.extract import decode_html, extract_document
+from ingest.models import FetchedBody
+from tests.fixtureweb import SAMPLE_ARTICLES, VIDEO_PAGE
+from tests.fixtureweb.pages import render_article_page, render_video_page
+
+
+def body(content: bytes, content_type: str = "text/html; charset=utf-8", url: str = "http://blog.test/post",
+         encoding: str | None = "utf-8") -> FetchedBody:
+    return FetchedBody(url=url, content_type=content_type, body=content, truncated=False, encoding=encoding)
+
+
+def test_html_article_keeps_text_and_metadata() -> None:
+    article = SAMPLE_ARTICLES[0]
+    html = render_article_page(article, "http://blog.test/post", [], "utf-8")
+    doc = extract_document(body(html.encode()), "List title")
+    assert doc.kind == "html" and not doc.thin
+    assert doc.title == article.title
+    assert article.paragraphs[-1].split()[0] in doc.text
+    assert doc.date and doc.date.startswith(article.date[:4])
+
+
+def test_a_page_with_no_text_is_thin_and_keeps_the_list_title() -> None:
+    doc = extract_document(body(b"<html><body><nav>Home</nav></body></html>"), "How Sharding Works")
+    assert doc.thin and doc.title == "How Sharding Works"
+
+
+def test_youtube_page_keeps_title_and_description() -> None:
+    html = render_video_page(VIDEO_PAGE, "https://www.youtube.com/watch?v=abc")
+    doc = extract_document(body(html.encode(), url="https://www.youtube.com/watch?v=abc"), "Talk")
+    assert doc.kind == "video"
+    assert doc.title and VIDEO_PAGE.title in doc.title
+    assert VIDEO_PAGE.paragraphs[0][:40] in doc.text
+
+
+def test_pdf_text_is_extracted() -> None:
+    from fpdf import FPDF
+
+    pdf = FPDF()
+    pdf.add_page()
+    pdf.set_font("Helvetica", size=11)
+    sentence = "Consistent hashing maps keys and servers onto one ring so few keys move. "
+    pdf.multi_cell(0, 6, sentence * 8)
+    raw = bytes(pdf.output())
+    doc = extract_document(body(raw, "application/pdf", encoding=None), "A paper")
+    assert doc.kind == "pdf" and not doc.thin
+    assert "Consistent hashing maps keys" in " ".join(doc.text.split())
+
+
+def test_a_broken_pdf_is_thin_not_an_error() -> None:
+    doc = extract_document(body(b"%PDF-1.4 garbage", "application/pdf", encoding=None), "Broken paper")
+    assert doc.thin and doc.title == "Broken paper"
+
+
+def test_charset_from_meta_when_the_header_has_none() -> None:
+    raw = '<html><head><meta charset="windows-1252"></head><body><p>naïve café</p></body></html>'.encode("cp1252")
+    assert "naïve café" in decode_html(raw, None)
+
+
+def test_undeclared_latin1_falls_back_without_crashing() -> None:
+    assert "café" in decode_html("<p>café</p>".encode("latin-1"), None)
