@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 from ingest.archive import Archive, Snapshot
 from ingest.extract import extract_document
-from ingest.fetcher import Failure, Fetcher, FetchResult, build_client
+from ingest.fetcher import Failure, Fetcher, FetchResult, HostClients
 from ingest.models import CrawlOutcome, Document, FetchAttempt, LinkState
 from ingest.politeness import HostGate
 from ingest.robots import RobotsCache
@@ -139,8 +139,8 @@ class Crawler:
         extract_slots = asyncio.Semaphore(EXTRACT_BACKLOG_PER_WORKER * (s.extract_workers or os.cpu_count() or 1))
         finishing: set[asyncio.Task[None]] = set()
         try:
-            async with build_client(s) as client:
-                fetcher = Fetcher(s, client, gate)
+            async with HostClients(s) as clients:
+                fetcher = Fetcher(s, clients, gate)
                 robots = RobotsCache(fetcher, s.user_agent)
                 archive = Archive(fetcher, s.archive_url)
                 queue: asyncio.Queue[int] = asyncio.Queue(maxsize=s.concurrency * 2)

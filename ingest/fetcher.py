@@ -95,30 +95,58 @@ def parse_retry_after(value: str | None) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
-def build_client(settings: Settings) -> httpx.AsyncClient:
-    """One shared client: connection pooling across links, our user agent, all timeouts set."""
-    timeout = httpx.Timeout(
-        connect=settings.connect_timeout_s,
-        read=settings.read_timeout_s,
-        write=settings.read_timeout_s,
-        pool=settings.request_timeout_s,
-    )
-    limits = httpx.Limits(max_connections=settings.concurrency * 2, max_keepalive_connections=settings.concurrency * 2)
-    return httpx.AsyncClient(
-        timeout=timeout,
-        limits=limits,
-        follow_redirects=False,
-        headers={"User-Agent": settings.user_agent, "Accept": ACCEPT},
-        trust_env=False,
-    )
+class HostClients:
+    """One small HTTP connection pool per origin, all sharing one TLS context.
+
+    Why not one big client: httpcore's pool scans every connection it holds on each
+    request and response (measured: most of the crawler's CPU with 12 hosts and 32
+    pooled connections). The politeness gate already caps requests per host, so a
+    per-origin pool of that size never waits and stays O(1) per request.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._tls = httpx.create_ssl_context()
+        self._timeout = httpx.Timeout(
+            connect=settings.connect_timeout_s,
+            read=settings.read_timeout_s,
+            write=settings.read_timeout_s,
+            pool=settings.request_timeout_s,
+        )
+        # + 1: robots.txt or an archive lookup may run beside the page requests
+        size = settings.per_host_concurrency + 1
+        self._limits = httpx.Limits(max_connections=size, max_keepalive_connections=size)
+        self._clients: dict[str, httpx.AsyncClient] = {}
+
+    def for_url(self, url: httpx.URL) -> httpx.AsyncClient:
+        key = f"{url.scheme}://{url.netloc.decode('ascii', 'replace')}"
+        client = self._clients.get(key)
+        if client is None:
+            client = self._clients[key] = httpx.AsyncClient(
+                timeout=self._timeout,
+                limits=self._limits,
+                verify=self._tls,
+                follow_redirects=False,
+                headers={"User-Agent": self._settings.user_agent, "Accept": ACCEPT},
+                trust_env=False,
+            )
+        return client
+
+    async def __aenter__(self) -> "HostClients":
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        for client in self._clients.values():
+            await client.aclose()
+        self._clients.clear()
 
 
 class Fetcher:
-    """Fetches URLs through a HostGate; stateless apart from the shared client and gate."""
+    """Fetches URLs through a HostGate; stateless apart from the shared pools and gate."""
 
-    def __init__(self, settings: Settings, client: httpx.AsyncClient, gate: HostGate) -> None:
+    def __init__(self, settings: Settings, clients: HostClients, gate: HostGate) -> None:
         self._settings = settings
-        self._client = client
+        self._clients = clients
         self._gate = gate
 
     async def fetch(
@@ -210,8 +238,10 @@ class Fetcher:
 
         try:
             async with asyncio.timeout(self._settings.request_timeout_s):
-                request = self._client.build_request("GET", url, headers=headers)
-                response = await self._client.send(request, stream=True)
+                target = httpx.URL(url)
+                client = self._clients.for_url(target)
+                request = client.build_request("GET", target, headers=headers)
+                response = await client.send(request, stream=True)
                 try:
                     status = response.status_code
                     result = await self._handle(url, response)

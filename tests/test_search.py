@@ -1,0 +1,195 @@
+"""Searching the fixture index: ranking, filters, snippets, result shape, and the other Searcher calls."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+from index.fusion import RankedArticle, group_by_article, reciprocal_rank_fusion
+from index.search import Searcher
+from ingest.errors import BadQueryError
+from tests.index_fixtures import ARCHIVE_PREFIX, DEAD_URL, PENDING_URL, BuiltIndex, built, searcher  # noqa: F401
+from tests.fixtures.relevance import slug_urls
+
+URLS = slug_urls()
+
+
+@pytest.mark.parametrize(
+    ("query", "slug"),
+    [
+        ("one noisy customer overloads a single database node", "hot-shards-key-salting"),
+        ("stop retrying a failing dependency for a while", "circuit-breakers"),
+        ("probabilistic set membership with false positives", "bloom-filters"),
+        ("how many 9s of uptime can we promise", "slos-error-budgets"),
+    ],
+)
+def test_paraphrased_questions_find_their_article_first(searcher: Searcher, query: str, slug: str) -> None:
+    results = searcher.search(query, k=5).results
+    assert results[0].url == URLS[slug], [r.url for r in results]
+
+
+def test_the_response_has_exactly_the_documented_shape(searcher: Searcher) -> None:
+    response = searcher.search("  cache   stampede  ", k=3).to_dict()
+    assert set(response) == {"query", "took_ms", "results"}
+    assert response["query"] == "cache stampede"
+    assert isinstance(response["took_ms"], float) and response["took_ms"] > 0
+    assert len(response["results"]) == 3
+    for rank, result in enumerate(response["results"], start=1):
+        assert list(result) == ["rank", "url", "title", "section", "host", "score", "snippet", "archived_url"]
+        assert result["rank"] == rank
+        assert isinstance(result["score"], float)
+    scores = [r["score"] for r in response["results"]]
+    assert scores == sorted(scores, reverse=True)
+    top = response["results"][0]
+    assert top["url"] == URLS["cache-stampede"]
+    assert (top["title"], top["section"], top["host"]) == (
+        "The Midnight Expiry That Took Down Checkout", "Performance / Caching", "example.com",
+    )  # fmt: skip
+
+
+def test_each_mode_ranks_and_results_are_deterministic(searcher: Searcher) -> None:
+    for mode in ("hybrid", "dense", "bm25"):
+        first = searcher.search("leader election", k=10, mode=mode).to_dict()["results"]
+        second = searcher.search("leader election", k=10, mode=mode).to_dict()["results"]
+        assert first == second
+        assert first[0]["url"] == URLS["raft-leader-election"], mode
+    assert searcher.search("zzzqqq", mode="bm25").results == []
+
+
+def test_k_is_validated_and_large_k_returns_every_article(searcher: Searcher, built: BuiltIndex) -> None:
+    assert len(searcher.search("systems", k=50).results) == built.report.articles
+    for bad in (0, 101, -1):
+        with pytest.raises(BadQueryError, match="k must be"):
+            searcher.search("caching", k=bad)
+
+
+@pytest.mark.parametrize("query", ["", "   ", "\n\t"])
+def test_an_empty_query_is_refused(searcher: Searcher, query: str) -> None:
+    with pytest.raises(BadQueryError, match="empty"):
+        searcher.search(query)
+
+
+def test_an_unknown_mode_is_refused(searcher: Searcher) -> None:
+    with pytest.raises(BadQueryError, match="hybrid, dense, bm25"):
+        searcher.search("caching", mode="magic")
+
+
+def test_a_top_level_section_filter_keeps_its_subsections(searcher: Searcher) -> None:
+    results = searcher.search("cache", k=50, section="performance").results
+    assert results
+    for r in results:
+        sections = searcher.article(r.article_id)["sections"]  # type: ignore[index]
+        assert any(s.split(" / ")[0] == "Performance" for s in sections), (r.url, sections)
+    # consistent hashing is listed under Scalability first and Performance / Caching second
+    assert URLS["consistent-hashing"] in {r.url for r in results}
+
+
+def test_a_full_section_label_filter_is_case_insensitive(searcher: Searcher) -> None:
+    urls = {r.url for r in searcher.search("database", k=50, section="PERFORMANCE / caching").results}
+    expected = {URLS[s] for s in ("caching-strategies", "cache-stampede", "cdn-edge-caching", "consistent-hashing")}
+    assert urls == expected
+
+
+def test_an_unknown_section_names_the_valid_ones(searcher: Searcher) -> None:
+    with pytest.raises(BadQueryError) as err:
+        searcher.search("cache", section="Cooking")
+    assert "'Cooking'" in str(err.value) and "'Performance / Caching'" in str(err.value)
+
+
+def test_the_host_filter_matches_a_site_and_its_subdomains(searcher: Searcher) -> None:
+    org = searcher.search("reliability", k=50, host="example.org").results
+    assert org and {r.host for r in org} == {"eng.example.org", "notes.example.org"}
+    www = searcher.search("reliability", k=50, host="www.example.com").results
+    assert www and {r.host for r in www} == {"example.com"}
+    assert searcher.search("reliability", host="nowhere.test").results == []
+
+
+def test_filters_search_inside_the_filter_not_just_the_top_candidates(searcher: Searcher) -> None:
+    # A query about caching, filtered to a section with nothing about caching, still fills k.
+    results = searcher.search("cache invalidation", k=5, section="Intelligence").results
+    assert len(results) == 3  # every article of the section
+
+
+def test_snippets_mark_query_words_by_stem(searcher: Searcher) -> None:
+    snippet = searcher.search("salted partition keys", k=1).results[0].snippet
+    assert "**salting**" in snippet or "**salt**" in snippet, snippet
+    assert "**partition**" in snippet, snippet
+    assert len(snippet.replace("**", "")) <= 302
+    assert "**the**" not in snippet.lower()
+
+
+def test_archived_url_is_set_only_for_text_from_the_archive(searcher: Searcher) -> None:
+    results = searcher.search("bloom filter false positive rate", k=5).results
+    assert results[0].url == URLS["bloom-filters"]
+    assert results[0].archived_url == ARCHIVE_PREFIX + URLS["bloom-filters"]
+    assert all(r.archived_url is None for r in results[1:])
+
+
+def test_links_without_text_are_found_by_their_title_card(searcher: Searcher) -> None:
+    dead = searcher.search("geohash quadtree nearby drivers", k=3).results[0]
+    assert dead.url == DEAD_URL
+    assert "Geohashes" not in dead.snippet or dead.snippet  # the card text is the snippet
+    pending = searcher.search("video transcoding pipeline", k=3).results[0]
+    assert pending.url == PENDING_URL
+    assert pending.section == "Architectures / Media"
+
+
+def test_similar_articles_exclude_the_article_itself(searcher: Searcher) -> None:
+    stampede = searcher.search("cache stampede", k=1).results[0]
+    similar = searcher.similar(stampede.article_id, k=5)
+    urls = [r.url for r in similar.results]
+    assert URLS["cache-stampede"] not in urls
+    assert len(urls) == 5
+    assert {URLS["caching-strategies"], URLS["cdn-edge-caching"]} & set(urls[:3]), urls
+    assert similar.query == stampede.title
+    with pytest.raises(BadQueryError, match="no article 999999"):
+        searcher.similar(999_999)
+
+
+def test_article_returns_metadata_state_and_passages(searcher: Searcher) -> None:
+    hit = searcher.search("bloom filter", k=1).results[0]
+    article = searcher.article(hit.article_id)
+    assert article is not None
+    assert article["url"] == URLS["bloom-filters"]
+    assert article["state"] == "archived"
+    assert article["archived_url"] == ARCHIVE_PREFIX + URLS["bloom-filters"]
+    assert article["author"] == "Arjun Mehta"
+    passages = article["passages"]
+    assert passages[0]["kind"] == "card" and [p["ordinal"] for p in passages] == list(range(len(passages)))
+    assert searcher.article(999_999) is None
+
+
+def test_sections_list_every_valid_filter_with_article_counts(searcher: Searcher) -> None:
+    sections = dict(searcher.sections())
+    assert sections["Performance / Caching"] == 4
+    assert sections["Scalability / Sharding"] == 3
+    assert sections["Architectures"] == 6  # 4 articles + a dead and a pending link
+    labels = [label for label, _ in searcher.sections()]
+    assert labels.index("Performance") < labels.index("Performance / Caching")
+    for label in labels:
+        searcher.search("x y", section=label, mode="bm25")  # every listed label is accepted
+
+
+def test_stats_describe_the_loaded_snapshot(searcher: Searcher, built: BuiltIndex) -> None:
+    stats = searcher.stats()
+    assert stats["snapshot_id"] == searcher.snapshot_id == built.report.snapshot_id
+    assert (stats["passages"], stats["articles"]) == (built.report.passages, built.report.articles)
+    assert (stats["model"], stats["index_kind"], stats["query_encoder"]) == ("all-MiniLM-L6-v2", "flat", "onnx")
+
+
+def test_concurrent_searches_agree_with_sequential_ones(searcher: Searcher) -> None:
+    queries = ["retry storms", "leader election", "cdn", "idempotency key", "lsm compaction", "canary"] * 3
+    expected = [searcher.search(q).to_dict()["results"] for q in queries]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        got = list(pool.map(lambda q: searcher.search(q).to_dict()["results"], queries))
+    assert got == expected
+
+
+def test_ties_rank_in_list_order() -> None:
+    row_article = np.array([0, 0, 1, 2, 3], dtype=np.int32)
+    ranked = group_by_article(np.array([4, 3, 2, 0]), np.array([1.0, 1.0, 1.0, 0.5]), row_article)
+    assert [r.article for r in ranked] == [1, 2, 3, 0]
+    fused = reciprocal_rank_fusion([[RankedArticle(2, 1, 3)], [RankedArticle(1, 1, 2)]], rrf_k=60)
+    assert [r.article for r in fused] == [1, 2]
