@@ -1,20 +1,24 @@
-"""`linklens crawl` and `linklens links`: fetch a list's articles, report their health."""
+"""`linklens crawl` and `linklens links`: fetch a list's articles, report their health.
+
+The crawler is imported inside the commands, so other commands (search) start fast.
+"""
 
 from __future__ import annotations
 
 import json
 from enum import Enum
+from typing import TYPE_CHECKING
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from cli.common import err, friendly_errors, out, settings
 from cli.link_report import render_links
-from ingest.crawler import CrawlProgress, Crawler, CrawlSummary
 from ingest.models import LinkState
 from ingest.settings import Settings
-from ingest.sources import load_list
-from ingest.store import Store
+
+if TYPE_CHECKING:
+    from ingest.crawler import CrawlProgress, CrawlSummary
 
 STATE_COLOURS = {"ok": "green", "redirected": "cyan", "archived": "yellow", "dead": "red", "blocked": "magenta",
                  "unsupported": "bright_black", "failed": "red"}
@@ -28,6 +32,10 @@ class ReportFormat(str, Enum):
 
 def run_crawl(source: str | None, cfg: Settings, refresh: bool, quiet: bool) -> CrawlSummary:
     """Read the list, add its links to the store, crawl what is pending. Shared by `crawl` and `build`."""
+    from ingest.crawler import Crawler
+    from ingest.sources import load_list
+    from ingest.store import Store
+
     link_list = load_list(source, cfg)
     with Store.open(cfg.store_path) as store:
         added = store.add_links(link_list.links)
@@ -89,6 +97,8 @@ def links(
 
     Example: linklens links --state dead --format markdown
     """
+    from ingest.store import Store
+
     cfg = settings()
     with Store.open(cfg.store_path) as store:
         rows = store.link_rows(state)

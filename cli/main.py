@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from cli import crawl_commands
+from cli import crawl_commands, index_commands, serve_command
 from cli.common import RunState, configure_logging, friendly_errors, out, settings
 from ingest.settings import VERSION
 
@@ -44,6 +44,11 @@ def version() -> None:
 
 app.command()(crawl_commands.crawl)
 app.command()(crawl_commands.links)
+app.command()(index_commands.index)
+app.command()(index_commands.build)
+app.command()(index_commands.search)
+app.command(name="eval")(index_commands.eval)
+app.command()(serve_command.serve)
 
 
 def main() -> None:

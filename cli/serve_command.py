@@ -1,0 +1,25 @@
+"""`linklens serve`: the HTTP search service and search page."""
+
+from __future__ import annotations
+
+import typer
+
+from cli.common import err, friendly_errors, settings
+
+
+@friendly_errors
+def serve(
+    host: str = typer.Option(None, "--host", help="Address to bind (default 127.0.0.1, loopback only)."),
+    port: int = typer.Option(None, "--port", "-p", help="Port (default 8000, or LINKLENS_PORT)."),
+    workers: int = typer.Option(None, "--workers", "-w", help="Worker processes (default 1)."),
+) -> None:
+    """Serve search over HTTP and a search page at http://127.0.0.1:8000/ (API docs at /docs).
+
+    A new snapshot built by `linklens index` is picked up without a restart.
+    Example: linklens serve --port 8080
+    """
+    from serve.runner import run
+
+    cfg = settings()
+    err.print(f"linklens: serving {cfg.data_dir} on http://{host or cfg.host}:{port or cfg.port}/ (Ctrl-C to stop)")
+    run(cfg, host=host, port=port, workers=workers)
