@@ -1,0 +1,130 @@
+"""The whole pipeline through the `linklens` command: crawl the fixture web, index, search, eval."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from cli.main import app
+from ingest.settings import load_settings
+from tests.conftest import CrawledWeb
+from tests.index_fixtures import BuiltIndex, built, seed_caches  # noqa: F401 - fixtures
+
+runner = CliRunner()
+RESULT_KEYS = {"rank", "url", "title", "section", "host", "score", "snippet", "archived_url"}
+
+
+def linklens(*args: str, data_dir: Path) -> subprocess.CompletedProcess[str]:
+    """A real process, as a user runs it."""
+    import os
+
+    env = dict(os.environ, LINKLENS_DATA_DIR=str(data_dir))
+    return subprocess.run([sys.executable, "-m", "cli.main", *args], capture_output=True, text=True, timeout=120,
+                          env=env)
+
+
+@pytest.fixture(scope="module")
+def indexed(crawled: CrawledWeb, built: BuiltIndex) -> CrawledWeb:  # noqa: F811
+    """The crawled fixture web, indexed through `linklens index` (caches seeded: only new text is embedded)."""
+    seed_caches(built.settings, crawled.settings)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LINKLENS_DATA_DIR", str(crawled.settings.data_dir))
+        result = runner.invoke(app, ["index", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["articles"] == len(crawled.report)
+    assert report["query_encoder"] == "onnx"
+    return crawled
+
+
+def test_search_before_any_build_names_the_command(data_dir: Path) -> None:
+    proc = linklens("search", "hot shards", data_dir=data_dir)
+    assert proc.returncode == 1
+    assert "linklens build" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_search_json_has_the_http_shape_and_finds_the_answer(indexed: CrawledWeb) -> None:
+    proc = linklens("search", "how to avoid hot shards", "--k", "5", "--json", data_dir=indexed.settings.data_dir)
+    assert proc.returncode == 0, proc.stderr
+    response = json.loads(proc.stdout)
+    assert set(response) == {"query", "took_ms", "results"}
+    assert response["query"] == "how to avoid hot shards"
+    assert len(response["results"]) == 5
+    assert all(set(r) == RESULT_KEYS for r in response["results"])
+    assert [r["rank"] for r in response["results"]] == [1, 2, 3, 4, 5]
+    top = response["results"][0]
+    assert top["url"].endswith("/posts/hot-shards-key-salting")
+    assert "**" in top["snippet"]
+
+
+def test_search_finds_text_recovered_from_the_archive(indexed: CrawledWeb) -> None:
+    archived = next(f for f in indexed.web.faults() if f.state == "archived")
+    assert archived.article is not None
+    question = archived.article.paragraphs[0].split(".")[0]
+    proc = linklens("search", question, "--json", data_dir=indexed.settings.data_dir)
+    assert proc.returncode == 0, proc.stderr
+    top = json.loads(proc.stdout)["results"][0]
+    assert top["archived_url"] and top["archived_url"].startswith(indexed.web.archive_url)
+
+
+def test_section_filter_keeps_only_that_section(indexed: CrawledWeb) -> None:
+    proc = linklens("search", "caching", "--section", "faults", "--json", data_dir=indexed.settings.data_dir)
+    assert proc.returncode == 0, proc.stderr
+    results = json.loads(proc.stdout)["results"]
+    assert results and all(r["section"] == "Faults" for r in results)
+
+
+def test_search_table_for_people(indexed: CrawledWeb) -> None:
+    table = linklens("search", "token bucket rate limiting", data_dir=indexed.settings.data_dir)
+    assert table.returncode == 0, table.stderr
+    assert "Fair Share for Every API Key" in table.stdout
+    assert "results in" in table.stderr
+
+
+def test_unknown_section_and_bad_k_are_one_sentence(indexed: CrawledWeb) -> None:
+    for args in (["--section", "Nonsense"], ["--k", "0"], ["--k", "500"]):
+        proc = linklens("search", "caching", *args, data_dir=indexed.settings.data_dir)
+        assert proc.returncode == 1, (args, proc.stderr)
+        assert proc.stderr.startswith("error: ") and "Traceback" not in proc.stderr
+
+
+def test_eval_reports_three_modes(indexed: CrawledWeb, tmp_path: Path) -> None:
+    urls = {a.slug: u for u, a in indexed.web.expected_content().items() if "/posts/" in u}
+    judged = tmp_path / "judged.jsonl"
+    judged.write_text("\n".join(json.dumps({"query": q, "relevant": {urls[s]: 2}}) for q, s in [
+        ("one tenant overloads a single partition", "hot-shards-key-salting"),
+        ("split a big database across machines", "database-sharding-strategies"),
+    ]) + "\n")
+    proc = linklens("eval", str(judged), "--json", data_dir=indexed.settings.data_dir)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert set(report["metrics"]) == {"dense", "bm25", "hybrid"}
+    assert report["metrics"]["hybrid"]["recall@10"] == 1.0
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text('{"query": "x"}\nnot json\n')
+    bad = linklens("eval", str(broken), data_dir=indexed.settings.data_dir)
+    assert bad.returncode == 1 and "Traceback" not in bad.stderr and "line" in bad.stderr
+
+
+def test_build_with_no_network_still_indexes_the_titles(tmp_path: Path, built: BuiltIndex,  # noqa: F811
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    listing = tmp_path / "offline.md"
+    listing.write_text("# Awesome Offline\n\n## Databases\n\n"
+                       "* [How Sharding Works](https://blog.example.invalid/how-sharding-works)\n"
+                       "* [Caching at Scale](https://cache.example.invalid/at-scale)\n")
+    data = tmp_path / "offline-data"
+    monkeypatch.setenv("LINKLENS_DATA_DIR", str(data))
+    monkeypatch.setenv("LINKLENS_ARCHIVE_URL", "https://archive.example.invalid")
+    seed_caches(built.settings, load_settings())
+    result = runner.invoke(app, ["build", str(listing), "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["crawl"]["fetched_anything"] is False
+    assert report["index"]["articles"] == 2
+    proc = linklens("search", "database sharding", "--json", data_dir=data)
+    assert json.loads(proc.stdout)["results"][0]["title"] == "How Sharding Works"
