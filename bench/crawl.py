@@ -33,7 +33,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from ingest.crawler import Crawler, extraction_pool  # noqa: E402
-from ingest.extract import extract_document  # noqa: E402
+from ingest.extract_job import extract_in_worker  # noqa: E402
 from ingest.settings import load_settings  # noqa: E402
 from ingest.sources import load_list  # noqa: E402
 from ingest.store import Store  # noqa: E402
@@ -149,6 +149,7 @@ def main() -> None:
             web.wait(10)
 
     bodies = [b for b in bodies if b is not None]
+    from ingest.extract import extract_document  # only now: the crawler's own process never loads it
     # one core, in-process: the cost of one page's extraction
     sample = bodies[: min(100, len(bodies))]
     per_page = []
@@ -159,9 +160,9 @@ def main() -> None:
     # the ceiling: the same pages through the same kind of pool, no network
     workers = settings.extract_workers or os.cpu_count() or 1
     with extraction_pool(workers) as pool:
-        list(pool.map(extract_document, sample[:workers], ["t"] * workers))  # warm the workers
+        list(pool.map(extract_in_worker, sample[:workers], ["t"] * workers))  # warm the workers
         t0 = time.perf_counter()
-        list(pool.map(extract_document, bodies, ["t"] * len(bodies), chunksize=4))
+        list(pool.map(extract_in_worker, bodies, ["t"] * len(bodies), chunksize=4))
         ceiling_s = time.perf_counter() - t0
 
     crawl_rate = summary.crawled / crawl_s

@@ -26,7 +26,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 
 from ingest.archive import Archive, Snapshot
-from ingest.extract import extract_document
+from ingest.extract_job import WORKER_PRELOAD, extract_in_worker
 from ingest.fetcher import Failure, Fetcher, FetchResult, HostClients
 from ingest.models import CrawlOutcome, Document, FetchAttempt, LinkState
 from ingest.politeness import HostGate
@@ -108,7 +108,7 @@ def extraction_pool(workers: int) -> ProcessPoolExecutor:
     CPU each). The forkserver pays that import once per process and forks clean workers from it.
     """
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["ingest.extract"])
+    context.set_forkserver_preload(WORKER_PRELOAD)
     return ProcessPoolExecutor(max_workers=workers, mp_context=context)
 
 
@@ -261,7 +261,7 @@ class Crawler:
         assert outcome.body is not None
         loop = asyncio.get_running_loop()
         try:
-            return await loop.run_in_executor(executor, extract_document, outcome.body, title)
+            return await loop.run_in_executor(executor, extract_in_worker, outcome.body, title)
         except BrokenProcessPool:
             raise
         except Exception as exc:  # a parser bug on one odd page must not stop 600 others
