@@ -6,7 +6,8 @@ The crawler is imported inside the commands, so other commands (search) start fa
 from __future__ import annotations
 
 import json
-from enum import Enum
+from collections.abc import Callable
+from enum import StrEnum
 from typing import TYPE_CHECKING
 
 import typer
@@ -24,10 +25,27 @@ STATE_COLOURS = {"ok": "green", "redirected": "cyan", "archived": "yellow", "dea
                  "unsupported": "bright_black", "failed": "red"}
 
 
-class ReportFormat(str, Enum):
+class ReportFormat(StrEnum):
     table = "table"
     json = "json"
     markdown = "markdown"
+
+
+def crawl_progress_bar() -> Progress:
+    return Progress(
+        TextColumn("[bold]crawl"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
+        TimeElapsedColumn(), TextColumn("{task.fields[states]}"), console=err, transient=False,
+    )
+
+
+def progress_updater(bar: Progress) -> Callable[[CrawlProgress], None]:
+    task = bar.add_task("crawl", total=None, rate="", states="")
+
+    def show(p: CrawlProgress) -> None:
+        states = " ".join(f"[{STATE_COLOURS.get(k, 'white')}]{k}[/] {v}" for k, v in sorted(p.counts.items()))
+        bar.update(task, completed=p.done, total=p.total, rate=f"{p.pages_per_s:.1f} pages/s", states=states)
+
+    return show
 
 
 def run_crawl(source: str | None, cfg: Settings, refresh: bool, quiet: bool) -> CrawlSummary:
@@ -44,17 +62,20 @@ def run_crawl(source: str | None, cfg: Settings, refresh: bool, quiet: bool) -> 
         crawler = Crawler(cfg, store)
         if quiet:
             return crawler.run(refresh=refresh)
-        with Progress(
-            TextColumn("[bold]crawl"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
-            TimeElapsedColumn(), TextColumn("{task.fields[states]}"), console=err, transient=False,
-        ) as bar:
-            task = bar.add_task("crawl", total=None, rate="", states="")
+        with crawl_progress_bar() as bar:
+            return crawler.run(refresh=refresh, progress=progress_updater(bar))
 
-            def show(p: CrawlProgress) -> None:
-                states = " ".join(f"[{STATE_COLOURS.get(k, 'white')}]{k}[/] {v}" for k, v in sorted(p.counts.items()))
-                bar.update(task, completed=p.done, total=p.total, rate=f"{p.pages_per_s:.1f} pages/s", states=states)
 
-            return crawler.run(refresh=refresh, progress=show)
+def run_reextract(cfg: Settings, quiet: bool) -> int:
+    from ingest.crawler import Crawler
+    from ingest.store import Store
+
+    with Store.open(cfg.store_path) as store:
+        crawler = Crawler(cfg, store)
+        if quiet:
+            return crawler.reextract()
+        with crawl_progress_bar() as bar:
+            return crawler.reextract(progress=progress_updater(bar))
 
 
 def print_summary(summary: CrawlSummary) -> None:
@@ -74,11 +95,19 @@ def crawl(
     refresh: bool = typer.Option(False, "--refresh", help="Re-check every link (conditional requests keep "
                                                           "unchanged pages)."),
     as_json: bool = typer.Option(False, "--json", help="Print a machine-readable summary instead of a progress bar."),
+    reextract: bool = typer.Option(False, "--reextract", help="Extract the stored pages again; fetches nothing."),
 ) -> None:
     """Fetch and extract every link of a list; resumes where a killed crawl stopped.
 
     Example: linklens crawl ./README.md
     """
+    if reextract:
+        count = run_reextract(settings(), quiet=as_json)
+        if as_json:
+            out.print_json(json.dumps({"reextracted": count}))
+        else:
+            err.print(f"extracted {count} stored pages again (no requests made) — run: linklens index")
+        return
     summary = run_crawl(source, settings(), refresh=refresh, quiet=as_json)
     if as_json:
         out.print_json(json.dumps(summary.as_dict()))
@@ -89,9 +118,10 @@ def crawl(
 @friendly_errors
 def links(
     state: LinkState = typer.Option(None, "--state", help="Only links in this state.", case_sensitive=False),
-    fmt: ReportFormat = typer.Option(ReportFormat.table, "--format", "-f", help="table, json, or markdown (for list "
-                                                                                 "maintainers: dead links with archived "
-                                                                                 "replacements)."),
+    fmt: ReportFormat = typer.Option(
+        ReportFormat.table, "--format", "-f",
+        help="table, json, or markdown (for list maintainers: dead links with archived replacements).",
+    ),
 ) -> None:
     """The link-health report: every link's final state and why.
 

@@ -154,8 +154,8 @@ def eval(  # noqa: A001 - the command is called eval
 
     Example: linklens eval judged.jsonl
     """
-    from index.evaluate import load_judgements
     from index.evaluate import evaluate as run_eval
+    from index.evaluate import load_judgements
     from index.search import Searcher
 
     judged = load_judgements(queries)

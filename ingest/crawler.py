@@ -124,6 +124,36 @@ class Crawler:
     def run(self, refresh: bool = False, progress: ProgressCallback | None = None) -> CrawlSummary:
         return asyncio.run(self.crawl(refresh=refresh, progress=progress))
 
+    def reextract(self, progress: ProgressCallback | None = None) -> int:
+        """Extract every stored body again (after an extractor upgrade), without a single request."""
+        return asyncio.run(self._reextract(progress))
+
+    async def _reextract(self, progress: ProgressCallback | None) -> int:
+        ids = self._store.link_ids_with_bodies()
+        started = time.perf_counter()
+        counts: Counter[str] = Counter()
+        workers = self._settings.extract_workers or os.cpu_count() or 1
+        slots = asyncio.Semaphore(EXTRACT_BACKLOG_PER_WORKER * workers)
+        executor = self._executor or extraction_pool(workers)
+
+        async def one(link_id: int) -> None:
+            async with slots:
+                body = self._store.body(link_id)
+                assert body is not None
+                outcome = CrawlOutcome(LinkState(self._store.link(link_id)["state"]), "", body=body)
+                document = await self._extract(executor, outcome, self._store.link(link_id)["title"])
+                self._store.replace_document(link_id, document)
+                counts["thin" if document.thin else "extracted"] += 1
+                if progress:
+                    progress(CrawlProgress(sum(counts.values()), len(ids), counts, time.perf_counter() - started))
+
+        try:
+            await asyncio.gather(*(one(i) for i in ids))
+        finally:
+            if self._executor is None:
+                executor.shutdown(cancel_futures=True)
+        return len(ids)
+
     async def crawl(self, refresh: bool = False, progress: ProgressCallback | None = None) -> CrawlSummary:
         started = time.perf_counter()
         ids = self._store.link_ids_to_crawl(refresh=refresh)
@@ -200,7 +230,6 @@ class Crawler:
     ) -> CrawlOutcome:
         """Fetch stage of one link: its final state and body; the document is extracted afterwards."""
         url: str = link["url"]
-        title: str = link["title"]
         if not url.lower().startswith(WEB_SCHEMES):
             scheme = url.split(":", 1)[0]
             return CrawlOutcome(LinkState.UNSUPPORTED, f"{scheme}: links are not fetched (only http and https)")

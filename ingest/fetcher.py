@@ -15,7 +15,7 @@ import email.utils
 import socket
 import time
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 
 import httpx
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
@@ -33,7 +33,7 @@ _DNS_HINTS = ("name or service not known", "nodename nor servname", "temporary f
               "no address associated", "getaddrinfo failed", "name resolution")
 
 
-class Failure(str, Enum):
+class Failure(StrEnum):
     """Why a fetch produced no page; drives the link's final state."""
 
     GONE = "gone"  # 404/410
@@ -132,7 +132,7 @@ class HostClients:
             )
         return client
 
-    async def __aenter__(self) -> "HostClients":
+    async def __aenter__(self) -> HostClients:
         return self
 
     async def __aexit__(self, *exc: object) -> None:

@@ -8,10 +8,10 @@ and crawled; a *document* is the text extracted from what the crawl fetched; an
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 
 
-class LinkState(str, Enum):
+class LinkState(StrEnum):
     """Where a link ended. Every crawled link ends in exactly one of these."""
 
     PENDING = "pending"
@@ -24,7 +24,7 @@ class LinkState(str, Enum):
     FAILED = "failed"
 
     @classmethod
-    def final_states(cls) -> list["LinkState"]:
+    def final_states(cls) -> list[LinkState]:
         return [s for s in cls if s is not cls.PENDING]
 
 

@@ -17,7 +17,7 @@ from ingest.errors import ConfigError
 
 APP_NAME = "linklens"
 VERSION = "0.1.0"
-DEFAULT_USER_AGENT = f"linklens/{VERSION} (+https://github.com/linklens/linklens; semantic search over curated link lists)"
+DEFAULT_USER_AGENT = f"linklens/{VERSION} (+https://github.com/linklens/linklens; search over curated link lists)"
 DEFAULT_ARCHIVE_URL = "https://archive.org"
 DEFAULT_CONCURRENCY = 16
 DEFAULT_PER_HOST_CONCURRENCY = 2
@@ -63,7 +63,7 @@ class Settings(BaseSettings):
     model: str = Field("", description="sentence-transformers name or path; empty = bundled all-MiniLM-L6-v2")
     passage_words: int = Field(180, ge=40, le=1000)
     passage_overlap_words: int = Field(30, ge=0, le=500)
-    ann_threshold: int = Field(200_000, ge=1, description="passages above which an HNSW index replaces the exact one")
+    ann_threshold: int = Field(20_000, ge=1, description="passages above which an HNSW index replaces the exact one")
     index_kind: str = Field("auto", pattern="^(auto|flat|hnsw)$")
     keep_snapshots: int = Field(3, ge=1)
     candidates: int = Field(100, ge=10, le=2000)

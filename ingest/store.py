@@ -9,13 +9,11 @@ writer thanks to WAL.
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import time
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict
 from pathlib import Path
 
 from ingest.errors import StoreError
@@ -24,8 +22,8 @@ from ingest.models import (
     CrawlOutcome,
     Document,
     FetchedBody,
-    ListedLink,
     LinkState,
+    ListedLink,
 )
 from ingest.urls import host_of
 
@@ -107,7 +105,7 @@ class Store:
         self.path = path
 
     @classmethod
-    def open(cls, path: Path) -> "Store":
+    def open(cls, path: Path) -> Store:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False)
@@ -126,7 +124,7 @@ class Store:
     def close(self) -> None:
         self._conn.close()
 
-    def __enter__(self) -> "Store":
+    def __enter__(self) -> Store:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -180,10 +178,12 @@ class Store:
                     added += 1
                 else:
                     link_id = row[0]
-                    conn.execute("UPDATE links SET title=?, position=? WHERE id=?", (link.title, link.position, link_id))
+                    conn.execute("UPDATE links SET title=?, position=? WHERE id=?",
+                                 (link.title, link.position, link_id))
                 conn.execute("DELETE FROM placements WHERE link_id=?", (link_id,))
                 conn.executemany(
-                    "INSERT OR REPLACE INTO placements(link_id, section, subsection, title, position) VALUES (?,?,?,?,?)",
+                    "INSERT OR REPLACE INTO placements(link_id, section, subsection, title, position) "
+                    "VALUES (?,?,?,?,?)",
                     [(link_id, p.section, p.subsection, p.title, p.position) for p in link.placements],
                 )
         return added
@@ -239,25 +239,8 @@ class Store:
                         zlib.compress(body.body, BODY_COMPRESSION_LEVEL),
                     ),
                 )
-            doc = outcome.document
-            if doc is not None:
-                conn.execute(
-                    "INSERT OR REPLACE INTO documents(link_id, title, text, kind, author, date, sitename, language, "
-                    "description, thin, extracted_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                    (
-                        link_id,
-                        doc.title,
-                        doc.text,
-                        doc.kind,
-                        doc.author,
-                        doc.date,
-                        doc.sitename,
-                        doc.language,
-                        doc.description,
-                        int(doc.thin),
-                        now,
-                    ),
-                )
+            if outcome.document is not None:
+                _write_document(conn, link_id, outcome.document)
             etag = body.etag if body else None
             last_modified = body.last_modified if body else None
             conn.execute(
@@ -281,14 +264,11 @@ class Store:
 
     def replace_document(self, link_id: int, doc: Document) -> None:
         """Re-extraction path: new text from a stored body, no fetch."""
-        outcome_doc = asdict(doc)
         with self.transaction() as conn:
-            conn.execute(
-                "INSERT OR REPLACE INTO documents(link_id, title, text, kind, author, date, sitename, language, "
-                "description, thin, extracted_at) VALUES (:link_id,:title,:text,:kind,:author,:date,:sitename,"
-                ":language,:description,:thin,:now)",
-                {**outcome_doc, "link_id": link_id, "thin": int(doc.thin), "now": time.time()},
-            )
+            _write_document(conn, link_id, doc)
+
+    def link_ids_with_bodies(self) -> list[int]:
+        return [r[0] for r in self._conn.execute("SELECT link_id FROM bodies ORDER BY link_id")]
 
     def body(self, link_id: int) -> FetchedBody | None:
         """The stored raw body (decompressed), for re-extraction and conditional re-fetch."""
@@ -355,25 +335,10 @@ class Store:
     def articles(self) -> Iterator[Article]:
         """Every link with its list context and document, in list order: the index's input."""
         sections = self._sections_by_link()
-        rows = self._conn.execute(
-            "SELECT l.*, d.link_id AS doc_id, d.title AS d_title, d.text, d.kind, d.author, d.date, d.sitename, "
-            "d.language, d.description, d.thin FROM links l LEFT JOIN documents d ON d.link_id = l.id "
-            "ORDER BY l.position"
-        ).fetchall()
+        documents = {row["link_id"]: _document_from_row(row) for row in self._conn.execute("SELECT * FROM documents")}
+        rows = self._conn.execute("SELECT * FROM links ORDER BY position").fetchall()
         for r in rows:
-            doc = None
-            if r["doc_id"] is not None:
-                doc = Document(
-                    title=r["d_title"],
-                    text=r["text"],
-                    kind=r["kind"],
-                    author=r["author"],
-                    date=r["date"],
-                    sitename=r["sitename"],
-                    language=r["language"],
-                    description=r["description"],
-                    thin=bool(r["thin"]),
-                )
+            doc = documents.get(r["id"])
             yield Article(
                 link_id=r["id"],
                 url=r["url"],
@@ -386,18 +351,14 @@ class Store:
                 document=doc,
             )
 
-    def fetch_count(self, link_id: int | None = None) -> int:
-        if link_id is None:
-            return int(self._conn.execute("SELECT COUNT(*) FROM fetches").fetchone()[0])
-        return int(self._conn.execute("SELECT COUNT(*) FROM fetches WHERE link_id=?", (link_id,)).fetchone()[0])
 
-    def get_meta(self, key: str) -> str | None:
-        row = self._conn.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
-        return row[0] if row else None
-
-    def set_meta(self, key: str, value: object) -> None:
-        with self.transaction() as conn:
-            conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, json.dumps(value)))
+def _write_document(conn: sqlite3.Connection, link_id: int, doc: Document) -> None:
+    conn.execute(
+        "INSERT OR REPLACE INTO documents(link_id, title, text, kind, author, date, sitename, language, "
+        "description, thin, extracted_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+        (link_id, doc.title, doc.text, doc.kind, doc.author, doc.date, doc.sitename, doc.language, doc.description,
+         int(doc.thin), time.time()),
+    )
 
 
 def _document_from_row(row: sqlite3.Row) -> Document:

@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from cli.main import app
 from ingest.crawler import Crawler
-from ingest.models import LinkState
+from ingest.models import Document, LinkState
 from ingest.settings import Settings
 from ingest.sources import load_list
 from ingest.store import Store
@@ -194,3 +194,21 @@ def test_crawler_reports_progress_for_every_link(web: FixtureWeb, crawl_settings
         summary = Crawler(crawl_settings, store).run(progress=lambda p: seen.append(p.done))
     assert seen == list(range(1, len(web.expected_states()) + 1))
     assert summary.this_run == summary.counts
+
+
+def test_reextract_rebuilds_documents_without_a_request(web: FixtureWeb, crawl_settings: Settings,
+                                                         list_file: Path) -> None:
+    first = runner.invoke(app, ["crawl", str(list_file), "--json"])
+    assert first.exit_code == 0, first.output
+    with Store.open(crawl_settings.store_path) as store:
+        before = {a.url: a.document for a in store.articles()}
+        victim = next(a for a in store.articles() if a.document and "/posts/" in a.url)
+        store.replace_document(victim.link_id, Document(title="stale", text="stale", kind="thin", thin=True))
+    hits = web.total_hits()
+    again = runner.invoke(app, ["crawl", "--reextract", "--json"])
+    assert again.exit_code == 0, again.output
+    assert json.loads(again.stdout)["reextracted"] == sum(1 for d in before.values() if d is not None)
+    assert web.total_hits() == hits
+    with Store.open(crawl_settings.store_path) as store:
+        after = {a.url: a.document for a in store.articles()}
+    assert after[victim.url] == before[victim.url]
