@@ -20,15 +20,15 @@ from pathlib import Path
 
 import numpy as np
 
+from index import lexical, meta, snapshot, vectors
+from index.embedder import ONNX_EMBED_MAX_PASSAGES, Embedder, Progress, core_count, encode_with_onnx
+from index.embedding_cache import EmbeddingCache
+from index.model_ref import ModelRef, configured_model
+from index.passages import Passage, article_passages
 from ingest.errors import SourceError
 from ingest.models import Article
 from ingest.settings import VERSION, Settings
 from ingest.store import Store
-from index import lexical, meta, snapshot, vectors
-from index.embedder import Embedder, Progress, core_count
-from index.embedding_cache import EmbeddingCache
-from index.model_ref import ModelRef, configured_model
-from index.passages import Passage, article_passages
 
 logger = logging.getLogger(__name__)
 
@@ -74,11 +74,14 @@ def build_index(
     articles = list(store.articles())
     if not articles:
         raise SourceError(f"the page store {store.path} holds no links yet — run: linklens crawl LIST first")
-    passages = [p for a in articles for p in article_passages(a, settings.passage_words, settings.passage_overlap_words)]
+    passages = [
+        p for a in articles for p in article_passages(a, settings.passage_words, settings.passage_overlap_words)
+    ]
     if embedder is None or embedder.ref != ref:
         embedder = Embedder(ref)
     with EmbeddingCache.open(settings.cache_dir / EMBEDDING_CACHE_FILE) as cache:
-        matrix, embedded, cached = _embed(passages, embedder, cache, rebuild, progress)
+        ready_export = None if rebuild else existing_export(settings.cache_dir, ref)
+        matrix, embedded, cached = _embed(passages, embedder, cache, rebuild, ready_export, progress)
         cache.keep_only(ref.id, (p.id for p in passages))
     encoder_dir = _query_encoder(settings.cache_dir, ref, embedder, rebuild)
     kind = vectors.choose_kind(len(passages), settings.index_kind, settings.ann_threshold)
@@ -137,9 +140,18 @@ def build_index(
 
 
 def _embed(
-    passages: list[Passage], embedder: Embedder, cache: EmbeddingCache, rebuild: bool, progress: Progress | None
+    passages: list[Passage],
+    embedder: Embedder,
+    cache: EmbeddingCache,
+    rebuild: bool,
+    ready_export: Path | None,
+    progress: Progress | None,
 ) -> tuple[np.ndarray, int, int]:
-    """The passage matrix (row i = passage i), embedding only what the cache lacks."""
+    """The passage matrix (row i = passage i), embedding only what the cache lacks.
+
+    A few new passages go through the cached ONNX export when there is one, so a
+    small incremental build never imports torch.
+    """
     ids = [p.id for p in passages]
     found = {} if rebuild else cache.get_many(embedder.ref.id, ids)
     if found:
@@ -148,7 +160,10 @@ def _embed(
             found = {}
     texts = {p.id: p.indexed_text for p in passages if p.id not in found}
     if texts:
-        fresh = embedder.encode(list(texts.values()), progress)
+        if ready_export is not None and len(texts) <= ONNX_EMBED_MAX_PASSAGES and not embedder.loaded:
+            fresh = encode_with_onnx(ready_export, list(texts.values()), progress)
+        else:
+            fresh = embedder.encode(list(texts.values()), progress)
         cache.put_many(embedder.ref.id, zip(texts, fresh, strict=True))
         found.update(zip(texts, fresh, strict=True))
     elif progress:
@@ -156,6 +171,15 @@ def _embed(
     matrix = np.stack([found[i] for i in ids]).astype(np.float32, copy=False)
     embedded = sum(1 for p in passages if p.id in texts)
     return matrix, embedded, len(passages) - embedded
+
+
+def existing_export(cache_dir: Path, ref: ModelRef) -> Path | None:
+    """The model's verified ONNX export if a previous build made one (checked without loading the model)."""
+    from index.onnx_export import export_dir
+    from index.query_encoder import ENCODER_FILE
+
+    folder = export_dir(cache_dir, ref)
+    return folder if (folder / ENCODER_FILE).exists() else None
 
 
 def _query_encoder(cache_dir: Path, ref: ModelRef, embedder: Embedder, rebuild: bool) -> Path | None:

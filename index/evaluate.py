@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ingest.errors import BadQueryError
+
 if TYPE_CHECKING:
     from index.search import Searcher
 
@@ -25,6 +27,7 @@ logger = logging.getLogger(__name__)
 EVAL_MODES = ("dense", "bm25", "hybrid")
 DEFAULT_K = 10
 METRIC_DIGITS = 4
+JUDGEMENT_EXAMPLE = 'each line must look like {"query": "...", "relevant": {"https://...": 2}}'
 
 
 @dataclass(frozen=True)
@@ -34,25 +37,26 @@ class JudgedQuery:
 
 
 def load_judgements(path: Path) -> list[JudgedQuery]:
-    """Read a JSONL judgement file; a malformed line raises ValueError naming the file and line."""
+    """Read a JSONL judgement file; a malformed line raises BadQueryError naming the file and line."""
     out = []
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except OSError as exc:
-        raise ValueError(f"cannot read judgements {path}: {exc}") from None
+        raise BadQueryError(f"cannot read judgements {path} ({exc.strerror or exc}) — check the path") from None
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
             out.append(parse_judgement(line))
         except ValueError as exc:
-            raise ValueError(f"{path}:{number}: {exc}") from None
+            raise BadQueryError(f"{path}:{number}: {exc} — {JUDGEMENT_EXAMPLE}") from None
     if not out:
-        raise ValueError(f"{path} holds no judged queries — add lines like {{\"query\": \"...\", \"relevant\": {{\"https://...\": 2}}}}")
+        raise BadQueryError(f"{path} holds no judged queries — {JUDGEMENT_EXAMPLE}")
     return out
 
 
 def parse_judgement(line: str) -> JudgedQuery:
+    """One judgement line; ValueError says what is wrong with it."""
     try:
         row = json.loads(line)
     except json.JSONDecodeError as exc:
@@ -101,7 +105,7 @@ def evaluate(
 ) -> dict[str, dict[str, float]]:
     """Mean metrics per mode: `{mode: {"ndcg@k", "recall@k", "mrr@k"}}`."""
     if not judged:
-        raise ValueError("no judged queries to evaluate")
+        raise BadQueryError("no judged queries to evaluate")
     _warn_unknown_urls(searcher, judged)
     out: dict[str, dict[str, float]] = {}
     for mode in modes:

@@ -4,24 +4,29 @@ Why BM25 beside the embeddings: names, acronyms and rare terms ("Raft",
 "memcached", "P99") are matched exactly by BM25 while a small embedding model
 blurs them; fusing both beats either alone on the judged queries.
 
-bm25s builds and saves the index (its standard folder format). Scoring a query
-is done here with one `np.bincount` over the postings of the query's terms,
-which is several times faster than bm25s' per-term `np.add.at` and lets a
-filter mask apply before ranking.
+bm25s builds and saves the index (its standard folder format). Loading and
+scoring are done here with numpy alone: importing bm25s pulls in scipy (~0.4 s
+of every `linklens search`), and one `np.bincount` over the postings of the
+query's terms is several times faster than bm25s' per-term `np.add.at`.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import bm25s
 import numpy as np
 import Stemmer
-from bm25s.stopwords import STOPWORDS_EN_PLUS
+
+from index.stopwords import STOPWORDS_EN_PLUS
+
+if TYPE_CHECKING:
+    import bm25s
 
 STEMMER_LANGUAGE = "english"
 # NLTK's English list: questions are full of "how", "what", "when" that Lucene's
@@ -67,34 +72,31 @@ class LexicalIndex:
     """A BM25 index over passages (row i = passage i), loaded fully into memory."""
 
     def __init__(self, data: np.ndarray, indices: np.ndarray, indptr: np.ndarray, vocab: dict[str, int], rows: int):
-        self._data = data
-        self._indices = indices
-        self._indptr = indptr
+        self._data = np.asarray(data, dtype=np.float32)
+        self._indices = np.asarray(indices, dtype=np.int32)
+        self._indptr = np.asarray(indptr, dtype=np.int64)
         self._vocab = vocab
         self.rows = rows
 
     @classmethod
     def build(cls, texts: Sequence[str]) -> tuple[LexicalIndex, bm25s.BM25]:
         """Index `texts`; returns the index and the bm25s retriever that can `save` it."""
+        import bm25s
+
         retriever = bm25s.BM25(k1=BM25_K1, b=BM25_B, method=BM25_METHOD)
         retriever.index([terms(t) for t in texts], show_progress=False)
-        return cls._from_retriever(retriever, len(texts)), retriever
+        s = retriever.scores
+        index = cls(s["data"], s["indices"], s["indptr"], dict(retriever.vocab_dict), len(texts))
+        return index, retriever
 
     @classmethod
     def load(cls, folder: Path, rows: int) -> LexicalIndex:
-        retriever = bm25s.BM25.load(str(folder), show_progress=False)
-        return cls._from_retriever(retriever, rows)
-
-    @classmethod
-    def _from_retriever(cls, retriever: bm25s.BM25, rows: int) -> LexicalIndex:
-        s = retriever.scores
-        return cls(
-            np.asarray(s["data"], dtype=np.float32),
-            np.asarray(s["indices"], dtype=np.int64),
-            np.asarray(s["indptr"], dtype=np.int64),
-            dict(retriever.vocab_dict),
-            rows,
-        )
+        """Read a folder written by `bm25s.BM25.save` (arrays as .npy, vocabulary as JSON)."""
+        data = np.load(folder / "data.csc.index.npy")
+        indices = np.load(folder / "indices.csc.index.npy")
+        indptr = np.load(folder / "indptr.csc.index.npy")
+        vocab = json.loads((folder / "vocab.index.json").read_text(encoding="utf-8"))
+        return cls(data, indices, indptr, vocab, rows)
 
     def scores(self, query_terms: Sequence[str]) -> np.ndarray:
         """BM25 score of every passage for the query terms (0 where none occurs)."""
@@ -106,7 +108,9 @@ class LexicalIndex:
         weights = np.concatenate([self._data[s] for s in slices])
         return np.bincount(postings, weights=weights, minlength=self.rows).astype(np.float32)
 
-    def top(self, query_terms: Sequence[str], n: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def top(
+        self, query_terms: Sequence[str], n: int, allowed: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Rows and scores of the best `n` passages with a positive score, best first.
 
         `allowed` is a boolean mask over rows (filters); ties break by row, i.e. list order.

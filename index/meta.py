@@ -15,8 +15,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ingest.models import Article
 from index.passages import Passage, article_title
+from ingest.models import Article
 
 META_FILE = "meta.sqlite3"
 
@@ -76,24 +76,17 @@ def write(path: Path, articles: Sequence[Article], passages: Sequence[Passage]) 
     counts: dict[int, int] = {}
     for p in passages:
         counts[p.link_id] = counts.get(p.link_id, 0) + 1
+    rows = []
+    first_row = 0
+    for position, article in enumerate(articles):
+        count = counts.get(article.link_id, 0)
+        rows.append(_article_row(article, position, first_row, count))
+        first_row += count
     conn = sqlite3.connect(path)
     try:
         conn.executescript(SCHEMA)
-        first_row = 0
-        article_rows = []
-        for position, a in enumerate(articles):
-            doc = a.document
-            article_rows.append(
-                (
-                    a.link_id, position, a.url, article_title(a), json.dumps(a.sections), a.host, a.state.value,
-                    a.final_url, a.archived_url, doc.title if doc else None, doc.kind if doc else None,
-                    doc.author if doc else None, doc.date if doc else None, doc.sitename if doc else None,
-                    doc.language if doc else None, doc.description if doc else None,
-                    int(doc.thin) if doc else None, first_row, counts.get(a.link_id, 0),
-                )
-            )  # fmt: skip
-            first_row += counts.get(a.link_id, 0)
-        conn.executemany(f"INSERT INTO articles VALUES ({','.join('?' * 19)})", article_rows)
+        if rows:
+            conn.executemany(f"INSERT INTO articles VALUES ({','.join('?' * len(rows[0]))})", rows)
         conn.executemany(
             "INSERT INTO passages VALUES (?,?,?,?,?,?,?)",
             ((row, p.id, p.link_id, p.ordinal, p.kind, p.context, p.text) for row, p in enumerate(passages)),
@@ -101,6 +94,20 @@ def write(path: Path, articles: Sequence[Article], passages: Sequence[Passage]) 
         conn.commit()
     finally:
         conn.close()
+
+
+def _article_row(a: Article, position: int, first_row: int, passage_count: int) -> tuple[object, ...]:
+    """One `articles` row, columns in SCHEMA order."""
+    doc = a.document
+    doc_fields = (
+        (doc.title, doc.kind, doc.author, doc.date, doc.sitename, doc.language, doc.description, int(doc.thin))
+        if doc is not None
+        else (None,) * 8
+    )
+    return (
+        a.link_id, position, a.url, article_title(a), json.dumps(a.sections), a.host, a.state.value,
+        a.final_url, a.archived_url, *doc_fields, first_row, passage_count,
+    )  # fmt: skip
 
 
 class MetaReader:
@@ -153,7 +160,7 @@ class MetaReader:
             passages = self._conn.execute(
                 "SELECT ordinal, kind, text FROM passages WHERE article_id=? ORDER BY ordinal", (article_id,)
             ).fetchall()
-        out = {k: row[k] for k in row.keys() if k not in ("first_row", "passage_count", "position")}
+        out = {k: row[k] for k in row.keys() if k not in ("first_row", "passage_count", "position")}  # noqa: SIM118
         out["sections"] = json.loads(row["sections"])
         out["thin"] = None if row["thin"] is None else bool(row["thin"])
         out["passages"] = [{"ordinal": p["ordinal"], "kind": p["kind"], "text": p["text"]} for p in passages]

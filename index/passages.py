@@ -88,7 +88,9 @@ def article_context(article: Article) -> str:
     return f"{title}{CONTEXT_SEPARATOR}{section}" if section else title
 
 
-def article_passages(article: Article, words: int = DEFAULT_PASSAGE_WORDS, overlap: int = DEFAULT_OVERLAP_WORDS) -> list[Passage]:
+def article_passages(
+    article: Article, words: int = DEFAULT_PASSAGE_WORDS, overlap: int = DEFAULT_OVERLAP_WORDS
+) -> list[Passage]:
     """The title card followed by the body passages of the article's document, if it has text."""
     context = article_context(article)
     out = [Passage(article.link_id, 0, CARD_KIND, context, title_card_text(article))]

@@ -24,6 +24,7 @@ from ingest.errors import SnapshotMismatchError
 logger = logging.getLogger(__name__)
 
 ENCODER_FILE = "query_encoder.onnx"
+ENCODER_WEIGHTS_FILE = "query_encoder.weights"
 TOKENIZER_FILE = "tokenizer.json"
 ENCODER_CONFIG_FILE = "query_encoder.json"
 # One query per call: a single intra-op thread is fastest per query and lets the
@@ -60,7 +61,7 @@ class QueryEncoder(Protocol):
 class OnnxQueryEncoder:
     """The exported encoder: `encode(text)` gives one L2-normalised float32 vector."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, threads: int = SESSION_THREADS) -> None:
         import onnxruntime as ort
         from tokenizers import Tokenizer
 
@@ -72,7 +73,7 @@ class OnnxQueryEncoder:
         self._tokenizer.no_padding()
         self._tokenizer.enable_truncation(max_length=self.config.max_seq_length)
         options = ort.SessionOptions()
-        options.intra_op_num_threads = SESSION_THREADS
+        options.intra_op_num_threads = threads
         options.inter_op_num_threads = SESSION_THREADS
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL

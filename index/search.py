@@ -20,17 +20,18 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import numpy as np
 
-from ingest.errors import BadQueryError
-from ingest.settings import Settings
 from index import lexical, snapshot, vectors
-from index.fusion import RankedArticle, group_by_article, reciprocal_rank_fusion
+from index.fusion import ArticleRanking, group_by_article, reciprocal_rank_fusion
 from index.meta import META_FILE, ArticleRow, MetaReader
 from index.model_ref import configured_model
 from index.query_encoder import ENCODER_FILE, QueryEncoder, open_query_encoder
 from index.snippets import make_snippet
+from ingest.errors import BadQueryError
+from ingest.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +45,7 @@ CANDIDATES_PER_RESULT = 5
 SCORE_DIGITS = 6
 SECTION_SEPARATOR = " / "
 WARMUP_QUERY = "warm up the query encoder"
+MAX_MEMOISED_FILTERS = 256
 
 
 @dataclass(frozen=True)
@@ -84,7 +86,7 @@ class SearchResponse:
 
 
 class _Loaded:
-    """Everything read from one snapshot folder; never mutated after construction."""
+    """Everything read from one snapshot folder. Its indexes are never mutated; it memoises filter masks."""
 
     def __init__(self, folder: Path, settings: Settings, reuse: _Loaded | None = None) -> None:
         ref = configured_model(settings)
@@ -106,25 +108,43 @@ class _Loaded:
             self.encoder = open_query_encoder(folder, ref.location, self.manifest.dimension)
         self.sections = _section_counts(self.articles)
         self._section_keys = {label.casefold() for label, _ in self.sections}
+        self._filters: dict[tuple[str | None, str | None], tuple[np.ndarray, np.ndarray]] = {}
 
     @property
     def snapshot_id(self) -> str:
         return self.manifest.snapshot_id
 
-    def allowed_articles(self, section: str | None, host: str | None) -> np.ndarray | None:
-        """Boolean mask over articles for the filters; None when there is no filter."""
+    def filter_rows(self, section: str | None, host: str | None) -> tuple[np.ndarray, np.ndarray] | None:
+        """(row mask, sorted row ids) of the passages the filters allow; None when there is no filter.
+
+        Memoised per filter (a server sees the same few filters again and again);
+        the memo is bounded and belongs to this snapshot, so it dies with it.
+        """
+        section = (section or "").strip() or None
+        host = (host or "").strip() or None
         if section is None and host is None:
             return None
+        key = (None if section is None else section.casefold(), None if host is None else _bare_host(host))
+        if key[0] is not None and key[0] not in self._section_keys:
+            names = ", ".join(repr(label) for label, _ in self.sections)
+            raise BadQueryError(f"unknown section {section!r} — valid sections: {names}")
+        found = self._filters.get(key)
+        if found is None:
+            allowed = self._allowed_articles(*key)
+            row_mask = allowed[self.row_article]
+            found = (row_mask, np.flatnonzero(row_mask))
+            if len(self._filters) < MAX_MEMOISED_FILTERS:
+                self._filters[key] = found
+        return found
+
+    def _allowed_articles(self, section_key: str | None, host: str | None) -> np.ndarray:
         mask = np.ones(len(self.articles), dtype=bool)
-        if section is not None:
-            key = section.strip().casefold()
-            if key not in self._section_keys:
-                names = ", ".join(repr(label) for label, _ in self.sections)
-                raise BadQueryError(f"unknown section {section!r} — valid sections: {names}")
-            mask &= [_in_section(a, key) for a in self.articles]
+        if section_key is not None:
+            mask &= np.fromiter((_in_section(a, section_key) for a in self.articles), bool, len(self.articles))
         if host is not None:
-            wanted = _bare_host(host)
-            mask &= [a.host == wanted or a.host.endswith("." + wanted) for a in self.articles]
+            mask &= np.fromiter(
+                (a.host == host or a.host.endswith("." + host) for a in self.articles), bool, len(self.articles)
+            )
         return mask
 
 
@@ -186,21 +206,23 @@ class Searcher:
         _check_k(k)
         mode = self._mode(mode)
         loaded = self._loaded
-        allowed = loaded.allowed_articles(section, host)
+        allowed = loaded.filter_rows(section, host)
+        row_mask, row_ids = (None, None) if allowed is None else allowed
         stems = lexical.terms(text)
         candidates = max(self._settings.candidates, CANDIDATES_PER_RESULT * k)
-        rankings: list[list[RankedArticle]] = []
-        allowed_rows = None if allowed is None else allowed[loaded.row_article]
+        rankings: list[ArticleRanking] = []
         if mode in ("dense", "hybrid"):
             vector = loaded.encoder.encode(text)
-            selected = None if allowed_rows is None else np.flatnonzero(allowed_rows)
-            rows, scores = vectors.search(loaded.dense, vector, candidates, selected)
+            rows, scores = vectors.search(loaded.dense, vector, candidates, row_ids)
             rankings.append(group_by_article(rows, scores, loaded.row_article))
         if mode in ("bm25", "hybrid"):
-            rows, scores = loaded.lexical.top(stems, candidates, allowed_rows)
+            rows, scores = loaded.lexical.top(stems, candidates, row_mask)
             rankings.append(group_by_article(rows, scores, loaded.row_article))
-        ranked = rankings[0] if len(rankings) == 1 else reciprocal_rank_fusion(rankings, self._settings.rrf_k)
-        results = _render(loaded, ranked[:k], frozenset(stems))
+        if len(rankings) == 1:
+            ranked = rankings[0]
+        else:
+            ranked = reciprocal_rank_fusion(rankings, self._settings.rrf_k, len(loaded.articles))
+        results = _render(loaded, ranked.head(k), frozenset(stems))
         return SearchResponse(text, _elapsed_ms(started), results)
 
     def similar(self, article_id: int, k: int = 10) -> SearchResponse:
@@ -217,8 +239,8 @@ class Searcher:
         centre /= max(float(np.linalg.norm(centre)), 1e-12)
         candidates = max(self._settings.candidates, CANDIDATES_PER_RESULT * k) + article.passage_count
         rows, scores = vectors.search(loaded.dense, centre, candidates)
-        ranked = [r for r in group_by_article(rows, scores, loaded.row_article) if r.article != index]
-        return SearchResponse(article.title, _elapsed_ms(started), _render(loaded, ranked[:k], frozenset()))
+        ranked = group_by_article(rows, scores, loaded.row_article).without(index)
+        return SearchResponse(article.title, _elapsed_ms(started), _render(loaded, ranked.head(k), frozenset()))
 
     def article(self, article_id: int) -> dict[str, Any] | None:
         """Stored metadata, crawl state and passages of one article; None if it is not in this snapshot."""
@@ -265,11 +287,14 @@ class Searcher:
         self._loaded.encoder.encode(WARMUP_QUERY)
 
 
-def _render(loaded: _Loaded, ranked: list[RankedArticle], stems: frozenset[str]) -> list[SearchResult]:
-    texts = loaded.meta.passage_texts([r.best_row for r in ranked])
+def _render(loaded: _Loaded, ranked: ArticleRanking, stems: frozenset[str]) -> list[SearchResult]:
+    rows = ranked.rows.tolist()
+    texts = loaded.meta.passage_texts(rows)
     out = []
-    for rank, item in enumerate(ranked, start=1):
-        a = loaded.articles[item.article]
+    for rank, (index, score, row) in enumerate(
+        zip(ranked.articles.tolist(), ranked.scores.tolist(), rows, strict=True), start=1
+    ):
+        a = loaded.articles[index]
         out.append(
             SearchResult(
                 rank=rank,
@@ -277,8 +302,8 @@ def _render(loaded: _Loaded, ranked: list[RankedArticle], stems: frozenset[str])
                 title=a.title,
                 section=a.sections[0] if a.sections else "",
                 host=a.host,
-                score=round(float(item.score), SCORE_DIGITS),
-                snippet=make_snippet(texts.get(item.best_row, ""), stems),
+                score=round(score, SCORE_DIGITS),
+                snippet=make_snippet(texts.get(row, ""), stems),
                 archived_url=a.archived_url if a.state == "archived" else None,
                 article_id=a.id,
             )
@@ -296,11 +321,16 @@ def _elapsed_ms(started: float) -> float:
 
 
 def _in_section(article: ArticleRow, key: str) -> bool:
-    return any(label.casefold() == key or label.split(SECTION_SEPARATOR)[0].casefold() == key for label in article.sections)
+    return any(
+        label.casefold() == key or label.split(SECTION_SEPARATOR)[0].casefold() == key for label in article.sections
+    )
 
 
 def _bare_host(host: str) -> str:
-    host = host.strip().lower()
+    """'WWW.Example.com' and 'https://www.example.com/x' both filter by 'example.com'."""
+    if "://" in host:  # not ingest.urls.host_of: importing courlan would cost every search process ~0.1 s
+        host = urlsplit(host.strip()).hostname or ""
+    host = host.strip().lower().rstrip(".")
     return host[4:] if host.startswith("www.") else host
 
 

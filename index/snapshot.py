@@ -133,9 +133,7 @@ def current_folder(snapshots_dir: Path, data_dir: Path) -> Path:
         raise NotBuiltError(f"no index in {data_dir} yet — run: linklens build")
     folder = snapshots_dir / snapshot_id
     if not (folder / MANIFEST_FILE).exists():
-        raise NotBuiltError(
-            f"the current index {snapshot_id} is missing from {snapshots_dir} — run: linklens build"
-        )
+        raise NotBuiltError(f"the current index {snapshot_id} is missing from {snapshots_dir} — run: linklens build")
     return folder
 
 
@@ -153,7 +151,9 @@ def list_ids(snapshots_dir: Path) -> list[str]:
     if not snapshots_dir.exists():
         return []
     return sorted(
-        p.name for p in snapshots_dir.iterdir() if p.is_dir() and not p.name.startswith(".") and (p / MANIFEST_FILE).exists()
+        p.name
+        for p in snapshots_dir.iterdir()
+        if p.is_dir() and not p.name.startswith(".") and (p / MANIFEST_FILE).exists()
     )
 
 

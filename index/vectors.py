@@ -1,8 +1,9 @@
 """Dense retrieval: a FAISS inner-product index over the L2-normalised passage vectors.
 
-Exact (IndexFlatIP) by default: up to a few hundred thousand passages a flat scan
-is fast enough and never misses. Above `ann_threshold` passages, or when asked,
-an HNSW graph (IndexHNSWFlat, inner product) trades a little recall for speed.
+Exact (IndexFlatIP) for small corpora: a flat scan never misses, and costs ~1 ms
+per 10k passages on one core. Above `ann_threshold` passages (default 20k), or
+when asked, an HNSW graph (IndexHNSWFlat, inner product) keeps the dense part
+near 1-2 ms at any size (measured 100k: flat 11 ms, HNSW 1.3 ms, same top 10).
 """
 
 from __future__ import annotations
@@ -21,8 +22,10 @@ FLAT = "flat"
 HNSW = "hnsw"
 HNSW_NEIGHBOURS = 32
 HNSW_EF_CONSTRUCTION = 80
-# Raised per query to at least the number of candidates asked for.
-HNSW_EF_SEARCH = 128
+# Search breadth per query: twice the candidates asked for (measured on 100k
+# clustered vectors: top-100 recall 0.92 at 1×, 0.95 at 2×, top-10 identical to exact).
+HNSW_EF_SEARCH_MIN = 128
+HNSW_EF_SEARCH_FACTOR = 2
 # One thread per query: measured, OpenMP start-up makes a flat scan of 10k vectors
 # about ten times slower than a single thread. Builds use every core.
 QUERY_THREADS = 1
@@ -50,6 +53,7 @@ def build(vectors: np.ndarray, kind: str, threads: int) -> faiss.Index:
     """A new index holding `vectors` (row i gets id i)."""
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     dimension = vectors.shape[1]
+    index: faiss.Index
     if kind == HNSW:
         index = faiss.IndexHNSWFlat(dimension, HNSW_NEIGHBOURS, faiss.METRIC_INNER_PRODUCT)
         index.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
@@ -82,7 +86,7 @@ def search(
     query = np.ascontiguousarray(query, dtype=np.float32).reshape(1, -1)
     params = None
     if isinstance(index, faiss.IndexHNSW):
-        params = faiss.SearchParametersHNSW(efSearch=max(HNSW_EF_SEARCH, n))
+        params = faiss.SearchParametersHNSW(efSearch=max(HNSW_EF_SEARCH_MIN, HNSW_EF_SEARCH_FACTOR * n))  # type: ignore[attr-defined]
     if allowed_rows is not None:
         selector = faiss.IDSelectorBatch(np.ascontiguousarray(allowed_rows, dtype=np.int64))
         if params is None:

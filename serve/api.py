@@ -102,7 +102,7 @@ async def similar(request: Request, article_id: ArticleId, k: ResultCount = DEFA
 @router.get("/sections", response_model=SectionList, responses=_errors(503))
 async def sections(request: Request) -> JSONResponse:
     """The list's sections with how many indexed articles each holds."""
-    listed = await _service(request).sections()
+    listed = _service(request).sections()
     return JSONResponse({"sections": [{"name": name, "articles": count} for name, count in listed]})
 
 

@@ -19,7 +19,7 @@ from ingest.settings import VERSION, Settings, load_settings
 from serve.api import router as api_router
 from serve.gate import ResponseCache, SearchGate
 from serve.guards import QueryStringGuard
-from serve.handlers import guard_responder, install_error_handlers
+from serve.handlers import install_error_handlers
 from serve.live import LiveIndex, SearcherOpener, open_searcher
 from serve.metrics import MetricsMiddleware, ServerMetrics
 from serve.openapi_doc import install_openapi
@@ -52,6 +52,8 @@ def create_app(settings: Settings, opener: SearcherOpener = open_searcher) -> Fa
             poller.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await poller
+            gate.close()
+            live.close()
 
     app = FastAPI(title="linklens", version=VERSION, description=DESCRIPTION, lifespan=lifespan)
     app.state.settings = settings
@@ -60,10 +62,10 @@ def create_app(settings: Settings, opener: SearcherOpener = open_searcher) -> Fa
     app.include_router(api_router)
     app.include_router(build_router(templates))
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
-    install_error_handlers(app, templates)
+    respond_error = install_error_handlers(app, templates)
     install_openapi(app)
     # Added last = outermost: metrics also time the guard's 400/414 answers.
-    app.add_middleware(QueryStringGuard, respond=guard_responder)
+    app.add_middleware(QueryStringGuard, respond=respond_error)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app
 

@@ -9,7 +9,7 @@ a query string longer than any question deserves a 414.
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from urllib.parse import unquote_to_bytes
 
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -18,8 +18,8 @@ MAX_QUERY_STRING_BYTES = 8 * 1024
 
 _BAD_ESCAPE = re.compile(rb"%(?![0-9A-Fa-f]{2})")
 
-# (scope, status, message) -> an ASGI response in the caller's format (JSON or the page).
-ErrorResponder = Callable[[Scope, int, str], Awaitable[ASGIApp]]
+# (scope, status, message) -> a response in the format the path calls for (JSON or the page).
+ErrorResponder = Callable[[Scope, int, str], ASGIApp]
 
 
 def query_string_problem(raw: bytes) -> tuple[int, str] | None:
@@ -51,7 +51,7 @@ class QueryStringGuard:
             problem = query_string_problem(scope.get("query_string", b""))
             if problem is not None:
                 status, message = problem
-                response = await self.respond(scope, status, message)
+                response = self.respond(scope, status, message)
                 await response(scope, receive, send)
                 return
         await self.app(scope, receive, send)

@@ -15,9 +15,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.templating import Jinja2Templates
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
-from starlette.types import ASGIApp, Scope
+from starlette.types import Scope
 
 from ingest.errors import LinklensError
+from serve.guards import ErrorResponder
 from serve.page import BROKEN_MESSAGE, PAGE_PATH, friendly_message, page_error
 from serve.problems import code_for, error_response
 
@@ -26,8 +27,8 @@ logger = logging.getLogger(__name__)
 MAX_ECHOED_INPUT_CHARS = 40
 
 
-def install_error_handlers(app: FastAPI, templates: Jinja2Templates) -> None:
-    """Register the handlers on `app`; `respond` is also what the query-string guard uses."""
+def install_error_handlers(app: FastAPI, templates: Jinja2Templates) -> ErrorResponder:
+    """Register the handlers on `app`; returns `respond`, which the query-string guard also uses."""
 
     def respond(
         scope: Scope, status: int, message: str, code: str | None = None, headers: dict[str, str] | None = None
@@ -61,13 +62,7 @@ def install_error_handlers(app: FastAPI, templates: Jinja2Templates) -> None:
     app.add_exception_handler(StarletteHTTPException, on_http_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(Exception, on_unexpected)
-    app.state.respond_error = respond
-
-
-async def guard_responder(scope: Scope, status: int, message: str) -> ASGIApp:
-    """Adapter for `QueryStringGuard`: the app's `respond`, looked up from the scope's app."""
-    respond = scope["app"].state.respond_error
-    return respond(scope, status, message)  # type: ignore[no-any-return]
+    return respond
 
 
 def http_error_message(request: Request, exc: StarletteHTTPException) -> str:

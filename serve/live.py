@@ -42,6 +42,7 @@ class LiveIndex:
         self._opener = opener
         self._searcher: Searcher | None = None
         self._unavailable: LinklensError = not_built_error(settings)
+        self._reload_problem: str | None = None
 
     @property
     def searcher(self) -> Searcher | None:
@@ -70,11 +71,8 @@ class LiveIndex:
         if self._searcher is None:
             try:
                 self._searcher = self._opener(self._settings)
-            except NotBuiltError:
-                self._unavailable = not_built_error(self._settings)
-                return False
             except LinklensError as exc:
-                if str(exc) != str(self._unavailable):
+                if not isinstance(exc, NotBuiltError) and str(exc) != str(self._unavailable):
                     logger.warning("index not usable: %s", exc)
                 self._unavailable = exc
                 return False
@@ -83,11 +81,20 @@ class LiveIndex:
         try:
             changed = bool(self._searcher.reload_if_changed())
         except LinklensError as exc:
-            logger.warning("staying on snapshot %s: %s", self.snapshot_id, exc)
+            if str(exc) != self._reload_problem:  # once per problem, not once per poll
+                logger.warning("staying on snapshot %s: %s", self.snapshot_id, exc)
+            self._reload_problem = str(exc)
             return False
+        self._reload_problem = None
         if changed:
             logger.info("reloaded: now serving snapshot %s", self.snapshot_id)
         return changed
+
+    def close(self) -> None:
+        """Release the searcher's files at shutdown."""
+        searcher, self._searcher = self._searcher, None
+        if searcher is not None:
+            searcher.close()
 
     async def poll(self, interval_s: float) -> None:
         """Refresh every `interval_s` until cancelled (the app's lifespan owns the task)."""

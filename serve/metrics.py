@@ -14,7 +14,6 @@ from collections.abc import Iterator
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily, Metric
 from prometheus_client.registry import Collector
-from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from serve.gate import ResponseCache, SearchGate
@@ -62,19 +61,30 @@ class _StateCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         searcher = self._live.searcher
-        yield GaugeMetricFamily("linklens_index_loaded", "1 when a snapshot is loaded.", value=int(searcher is not None))
+        yield GaugeMetricFamily(
+            "linklens_index_loaded", "1 when a snapshot is loaded.", value=int(searcher is not None)
+        )
         if searcher is not None:
             stats = searcher.stats()
             for key, suffix in INDEX_STAT_GAUGES.items():
                 if isinstance(stats.get(key), int | float):
-                    yield GaugeMetricFamily(f"linklens_index_{suffix}", f"{key} in the served snapshot.", value=stats[key])
+                    yield GaugeMetricFamily(
+                        f"linklens_index_{suffix}", f"{key} in the served snapshot.", value=stats[key]
+                    )
             yield InfoMetricFamily(
                 "linklens_index_snapshot", "The served snapshot.", value={"snapshot_id": str(searcher.snapshot_id)}
             )
-        yield GaugeMetricFamily("linklens_search_inflight", "Index calls running now.", value=self._gate.inflight)
+        yield GaugeMetricFamily(
+            "linklens_search_inflight", "Index calls admitted: running or queued.", value=self._gate.inflight
+        )
         yield GaugeMetricFamily("linklens_search_max_inflight", "Admission limit.", value=self._gate.max_inflight)
-        yield CounterMetricFamily("linklens_search_shed", "Requests refused with 503 at the limit.", value=self._gate.shed_total)
-        yield CounterMetricFamily("linklens_search_cache_hits", "Search responses served from cache.", value=self._cache.hits)
+        yield GaugeMetricFamily("linklens_search_threads", "Index calls run at once.", value=self._gate.threads)
+        yield CounterMetricFamily(
+            "linklens_search_shed", "Requests refused with 503 at the limit.", value=self._gate.shed_total
+        )
+        yield CounterMetricFamily(
+            "linklens_search_cache_hits", "Search responses served from cache.", value=self._cache.hits
+        )
         yield CounterMetricFamily("linklens_search_cache_misses", "Searches that ran.", value=self._cache.misses)
         yield GaugeMetricFamily("linklens_search_cache_entries", "Responses cached now.", value=len(self._cache))
 
@@ -106,9 +116,26 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
-            route = scope.get("route")
-            template = route.path if isinstance(route, BaseRoute) and hasattr(route, "path") else UNMATCHED_ROUTE
+            template = route_template(scope)
             method = scope.get("method", "")
             labels = (method if method in KNOWN_METHODS else "OTHER", template, str(status))
             self.metrics.requests.labels(*labels).inc()
             self.metrics.latency.labels(*labels).observe(time.perf_counter() - started)
+
+
+def route_template(scope: Scope) -> str:
+    """The path template of the route that answered, or `<unmatched>`.
+
+    FastAPI sets `scope["route"]` for its API routes only; the docs routes and the
+    static mount are found by matching the app's top-level routes' patterns.
+    """
+    template = getattr(scope.get("route"), "path", None)
+    if isinstance(template, str):
+        return template
+    app = scope.get("app")
+    path = scope.get("path", "")
+    for candidate in getattr(app, "routes", ()):
+        pattern = getattr(candidate, "path_regex", None)
+        if pattern is not None and pattern.match(path):
+            return str(candidate.path) or UNMATCHED_ROUTE
+    return UNMATCHED_ROUTE

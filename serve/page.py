@@ -28,15 +28,15 @@ STATIC_DIR = Path(__file__).parent / "static"
 _MARKED = re.compile(r"\*\*(.+?)\*\*", re.DOTALL)
 
 BUSY_MESSAGE = "The server is busy right now — please try again in a moment."
-BROKEN_MESSAGE = "Something went wrong on our side. Please try again; if it keeps happening, tell whoever runs this server."
+BROKEN_MESSAGE = (
+    "Something went wrong on our side. Please try again; if it keeps happening, tell whoever runs this server."
+)
 
 
 def highlight(snippet: str | None) -> Markup:
     """`**term**` → `<mark>term</mark>`; everything else HTML-escaped (snippets are untrusted page text)."""
     parts = _MARKED.split(snippet or "")
-    html = "".join(
-        f"<mark>{escape(part)}</mark>" if i % 2 else str(escape(part)) for i, part in enumerate(parts)
-    )
+    html = "".join(f"<mark>{escape(part)}</mark>" if i % 2 else str(escape(part)) for i, part in enumerate(parts))
     return Markup(html)
 
 
@@ -72,6 +72,7 @@ def render_page(
     full = {
         "q": "",
         "section": "",
+        "host": "",
         "sections": [],
         "response": None,
         "message": None,
@@ -96,15 +97,16 @@ def build_router(templates: Jinja2Templates) -> APIRouter:
         params = request.query_params
         q = params.get("q", "")
         section = params.get("section", "")
-        context: dict[str, Any] = {"q": q, "section": section}
+        host = params.get("host", "")
+        context: dict[str, Any] = {"q": q, "section": section, "host": host}
         status = 200
         try:
-            context["sections"] = await service.sections()
+            context["sections"] = service.sections()
             context["snapshot_id"] = service.live.snapshot_id
             if "q" in params and not q.strip():
                 context["message"] = "Type a question to search the articles."
             elif q.strip():
-                context["response"] = await service.search(q, parse_k(params.get("k")), section, params.get("host"))
+                context["response"] = await service.search(q, parse_k(params.get("k")), section, host)
         except LinklensError as exc:
             context["message"] = friendly_message(exc)
             status = exc.http_status

@@ -69,7 +69,6 @@ _CODES_BY_ERROR: dict[type[LinklensError], str] = {
 }
 
 
-
 class ErrorDetail(BaseModel):
     """The inside of the error envelope (documented in OpenAPI)."""
 

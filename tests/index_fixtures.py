@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -104,22 +103,31 @@ def seed_caches(source: Settings, target: Settings) -> None:
             shutil.copy2(item, target.cache_dir / item.name)
 
 
+# Fixtures imported into several test modules are separate fixture definitions to
+# pytest, each with its own session cache; this memo makes them share one build.
+# (Registering this module with `pytest_plugins` in the root conftest would too.)
+_session: dict[str, object] = {}
+
+
 @pytest.fixture(scope="session")
 def built(tmp_path_factory: pytest.TempPathFactory) -> BuiltIndex:
     """The fixture corpus, crawled into a store and built into an index, once per test session."""
-    settings = load_settings(data_dir=tmp_path_factory.mktemp("index-session"))
-    embedder = Embedder(configured_model(settings))
-    with Store.open(settings.store_path) as store:
-        fill_store(store)
-        report = build_index(settings, store, embedder=embedder)
-    return BuiltIndex(settings, report, embedder)
+    if "built" not in _session:
+        settings = load_settings(data_dir=tmp_path_factory.mktemp("index-session"))
+        embedder = Embedder(configured_model(settings))
+        with Store.open(settings.store_path) as store:
+            fill_store(store)
+            report = build_index(settings, store, embedder=embedder)
+        _session["built"] = BuiltIndex(settings, report, embedder)
+    return _session["built"]  # type: ignore[return-value]
 
 
 @pytest.fixture(scope="session")
-def searcher(built: BuiltIndex) -> Iterator[Searcher]:
-    s = Searcher.open(built.settings)
-    yield s
-    s.close()
+def searcher(built: BuiltIndex) -> Searcher:
+    """One searcher over the session index, shared read-only by every test."""
+    if "searcher" not in _session:
+        _session["searcher"] = Searcher.open(built.settings)
+    return _session["searcher"]  # type: ignore[return-value]
 
 
 @pytest.fixture

@@ -1,26 +1,36 @@
-"""Helpers for the serve tests: a real uvicorn subprocess on loopback, and a fake searcher.
+"""Fixtures for the serve tests: real uvicorn subprocesses on loopback over the real fixture index.
 
-The fake is for plumbing only (shedding, 500s, cache, reload polling), where a
-real index would make the fault impossible to provoke on demand. Everything about
-results and relevance is tested against the real fixture index.
+Test modules load this file with `pytest_plugins = ["tests.serve_fixtures"]` and use
+only its fixtures (types under TYPE_CHECKING): an imported session fixture is
+registered once per importing module and so runs once per module (the index build
+alone takes ~20-30 s), and a module imported before pytest loads it as a plugin
+loses assertion rewriting.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import httpx
+import pytest
+
+from ingest.settings import load_settings
+
+if TYPE_CHECKING:
+    from tests.index_fixtures import BuiltIndex
+
+pytest_plugins = ["tests.index_fixtures"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SERVER_START_TIMEOUT_S = 60.0
@@ -47,9 +57,30 @@ class ServerProcess:
         return self.log_path.read_text(errors="replace")
 
 
+def uvicorn_command(port: int) -> list[str]:
+    """The server as an operator would start it with the uvicorn CLI and the app factory."""
+    return [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "serve.app:app_from_env",
+        "--factory",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+    ]
+
+
 @contextmanager
 def run_server(
-    data_dir: Path, log_dir: Path, env: Mapping[str, str] | None = None, wait_ready: bool = True
+    data_dir: Path,
+    log_dir: Path,
+    env: Mapping[str, str] | None = None,
+    wait_ready: bool = True,
+    command: Callable[[int], list[str]] = uvicorn_command,
 ) -> Iterator[ServerProcess]:
     """Start a real server on a free loopback port; wait for /healthz (and /readyz); always stop it."""
     port = free_port()
@@ -64,19 +95,7 @@ def run_server(
     log_path = log_dir / f"server-{port}.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "serve.app:app_from_env",
-                "--factory",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--log-level",
-                "warning",
-            ],
+            command(port),
             cwd=REPO_ROOT,
             env=full_env,
             stdout=log,
@@ -118,60 +137,48 @@ def _wait_until_up(server: ServerProcess, path: str) -> None:
     raise RuntimeError(f"server not up on {path} after {SERVER_START_TIMEOUT_S}s ({last}):\n{server.log()}")
 
 
-# -- a fake searcher for plumbing tests ------------------------------------------------------
+@pytest.fixture(scope="session")
+def live_server(built: BuiltIndex, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """One real server on the session's fixture index, shared by every serve test module."""
+    with run_server(built.settings.data_dir, tmp_path_factory.mktemp("serve-logs")) as server:
+        yield server
 
 
-@dataclass
-class FakeResponse:
-    payload: dict[str, Any]
-
-    def to_dict(self) -> dict[str, Any]:
-        return dict(self.payload)
+ServerStarter = Callable[..., AbstractContextManager[ServerProcess]]
 
 
-@dataclass
-class FakeSearcher:
-    """Answers like `index.search.Searcher`, with knobs to block, fail and change snapshot."""
+@pytest.fixture
+def start_server(tmp_path: Path) -> ServerStarter:
+    """`start_server(data_dir, env=None, wait_ready=True, command=...)`: a private server, logs in tmp_path."""
 
-    snapshot_id: str = "fake-1"
-    sections_listed: list[tuple[str, int]] = field(default_factory=lambda: [("Scalability", 3), ("Caching", 2)])
-    gate: threading.Event | None = None
-    fail_with: BaseException | None = None
-    calls: int = 0
-    next_snapshot: str | None = None
+    def start(
+        data_dir: Path,
+        env: Mapping[str, str] | None = None,
+        wait_ready: bool = True,
+        command: Callable[[int], list[str]] = uvicorn_command,
+    ) -> AbstractContextManager[ServerProcess]:
+        return run_server(data_dir, tmp_path / "server-logs", env=env, wait_ready=wait_ready, command=command)
 
-    def search(self, query: str, k: int = 10, section: str | None = None, host: str | None = None) -> FakeResponse:
-        self.calls += 1
-        if self.gate is not None:
-            self.gate.wait(timeout=10)
-        if self.fail_with is not None:
-            raise self.fail_with
-        hit = {
-            "rank": 1,
-            "url": "https://example.com/a",
-            "title": "<b>Sharding</b> & friends",
-            "section": section or "Scalability",
-            "host": "example.com",
-            "score": 0.9,
-            "snippet": f"about **{query.split()[0]}** and <script>alert(1)</script>",
-            "archived_url": None,
-        }
-        return FakeResponse({"query": query, "took_ms": 1.0, "results": [hit][:k]})
+    return start
 
-    def sections(self) -> list[tuple[str, int]]:
-        return list(self.sections_listed)
 
-    def article(self, article_id: int) -> dict[str, Any] | None:
-        return {"id": article_id, "passages": []} if article_id == 1 else None
+@pytest.fixture
+def private_data_dir(built: BuiltIndex, tmp_path: Path) -> Path:
+    """A copy of the session's built data folder that this test may rebuild."""
+    return copy_data_dir(built, tmp_path / "private-data")
 
-    def similar(self, article_id: int, k: int = 10) -> FakeResponse:
-        return self.search("similar", k=k)
 
-    def stats(self) -> dict[str, Any]:
-        return {"articles": 5, "passages": 21}
+def copy_data_dir(source: BuiltIndex, target: Path) -> Path:
+    """A private copy of the session's data folder that a test may rebuild.
 
-    def reload_if_changed(self) -> bool:
-        if self.next_snapshot is None:
-            return False
-        self.snapshot_id, self.next_snapshot = self.next_snapshot, None
-        return True
+    The store is copied (SQLite writes in place); snapshots are immutable and the
+    ONNX export is read-only, so those are hard-linked to keep the copy instant.
+    """
+    from tests.index_fixtures import seed_caches  # loaded (and assert-rewritten) as a plugin by now
+
+    settings = source.settings
+    target.mkdir(parents=True)
+    shutil.copy2(settings.store_path, target / settings.store_path.name)
+    shutil.copytree(settings.snapshots_dir, target / settings.snapshots_dir.name, copy_function=os.link)
+    seed_caches(settings, load_settings(data_dir=target))
+    return target

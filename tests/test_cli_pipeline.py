@@ -13,7 +13,9 @@ from typer.testing import CliRunner
 from cli.main import app
 from ingest.settings import load_settings
 from tests.conftest import CrawledWeb
-from tests.index_fixtures import BuiltIndex, built, seed_caches  # noqa: F401 - fixtures
+from tests.index_fixtures import BuiltIndex, seed_caches
+
+pytest_plugins = ["tests.index_fixtures"]  # the session index: built
 
 runner = CliRunner()
 RESULT_KEYS = {"rank", "url", "title", "section", "host", "score", "snippet", "archived_url"}
@@ -29,7 +31,7 @@ def linklens(*args: str, data_dir: Path) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.fixture(scope="module")
-def indexed(crawled: CrawledWeb, built: BuiltIndex) -> CrawledWeb:  # noqa: F811
+def indexed(crawled: CrawledWeb, built: BuiltIndex) -> CrawledWeb:
     """The crawled fixture web, indexed through `linklens index` (caches seeded: only new text is embedded)."""
     seed_caches(built.settings, crawled.settings)
     with pytest.MonkeyPatch.context() as mp:
@@ -111,7 +113,7 @@ def test_eval_reports_three_modes(indexed: CrawledWeb, tmp_path: Path) -> None:
     assert bad.returncode == 1 and "Traceback" not in bad.stderr and "line" in bad.stderr
 
 
-def test_build_with_no_network_still_indexes_the_titles(tmp_path: Path, built: BuiltIndex,  # noqa: F811
+def test_build_with_no_network_still_indexes_the_titles(tmp_path: Path, built: BuiltIndex,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     listing = tmp_path / "offline.md"
     listing.write_text("# Awesome Offline\n\n## Databases\n\n"

@@ -12,16 +12,18 @@ import pytest
 from index import snapshot
 from index.build import build_index
 from index.embedding_cache import EmbeddingCache
-from index.onnx_export import export_dir
 from index.model_ref import configured_model
+from index.onnx_export import export_dir
 from index.passages import article_passages
 from index.search import Searcher
 from ingest.errors import NotBuiltError, SnapshotMismatchError, SourceError
 from ingest.models import Document
 from ingest.settings import Settings, load_settings
 from ingest.store import Store
-from tests.index_fixtures import BuiltIndex, built, fill_store, seeded_settings  # noqa: F401
 from tests.fixtures.relevance import fixture_articles, slug_urls
+from tests.index_fixtures import BuiltIndex, fill_store
+
+pytest_plugins = ["tests.index_fixtures"]  # the session index: built, searcher, seeded_settings
 
 FIXTURE_LINKS = len(fixture_articles()) + 2  # plus a dead and a never-crawled link
 
@@ -51,13 +53,22 @@ def test_the_manifest_describes_the_snapshot(built: BuiltIndex) -> None:
     assert manifest["query_encoder"] == "onnx"
     assert folder.name.endswith(manifest["corpus_hash"][:8])
     assert manifest["built_at"].endswith("Z") and manifest["build_seconds"] > 0
-    assert {"linklens", "faiss-cpu", "bm25s", "onnxruntime", "torch", "sentence-transformers"} <= set(manifest["versions"])
+    assert {"linklens", "faiss-cpu", "bm25s", "onnxruntime", "torch", "sentence-transformers"} <= set(
+        manifest["versions"]
+    )
     assert (manifest["passage_words"], manifest["passage_overlap_words"]) == (180, 30)
 
 
 def test_the_snapshot_holds_indexes_metadata_and_the_query_encoder(built: BuiltIndex) -> None:
     folder = current_folder(built.settings)
-    for name in ("vectors.faiss", "meta.sqlite3", "query_encoder.onnx", "tokenizer.json", "query_encoder.json"):
+    for name in (
+        "vectors.faiss",
+        "meta.sqlite3",
+        "query_encoder.onnx",
+        "query_encoder.weights",
+        "tokenizer.json",
+        "query_encoder.json",
+    ):
         assert (folder / name).is_file(), name
     assert (folder / "bm25" / "vocab.index.json").is_file()
     exported = export_dir(built.settings.cache_dir, configured_model(built.settings)) / "query_encoder.onnx"
@@ -91,7 +102,9 @@ def test_a_rebuild_embeds_only_the_changed_document(seeded_settings: Settings) -
     assert second.cached == second.passages - second.embedded
     assert second.snapshot_id != first.snapshot_id
     with EmbeddingCache.open(seeded_settings.cache_dir / "embeddings.sqlite3") as cache:
-        assert cache.count("all-MiniLM-L6-v2") == len({p.id for a in store_articles(seeded_settings) for p in article_passages(a)})
+        assert cache.count("all-MiniLM-L6-v2") == len(
+            {p.id for a in store_articles(seeded_settings) for p in article_passages(a)}
+        )
 
 
 def store_articles(settings: Settings):  # type: ignore[no-untyped-def]
@@ -103,7 +116,9 @@ def test_with_nothing_fetched_the_index_holds_title_cards(seeded_settings: Setti
     calls: list[tuple[int, int]] = []
     with Store.open(seeded_settings.store_path) as store:
         fill_store(store, with_documents=False)
-        report = build_index(seeded_settings, store, progress=lambda done, total: calls.append((done, total)), embedder=built.embedder)
+        report = build_index(
+            seeded_settings, store, progress=lambda done, total: calls.append((done, total)), embedder=built.embedder
+        )
     assert report.documents == 0
     assert report.passages == report.articles == FIXTURE_LINKS
     assert calls[-1] == (report.embedded, report.embedded) and report.embedded > 0
@@ -186,3 +201,34 @@ def test_a_snapshot_of_another_model_is_refused_with_advice(built: BuiltIndex) -
     message = str(err.value)
     for expected in ("'all-MiniLM-L6-v2'", "'/models/e5-small'", "linklens index --rebuild", "LINKLENS_MODEL"):
         assert expected in message, message
+
+
+def test_a_failed_build_leaves_the_current_snapshot_untouched(
+    seeded_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with Store.open(seeded_settings.store_path) as store:
+        fill_store(store)
+        good = build_index(seeded_settings, store)
+
+        def disk_full(*args: object) -> None:
+            raise OSError(28, "No space left on device")
+
+        monkeypatch.setattr("index.meta.write", disk_full)
+        with pytest.raises(OSError, match="No space left"):
+            build_index(seeded_settings, store)
+    assert snapshot.current_id(seeded_settings.snapshots_dir) == good.snapshot_id
+    assert snapshot.list_ids(seeded_settings.snapshots_dir) == [good.snapshot_id]
+    assert [p.name for p in seeded_settings.snapshots_dir.iterdir() if p.name.startswith(".")] == []
+    assert Searcher.open(seeded_settings).snapshot_id == good.snapshot_id
+
+
+def test_rebuild_ignores_the_caches(seeded_settings: Settings, built: BuiltIndex) -> None:
+    urls = slug_urls()
+    with Store.open(seeded_settings.store_path) as store:
+        ids = fill_store(store)
+        keep = {ids[urls["cache-stampede"]], ids[urls["raft-leader-election"]]}
+        store._conn.execute(f"DELETE FROM links WHERE id NOT IN ({','.join(map(str, keep))})")
+        report = build_index(seeded_settings, store, rebuild=True, embedder=built.embedder)
+    assert report.articles == 2
+    assert (report.embedded, report.cached) == (report.passages, 0)
+    assert report.query_encoder == "onnx"

@@ -22,9 +22,7 @@ from ingest.models import Article, Document, LinkState
 def numbered_text(paragraphs: int, sentences: int, words_per_sentence: int = 8) -> str:
     """Paragraphs of distinct sentences 'P3 S4 w w w ... end.' so every sentence can be traced."""
     filler = " ".join(["word"] * (words_per_sentence - 3))
-    return "\n\n".join(
-        " ".join(f"P{p}S{s} {filler} end." for s in range(sentences)) for p in range(paragraphs)
-    )
+    return "\n\n".join(" ".join(f"P{p}S{s} {filler} end." for s in range(sentences)) for p in range(paragraphs))
 
 
 def sentences_of(passage: str) -> list[str]:
@@ -142,7 +140,11 @@ def test_a_dead_link_is_indexed_by_its_title_card_alone() -> None:
 
 def test_the_title_card_adds_what_the_page_says_about_itself() -> None:
     article = make_article(
-        "Body text.", title="How we sharded MySQL", description="Lessons from 8 years", author="Marty", sitename="Medium"
+        "Body text.",
+        title="How we sharded MySQL",
+        description="Lessons from 8 years",
+        author="Marty",
+        sitename="Medium",
     )
     card = article_passages(article)[0]
     assert card.kind == CARD_KIND

@@ -7,11 +7,13 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from index.fusion import RankedArticle, group_by_article, reciprocal_rank_fusion
+from index.fusion import ArticleRanking, group_by_article, reciprocal_rank_fusion
 from index.search import Searcher
 from ingest.errors import BadQueryError
-from tests.index_fixtures import ARCHIVE_PREFIX, DEAD_URL, PENDING_URL, BuiltIndex, built, searcher  # noqa: F401
 from tests.fixtures.relevance import slug_urls
+from tests.index_fixtures import ARCHIVE_PREFIX, DEAD_URL, PENDING_URL, BuiltIndex
+
+pytest_plugins = ["tests.index_fixtures"]  # the session index: built, searcher, seeded_settings
 
 URLS = slug_urls()
 
@@ -31,9 +33,9 @@ def test_paraphrased_questions_find_their_article_first(searcher: Searcher, quer
 
 
 def test_the_response_has_exactly_the_documented_shape(searcher: Searcher) -> None:
-    response = searcher.search("  cache   stampede  ", k=3).to_dict()
+    response = searcher.search("  cache   stampede \n thundering herd ", k=3).to_dict()
     assert set(response) == {"query", "took_ms", "results"}
-    assert response["query"] == "cache stampede"
+    assert response["query"] == "cache stampede thundering herd"
     assert isinstance(response["took_ms"], float) and response["took_ms"] > 0
     assert len(response["results"]) == 3
     for rank, result in enumerate(response["results"], start=1):
@@ -102,8 +104,11 @@ def test_the_host_filter_matches_a_site_and_its_subdomains(searcher: Searcher) -
     org = searcher.search("reliability", k=50, host="example.org").results
     assert org and {r.host for r in org} == {"eng.example.org", "notes.example.org"}
     www = searcher.search("reliability", k=50, host="www.example.com").results
-    assert www and {r.host for r in www} == {"example.com"}
+    assert www and {r.host for r in www} == {"example.com", "maps.example.com"}  # www. is not part of a site's name
     assert searcher.search("reliability", host="nowhere.test").results == []
+    by_url = searcher.search("reliability", k=50, host="https://Blog.Example.net/whatever").results
+    assert by_url and {r.host for r in by_url} == {"blog.example.net"}
+    assert len(searcher.search("reliability", k=50, host="  ", section="").results) == 38  # blank = no filter
 
 
 def test_filters_search_inside_the_filter_not_just_the_top_candidates(searcher: Searcher) -> None:
@@ -137,7 +142,7 @@ def test_links_without_text_are_found_by_their_title_card(searcher: Searcher) ->
 
 
 def test_similar_articles_exclude_the_article_itself(searcher: Searcher) -> None:
-    stampede = searcher.search("cache stampede", k=1).results[0]
+    stampede = searcher.search("cache stampede thundering herd", k=1).results[0]
     similar = searcher.similar(stampede.article_id, k=5)
     urls = [r.url for r in similar.results]
     assert URLS["cache-stampede"] not in urls
@@ -187,9 +192,21 @@ def test_concurrent_searches_agree_with_sequential_ones(searcher: Searcher) -> N
     assert got == expected
 
 
+def test_articles_rank_by_best_passage_with_a_little_support() -> None:
+    row_article = np.array([0, 0, 0, 0, 1, 2], dtype=np.int32)
+    ranked = group_by_article(np.array([4, 0, 1, 2, 3, 5]), np.array([0.9, 0.85, 0.8, 0.8, 0.8, 0.1]), row_article)
+    assert ranked.articles.tolist() == [0, 1, 2]
+    assert ranked.scores[0] == pytest.approx(0.85 + 0.1 * (0.8 + 0.8))  # only two supporting passages count
+    assert ranked.rows.tolist() == [0, 4, 5]
+
+
 def test_ties_rank_in_list_order() -> None:
     row_article = np.array([0, 0, 1, 2, 3], dtype=np.int32)
     ranked = group_by_article(np.array([4, 3, 2, 0]), np.array([1.0, 1.0, 1.0, 0.5]), row_article)
-    assert [r.article for r in ranked] == [1, 2, 3, 0]
-    fused = reciprocal_rank_fusion([[RankedArticle(2, 1, 3)], [RankedArticle(1, 1, 2)]], rrf_k=60)
-    assert [r.article for r in fused] == [1, 2]
+    assert ranked.articles.tolist() == [1, 2, 3, 0]
+    dense = ArticleRanking(np.array([2, 0]), np.array([0.9, 0.5]), np.array([30, 1]))
+    lexical = ArticleRanking(np.array([1, 0]), np.array([7.0, 3.0]), np.array([20, 2]))
+    fused = reciprocal_rank_fusion([dense, lexical], rrf_k=60, articles=4)
+    assert fused.articles.tolist() == [0, 1, 2]  # 0 is in both lists; 1 and 2 tie and keep list order
+    assert fused.scores[0] == pytest.approx(2 / 62) and fused.scores[1] == fused.scores[2] == pytest.approx(1 / 61)
+    assert fused.rows.tolist() == [1, 20, 30]  # equal ranks: the passage from the first ranking is shown

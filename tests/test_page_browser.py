@@ -1,0 +1,98 @@
+"""A real browser (Debian's chromium via Playwright) uses the search page: type, submit, read results.
+
+Skipped when Playwright or /usr/bin/chromium is missing (the CI script installs
+both; `playwright install` is never used: it downloads a browser). The screenshot
+is kept in the test's tmp folder; its path is printed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Page
+
+    from tests.serve_fixtures import ServerProcess
+
+pytest_plugins = ["tests.serve_fixtures"]  # session fixtures: live_server, built
+
+playwright_sync = pytest.importorskip("playwright.sync_api")
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+TIMEOUT_MS = 15_000
+QUESTION = "how to avoid a hot shard when one tenant sends most traffic"
+
+
+@pytest.fixture
+def browser_page() -> Iterator[Page]:
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} not installed (apt-get install chromium)")
+    with playwright_sync.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, timeout=TIMEOUT_MS)
+        try:
+            context = browser.new_context(viewport={"width": 1100, "height": 900})
+            page = context.new_page()
+            page.set_default_timeout(TIMEOUT_MS)
+            yield page
+        finally:
+            browser.close()
+
+
+def test_type_a_question_and_see_ranked_highlighted_results(
+    browser_page: Page,
+    live_server: ServerProcess,
+    tmp_path: Path,
+) -> None:
+    page = browser_page
+    off_host: list[str] = []
+    page.on("request", lambda r: None if r.url.startswith(live_server.base_url) else off_host.append(r.url))
+
+    page.goto(f"{live_server.base_url}/")
+    assert page.locator("#section option").count() > 1, "sections are listed"
+    page.fill("#q", QUESTION)
+    page.select_option("#section", "Scalability")
+    page.click("button[type=submit]")
+    page.wait_for_selector("ol.results li.result")
+
+    params = parse_qs(urlsplit(page.url).query)
+    assert params["q"] == [QUESTION] and params["section"] == ["Scalability"], "the URL carries the search"
+    titles = page.locator("li.result a.title")
+    assert titles.count() >= 3
+    assert "Melted Our Cluster" in titles.first.inner_text()
+    assert (titles.first.get_attribute("href") or "").endswith("/hot-shards-key-salting")
+    marks = page.locator("li.result").first.locator("mark")
+    assert marks.count() > 0 and marks.first.inner_text().lower() in QUESTION.lower()
+    assert page.locator("#section").input_value() == "Scalability"
+    assert off_host == [], "the page loads nothing from other hosts"
+
+    screenshot = tmp_path / "search-page.png"
+    page.screenshot(path=str(screenshot), full_page=True)
+    assert screenshot.stat().st_size > 10_000
+    print(f"search page screenshot: {screenshot}")
+
+
+def test_shared_link_and_friendly_error_in_the_browser(
+    browser_page: Page,
+    live_server: ServerProcess,
+) -> None:
+    page = browser_page
+    page.goto(f"{live_server.base_url}/?q=consistent+hashing+ring")
+    assert page.locator("li.result").count() > 0 and page.locator("#q").input_value() == "consistent hashing ring"
+    page.goto(f"{live_server.base_url}/?q=caching&section=No+Such+Section")
+    alert = page.locator("p.message[role=alert]")
+    assert "unknown section" in alert.inner_text()
+    assert "{" not in page.locator("body").inner_text()
