@@ -138,10 +138,15 @@ def real_corpus_rows() -> list[dict]:
     return [json.loads(line) for line in REAL_CORPUS.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
+def repo_url(repo: str) -> str:
+    """The corpus names repositories as 'owner/name' (or a full URL)."""
+    return repo if "://" in repo else f"https://github.com/{repo}"
+
+
 def fill_real_store(store: Store, rows: list[dict]) -> dict[str, int]:
     links = [
         ListedLink(
-            f"{r['source_repo']}/blob/{r['source_commit'][:12]}/{r['source_path']}#{r['id']}",
+            f"{repo_url(r['source_repo'])}/blob/{r['source_commit'][:12]}/{r['source_path']}#{r['id']}",
             [ListPlacement(r["section"], None, r["title"], i)],
         )
         for i, r in enumerate(rows)
