@@ -21,7 +21,7 @@ import sqlite3
 import time
 from collections import Counter, defaultdict, deque
 from collections.abc import Callable
-from concurrent.futures import Executor, ProcessPoolExecutor
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 
@@ -156,6 +156,10 @@ class Crawler:
 
     async def crawl(self, refresh: bool = False, progress: ProgressCallback | None = None) -> CrawlSummary:
         started = time.perf_counter()
+        # Name resolution runs in the loop's default thread pool, which has 6 threads on 2 cores:
+        # with hundreds of hosts (or no network) DNS would throttle the crawl. One thread per slot.
+        asyncio.get_running_loop().set_default_executor(
+            ThreadPoolExecutor(self._settings.concurrency, thread_name_prefix="linklens-dns"))
         ids = self._store.link_ids_to_crawl(refresh=refresh)
         if refresh:
             self._store.reset_for_refresh(ids)
@@ -260,7 +264,7 @@ class Crawler:
         """The live page is unavailable: try the web archive, else record why it failed."""
         dead = result.failure in DEAD_FAILURES
         final_state = LinkState.DEAD if dead else LinkState.FAILED
-        if not self._settings.use_archive:
+        if not self._settings.use_archive or result.failure is Failure.OFFLINE:
             return CrawlOutcome(final_state, result.reason, attempts, final_url=result.final_url,
                                 http_status=result.status)
         snapshot = await archive.closest(url, attempts)

@@ -26,6 +26,8 @@ from ingest.politeness import HostGate
 from ingest.settings import Settings
 from ingest.urls import host_of
 
+NETWORK_DOWN_REASON = ("not tried: no host could be resolved, the network looks down — "
+                       "run linklens crawl --refresh when online")
 RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504, 507, 509, 520, 521, 522, 523, 524})
 GONE_STATUS = frozenset({404, 410})
 ACCEPT = "text/html,application/xhtml+xml,application/pdf;q=0.9,text/plain;q=0.8,*/*;q=0.5"
@@ -44,6 +46,7 @@ class Failure(StrEnum):
     TOO_MANY_REDIRECTS = "too_many_redirects"
     HTTP = "http"  # other 4xx
     INVALID = "invalid"  # a URL httpx cannot even send
+    OFFLINE = "offline"  # not tried: no host at all could be resolved
 
 
 @dataclass
@@ -205,10 +208,14 @@ class Fetcher:
         current = url
         while True:
             host = host_of(current)
-            dead_host = self._gate.unreachable(host)
-            if dead_host:
-                return FetchResult(url, current, failure=Failure.DNS, reason=dead_host, redirects=seen[1:])
+            if self._gate.network_down:
+                return FetchResult(url, current, failure=Failure.OFFLINE, reason=NETWORK_DOWN_REASON,
+                                   redirects=seen[1:])
             async with self._gate.slot(host):
+                # checked after the wait too: the host may have failed while we queued for it
+                dead_host = self._gate.unreachable(host)
+                if dead_host:
+                    return FetchResult(url, current, failure=Failure.DNS, reason=dead_host, redirects=seen[1:])
                 outcome = await self._request(current, headers, attempts, number, from_archive)
             if isinstance(outcome, FetchResult):
                 outcome.url = url
@@ -242,6 +249,7 @@ class Fetcher:
                 client = self._clients.for_url(target)
                 request = client.build_request("GET", target, headers=headers)
                 response = await client.send(request, stream=True)
+                self._gate.mark_network_seen()
                 try:
                     status = response.status_code
                     result = await self._handle(url, response)

@@ -22,17 +22,26 @@ class _HostState:
     unreachable: str | None = None
 
 
+# After this many distinct hosts fail to resolve with not a single answer from anyone,
+# the network is taken to be down: the rest of the crawl stops trying.
+NETWORK_DOWN_AFTER_HOSTS = 12
+
+
 class HostGate:
     """Hands out the right to send one request to a host, honouring both limits.
 
     It also remembers hosts that cannot be resolved or reached at all, so the
-    other links on a dead host fail at once instead of each waiting its turn.
+    other links on a dead host fail at once instead of each waiting its turn;
+    and, as a circuit breaker for the whole crawl, notices when no host at all
+    can be resolved (no network), so a 600-link crawl ends in seconds.
     """
 
     def __init__(self, per_host: int, min_delay_s: float) -> None:
         self._per_host = per_host
         self._min_delay_s = min_delay_s
         self._hosts: dict[str, _HostState] = {}
+        self._network_seen = False
+        self._unresolved_hosts = 0
 
     def _state(self, host: str) -> _HostState:
         state = self._hosts.get(host)
@@ -46,7 +55,7 @@ class HostGate:
         async with state.slots:
             async with state.lock:
                 wait = state.next_start - time.monotonic()
-                if wait > 0:
+                if wait > 0 and state.unreachable is None:  # no politeness owed to a host that is not there
                     await asyncio.sleep(wait)
                 state.next_start = time.monotonic() + self._min_delay_s
             yield
@@ -57,7 +66,18 @@ class HostGate:
         state.next_start = max(state.next_start, time.monotonic() + delay_s)
 
     def mark_unreachable(self, host: str, reason: str) -> None:
-        self._state(host).unreachable = reason
+        state = self._state(host)
+        if state.unreachable is None:
+            self._unresolved_hosts += 1
+        state.unreachable = reason
+
+    def mark_network_seen(self) -> None:
+        """Some host answered: the network works, so DNS failures are about their hosts only."""
+        self._network_seen = True
+
+    @property
+    def network_down(self) -> bool:
+        return not self._network_seen and self._unresolved_hosts >= NETWORK_DOWN_AFTER_HOSTS
 
     def unreachable(self, host: str) -> str | None:
         state = self._hosts.get(host)
