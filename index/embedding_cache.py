@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from ingest.errors import StoreError
+from ingest.sqlite import open_wal
 
-BUSY_TIMEOUT_S = 30.0
 # Well under SQLite's bound-parameter limit.
 LOOKUP_CHUNK = 900
 
@@ -40,10 +40,7 @@ class EmbeddingCache:
     @classmethod
     def open(cls, path: Path) -> EmbeddingCache:
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
+            conn = open_wal(path)
             conn.execute(SCHEMA)
         except (OSError, sqlite3.Error) as exc:
             raise StoreError(

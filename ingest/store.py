@@ -25,9 +25,9 @@ from ingest.models import (
     LinkState,
     ListedLink,
 )
+from ingest.sqlite import open_wal
 from ingest.urls import host_of
 
-BUSY_TIMEOUT_MS = 30_000
 BODY_COMPRESSION_LEVEL = 6
 
 # Each entry upgrades the schema by one version; never edit a shipped entry, append.
@@ -107,11 +107,8 @@ class Store:
     @classmethod
     def open(cls, path: Path) -> Store:
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False)
+            conn = open_wal(path, check_same_thread=False)
             conn.row_factory = sqlite3.Row
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA foreign_keys=ON")
         except (OSError, sqlite3.Error) as exc:
             raise StoreError(
