@@ -8,6 +8,9 @@ from pathlib import Path
 
 import pytest
 
+# Fixture modules that test modules load with `pytest_plugins` (and import from): rewrite their asserts too.
+pytest.register_assert_rewrite("tests.index_fixtures", "tests.serve_fixtures")
+
 from ingest.settings import Settings, load_settings
 from ingest.store import Store
 from tests.fixtureweb import FixtureWeb
