@@ -26,7 +26,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 
 from ingest.archive import Archive, Snapshot
-from ingest.extract_job import WORKER_PRELOAD, extract_in_worker
+from ingest.extract_job import WORKER_PRELOAD, extract_and_compress, warm_up
 from ingest.fetcher import Failure, Fetcher, FetchResult, HostClients
 from ingest.models import CrawlOutcome, Document, FetchAttempt, LinkState
 from ingest.politeness import HostGate
@@ -109,7 +109,10 @@ def extraction_pool(workers: int) -> ProcessPoolExecutor:
     """
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(WORKER_PRELOAD)
-    return ProcessPoolExecutor(max_workers=workers, mp_context=context)
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=context)
+    for _ in range(workers):  # start the workers now, while robots.txt and first pages download
+        pool.submit(warm_up)
+    return pool
 
 
 class Crawler:
@@ -189,7 +192,7 @@ class Crawler:
 
                 async def extract_then_store(link_id: int, outcome: CrawlOutcome, title: str) -> None:
                     try:
-                        outcome.document = await self._extract(executor, outcome, title)
+                        await self._extract(executor, outcome, title)
                         store(link_id, outcome)
                     finally:
                         extract_slots.release()
@@ -290,14 +293,19 @@ class Crawler:
 
     @staticmethod
     async def _extract(executor: Executor, outcome: CrawlOutcome, title: str) -> Document:
-        """Extraction in a worker process; a crashed worker costs this page its text, not the crawl."""
+        """Extraction (and body compression) in a worker process; sets and returns `outcome.document`.
+
+        A parser bug on one odd page costs that page its text, not the crawl.
+        """
         assert outcome.body is not None
         loop = asyncio.get_running_loop()
         try:
-            return await loop.run_in_executor(executor, extract_in_worker, outcome.body, title)
+            outcome.document, outcome.compressed_body = await loop.run_in_executor(
+                executor, extract_and_compress, outcome.body, title)
         except BrokenProcessPool:
             raise
-        except Exception as exc:  # a parser bug on one odd page must not stop 600 others
+        except Exception as exc:
             logger.warning("extraction failed for %s: %s", outcome.body.url, exc)
             outcome.reason += f"; text extraction failed ({type(exc).__name__})"
-            return Document(title=title, text="", kind="thin", thin=True)
+            outcome.document = Document(title=title, text="", kind="thin", thin=True)
+        return outcome.document

@@ -8,12 +8,29 @@ the workers' forkserver preloads `ingest.extract` instead.
 
 from __future__ import annotations
 
+import zlib
+
 from ingest.models import Document, FetchedBody
 
 WORKER_PRELOAD = ["ingest.extract"]
+BODY_COMPRESSION_LEVEL = 6
 
 
 def extract_in_worker(body: FetchedBody, fallback_title: str) -> Document:
     from ingest.extract import extract_document
 
     return extract_document(body, fallback_title)
+
+
+def warm_up() -> None:
+    """Run once per worker at crawl start, so the pool is up before the first page arrives."""
+    import ingest.extract  # noqa: F401 - preloaded by the forkserver; this only makes sure
+
+
+def extract_and_compress(body: FetchedBody, fallback_title: str) -> tuple[Document, bytes]:
+    """The document and the body compressed for the store: both CPU work, both off the event loop."""
+    return extract_in_worker(body, fallback_title), compress_body(body.body)
+
+
+def compress_body(raw: bytes) -> bytes:
+    return zlib.compress(raw, BODY_COMPRESSION_LEVEL)

@@ -114,6 +114,7 @@ class CrawlOutcome:
     archived_url: str | None = None
     archived_timestamp: str | None = None
     not_modified: bool = False
+    compressed_body: bytes | None = None  # zlib of body.body, made by the extraction worker
 
 
 @dataclass

@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ingest.errors import StoreError
+from ingest.extract_job import compress_body
 from ingest.models import (
     Article,
     CrawlOutcome,
@@ -27,8 +28,6 @@ from ingest.models import (
 )
 from ingest.sqlite import open_wal
 from ingest.urls import host_of
-
-BODY_COMPRESSION_LEVEL = 6
 
 # Each entry upgrades the schema by one version; never edit a shipped entry, append.
 MIGRATIONS: list[str] = [
@@ -233,7 +232,7 @@ class Store:
                         body.encoding,
                         int(body.truncated),
                         len(body.body),
-                        zlib.compress(body.body, BODY_COMPRESSION_LEVEL),
+                        outcome.compressed_body or compress_body(body.body),
                     ),
                 )
             if outcome.document is not None:
