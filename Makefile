@@ -37,6 +37,7 @@ bench: install
 	$(PY) bench/crawl.py --out bench/results/crawl.json
 	$(PY) bench/index.py --out bench/results/index.json
 	$(PY) bench/serve.py --out bench/results/serve.json
+	$(PY) bench/relevance.py --out bench/results/relevance.json
 
 # The main job: crawl + index the bundled awesome-scalability list, then serve it on http://127.0.0.1:8000
 run: install

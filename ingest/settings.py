@@ -74,7 +74,7 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
     workers: int = Field(1, ge=1, le=64)
-    max_inflight: int = Field(64, ge=1)
+    max_inflight: int = Field(16, ge=1, description="searches admitted at once; more are shed with 503")
     query_cache_size: int = Field(256, ge=0)
     reload_interval_s: float = Field(2.0, gt=0)
 
