@@ -300,12 +300,13 @@ class Crawler:
         assert outcome.body is not None
         loop = asyncio.get_running_loop()
         try:
-            outcome.document, outcome.compressed_body = await loop.run_in_executor(
+            document, outcome.compressed_body = await loop.run_in_executor(
                 executor, extract_and_compress, outcome.body, title)
         except BrokenProcessPool:
             raise
         except Exception as exc:
             logger.warning("extraction failed for %s: %s", outcome.body.url, exc)
             outcome.reason += f"; text extraction failed ({type(exc).__name__})"
-            outcome.document = Document(title=title, text="", kind="thin", thin=True)
-        return outcome.document
+            document = Document(title=title, text="", kind="thin", thin=True)
+        outcome.document = document
+        return document

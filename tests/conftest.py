@@ -11,9 +11,9 @@ import pytest
 # Fixture modules that test modules load with `pytest_plugins` (and import from): rewrite their asserts too.
 pytest.register_assert_rewrite("tests.index_fixtures", "tests.serve_fixtures")
 
-from ingest.settings import Settings, load_settings
-from ingest.store import Store
-from tests.fixtureweb import FixtureWeb
+from ingest.settings import Settings, load_settings  # noqa: E402 - after register_assert_rewrite
+from ingest.store import Store  # noqa: E402
+from tests.fixtureweb import FixtureWeb  # noqa: E402
 
 # Crawl settings for loopback: short timeouts and backoff so fault tests take seconds, not minutes.
 FAST_CRAWL_ENV = {
