@@ -338,6 +338,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="Smaller samples; skips 100k and the real corpus.")
     parser.add_argument("--skip-real", action="store_true", help="Skip the 400-article real corpus build.")
     parser.add_argument("--sizes", default="10000,100000", help="Synthetic snapshot sizes (passages).")
+    parser.add_argument("--out", type=Path, help="Also write the JSON report to this file.")
     args = parser.parse_args()
     sizes = [10_000] if args.quick else [int(s) for s in args.sizes.split(",")]
     result: dict[str, object] = {"cores": os.cpu_count()}
@@ -378,7 +379,10 @@ def main() -> None:
         result["real_corpus"] = real_corpus_build(embedder)
     else:
         result["real_corpus"] = "skipped" if REAL_CORPUS.exists() else f"{REAL_CORPUS} not found"
-    print(json.dumps(result, indent=2))
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.out:
+        args.out.write_text(text + "\n")
 
 
 def fixture_passages(settings) -> list[Passage]:  # type: ignore[no-untyped-def]
