@@ -178,7 +178,7 @@ class Crawler:
         try:
             async with HostClients(s) as clients:
                 fetcher = Fetcher(s, clients, gate)
-                robots = RobotsCache(fetcher, s.user_agent)
+                robots = RobotsCache(fetcher, s.user_agent, gate)
                 archive = Archive(fetcher, s.archive_url)
                 queue: asyncio.Queue[int] = asyncio.Queue(maxsize=s.concurrency * 2)
 

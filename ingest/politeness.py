@@ -20,6 +20,7 @@ class _HostState:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     next_start: float = 0.0
     unreachable: str | None = None
+    min_delay_s: float | None = None  # the host's own Crawl-delay, when longer than ours
 
 
 # After this many distinct hosts fail to resolve with not a single answer from anyone,
@@ -57,8 +58,12 @@ class HostGate:
                 wait = state.next_start - time.monotonic()
                 if wait > 0 and state.unreachable is None:  # no politeness owed to a host that is not there
                     await asyncio.sleep(wait)
-                state.next_start = time.monotonic() + self._min_delay_s
+                state.next_start = time.monotonic() + (state.min_delay_s or self._min_delay_s)
             yield
+
+    def set_min_delay(self, host: str, delay_s: float) -> None:
+        """A host asked for a slower pace (robots.txt Crawl-delay); never faster than our own default."""
+        self._state(host).min_delay_s = max(delay_s, self._min_delay_s)
 
     def push_back(self, host: str, delay_s: float) -> None:
         """A host told us to slow down (429/503 with Retry-After): no one starts before then."""

@@ -1,4 +1,4 @@
-"""robots.txt, fetched once per host and parsed with protego.
+"""robots.txt, fetched once per host and parsed with protego; its Crawl-delay slows that host's gate.
 
 Policy for a robots.txt we cannot read: 4xx means "no rules" (allow), as every
 major crawler does; a 5xx or network failure also allows, because the page fetch
@@ -15,11 +15,14 @@ from protego import Protego
 
 from ingest.fetcher import Fetcher
 from ingest.models import FetchAttempt
+from ingest.politeness import HostGate
 from ingest.urls import host_of
 
 logger = logging.getLogger(__name__)
 ROBOTS_MAX_ATTEMPTS = 2
 ROBOTS_MAX_BYTES = 512 * 1024
+# A Crawl-delay above this is capped: a link list must finish within the day.
+MAX_CRAWL_DELAY_S = 30.0
 
 
 def origin_of(url: str) -> str:
@@ -31,20 +34,16 @@ def origin_of(url: str) -> str:
 class RobotsCache:
     """Answers "may we fetch this URL?" with one robots.txt request per host."""
 
-    def __init__(self, fetcher: Fetcher, user_agent: str) -> None:
+    def __init__(self, fetcher: Fetcher, user_agent: str, gate: HostGate) -> None:
         self._fetcher = fetcher
         self._agent = user_agent
+        self._gate = gate
         self._rules: dict[str, Protego | None] = {}
         self._locks: dict[str, asyncio.Lock] = {}
 
     async def allowed(self, url: str) -> bool:
         rules = await self._rules_for(url)
         return True if rules is None else bool(rules.can_fetch(url, self._agent))
-
-    async def crawl_delay(self, url: str) -> float | None:
-        rules = await self._rules_for(url)
-        delay = rules.crawl_delay(self._agent) if rules is not None else None
-        return float(delay) if delay is not None else None
 
     async def _rules_for(self, url: str) -> Protego | None:
         origin = origin_of(url)
@@ -63,4 +62,8 @@ class RobotsCache:
             logger.debug("no usable robots.txt for %s: %s", host_of(origin), result.reason)
             return None
         text = result.body.body[:ROBOTS_MAX_BYTES].decode("utf-8", errors="replace")
-        return Protego.parse(text)
+        rules = Protego.parse(text)
+        delay = rules.crawl_delay(self._agent)
+        if delay:
+            self._gate.set_min_delay(host_of(origin), min(float(delay), MAX_CRAWL_DELAY_S))
+        return rules

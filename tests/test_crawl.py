@@ -15,7 +15,7 @@ from ingest.sources import load_list
 from ingest.store import Store
 from ingest.urls import normalise_url
 from tests.conftest import CrawledWeb
-from tests.fixtureweb import BOILERPLATE_MARKERS, FixtureWeb
+from tests.fixtureweb import BOILERPLATE_MARKERS, CRAWL_DELAY_S, FixtureWeb
 
 runner = CliRunner()
 
@@ -130,6 +130,15 @@ def test_per_host_limit_holds(crawled: CrawledWeb) -> None:
             level += step
             peak = max(peak, level)
         assert 1 <= peak <= crawled.settings.per_host_concurrency, host
+
+
+def test_robots_crawl_delay_spaces_requests_to_that_host(crawled: CrawledWeb) -> None:
+    host = crawled.web.host_urls[0]
+    starts = sorted(r.started for r in crawled.web.request_log()
+                    if r.url.startswith(host + "/") and not r.url.endswith("/robots.txt"))
+    assert len(starts) >= 5
+    gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
+    assert min(gaps) >= CRAWL_DELAY_S * 0.9, gaps  # per-host default in the tests is 0.01 s
 
 
 def test_user_agent_names_linklens(crawled: CrawledWeb) -> None:

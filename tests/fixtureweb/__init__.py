@@ -63,10 +63,11 @@ from .pages import (
     load_sysdesign_articles,
     markdown_to_paragraphs,
 )
-from .server import ARCHIVE_TIMESTAMP, STATES, Fault, FixtureWeb, RequestRecord, normalize_url
+from .server import ARCHIVE_TIMESTAMP, CRAWL_DELAY_S, STATES, Fault, FixtureWeb, RequestRecord, normalize_url
 
 __all__ = [
     "ARCHIVE_TIMESTAMP",
+    "CRAWL_DELAY_S",
     "BOILERPLATE_MARKERS",
     "CP1252_ARTICLE",
     "DEFAULT_ARTICLES_PATH",

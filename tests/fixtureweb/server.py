@@ -35,6 +35,8 @@ from . import pages
 from .pages import FixtureArticle
 
 ARCHIVE_TIMESTAMP = "20150101000000"
+#: host 0's robots.txt asks for this many seconds between requests
+CRAWL_DELAY_S = 0.2
 LAST_MODIFIED = "Wed, 01 Jan 2020 00:00:00 GMT"  # of every 200 page; If-Modified-Since >= it gives a 304
 STATES = ("ok", "redirected", "archived", "dead", "blocked", "unsupported", "failed")
 _SPECIAL_SLOTS = ("archived-404", "redirect-target", "flaky-503", "retry-429", "oversized",
@@ -357,7 +359,8 @@ class FixtureWeb:
             self._route(url, self._serve_article(a, url))
             self._expected[url], self._content[url] = "ok", a
         for h, host in enumerate(self.host_urls):
-            self._robots[urlsplit(host).netloc] = ("User-agent: *\nDisallow: /private/\n" if h == 0 else
+            self._robots[urlsplit(host).netloc] = (f"User-agent: *\nCrawl-delay: {CRAWL_DELAY_S}\nDisallow: /private/\n"
+                                                  if h == 0 else
                                                   None if h == 1 else "User-agent: *\nDisallow:\n")
             mine = [(a.title, u) for a, u in posts if u.startswith(host + "/")]
             self._route(host + "/", _const(_html(pages.render_index_page(mine))))
