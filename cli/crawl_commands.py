@@ -85,7 +85,7 @@ def print_summary(summary: CrawlSummary) -> None:
         err.print("nothing pending — every link already has a final state (use --refresh to re-check them)")
     elif not summary.fetched_anything:
         err.print("[yellow]nothing could be fetched[/yellow] — is the network down? The links stay searchable "
-                  "by their list titles; run `linklens crawl --refresh` once you are online.")
+                  "by their list titles; run the same command again once you are online.")
 
 
 @friendly_errors

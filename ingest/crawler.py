@@ -267,7 +267,10 @@ class Crawler:
         """The live page is unavailable: try the web archive, else record why it failed."""
         dead = result.failure in DEAD_FAILURES
         final_state = LinkState.DEAD if dead else LinkState.FAILED
-        if not self._settings.use_archive or result.failure is Failure.OFFLINE:
+        if result.failure is Failure.OFFLINE:
+            # Not tried at all: left pending (with the reason) so the next crawl, once online, takes it up.
+            return CrawlOutcome(LinkState.PENDING, result.reason, attempts)
+        if not self._settings.use_archive:
             return CrawlOutcome(final_state, result.reason, attempts, final_url=result.final_url,
                                 http_status=result.status)
         snapshot = await archive.closest(url, attempts)

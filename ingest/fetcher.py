@@ -26,8 +26,8 @@ from ingest.politeness import HostGate
 from ingest.settings import Settings
 from ingest.urls import host_of
 
-NETWORK_DOWN_REASON = ("not tried: no host could be resolved, the network looks down — "
-                       "run linklens crawl --refresh when online")
+NETWORK_DOWN_REASON = ("not tried yet: no host could be resolved, the network looks down — "
+                       "run linklens crawl again when online")
 RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504, 507, 509, 520, 521, 522, 523, 524})
 GONE_STATUS = frozenset({404, 410})
 ACCEPT = "text/html,application/xhtml+xml,application/pdf;q=0.9,text/plain;q=0.8,*/*;q=0.5"
