@@ -16,7 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from cli.common import err, friendly_errors, out, settings
-from ingest.errors import SourceError
+from ingest.errors import BadQueryError, SourceError
 from ingest.settings import Settings
 
 BOLD_MARK = "**"
@@ -147,31 +147,151 @@ def marked(snippet: str) -> Text:
 @friendly_errors
 def eval(  # noqa: A001 - the command is called eval
     queries: Path = typer.Argument(..., help='JSON Lines: {"query": ..., "relevant": {"<url>": 2 or 1}}'),
-    k: int = typer.Option(10, "--k", help="Cut-off for nDCG, Recall and MRR."),
-    as_json: bool = typer.Option(False, "--json", help="Print the metrics as JSON."),
+    k: int = typer.Option(10, "--k", help="Cut-off for nDCG, Recall and MRR (Recall@50 is always reported too)."),
+    modes: list[str] = typer.Option(None, "--mode", help="Only this mode (repeatable): dense, bm25, hybrid."),
+    split: str = typer.Option(None, "--split", help="Only the judged queries of this split (dev or test)."),
+    compare: tuple[str, str] | None = typer.Option(
+        None, "--compare", metavar="BASELINE CANDIDATE",
+        help="Paired comparison of two configurations, each a mode or a run file saved with --save-run "
+        "(FILE or FILE#label).",
+    ),
+    save_run: Path = typer.Option(None, "--save-run", help="Save what each mode returned, to --compare later."),
+    url_template: str = typer.Option(
+        None, "--url-template", help="Judgements name article ids; turn them into URLs, e.g. https://site/{id}"
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
-    """Relevance of dense-only, BM25-only and hybrid search on judged queries, side by side.
+    """Relevance of search modes on judged queries, with 95% bootstrap intervals, per section and kind.
 
-    Example: linklens eval judged.jsonl
+    Examples: linklens eval judged.jsonl --split dev
+              linklens eval judged.jsonl --mode hybrid --save-run before.json
+              linklens eval judged.jsonl --compare before.json hybrid
     """
-    from index.evaluate import evaluate as run_eval
-    from index.evaluate import load_judgements
+    from index.eval_stats import compare as compare_runs
+    from index.eval_stats import summarise
+    from index.evaluate import (
+        EVAL_MODES,
+        load_judgements,
+        only_split,
+        rank_queries,
+        resolve_run,
+        save_runs,
+        warn_unknown_urls,
+    )
     from index.search import Searcher
 
-    judged = load_judgements(queries)
-    searcher = Searcher.open(settings())
+    judged = only_split(load_judgements(queries, url_template), split)
+    opened: list[Searcher] = []
+
+    def searcher() -> Searcher:
+        if not opened:
+            opened.append(Searcher.open(settings()))
+            warn_unknown_urls(opened[0].urls(), judged)
+        return opened[0]
+
     try:
-        metrics = run_eval(searcher, judged, k=k)
+        if compare is not None:
+            if compare[0] == compare[1]:
+                raise BadQueryError(f"--compare needs two different configurations, got {compare[0]!r} twice")
+            (label_a, run_a), (label_b, run_b) = (resolve_run(spec, judged, k, searcher) for spec in compare)
+            report = compare_runs(judged, run_a, run_b, k, (label_a, label_b))
+            runs = {label_a: run_a, label_b: run_b}
+        else:
+            chosen = list(modes) if modes else list(EVAL_MODES)
+            unknown = [m for m in chosen if m not in EVAL_MODES]
+            if unknown:
+                raise BadQueryError(f"unknown mode {unknown[0]!r} — use one of: {', '.join(EVAL_MODES)}")
+            runs = {mode: rank_queries(searcher(), judged, mode, k) for mode in chosen}
+            report = summarise(judged, runs, k)
+        if save_run is not None:
+            about: dict[str, object] = {"judgements": str(queries), "split": split}
+            if opened:
+                about.update(snapshot=opened[0].stats(), settings=_search_settings())
+            save_runs(save_run, runs, k, about)
+            err.print(f"saved {len(runs)} runs to {save_run}")
     finally:
-        searcher.close()
+        for s in opened:
+            s.close()
     if as_json:
-        out.print_json(json.dumps({"queries": len(judged), "k": k, "metrics": metrics}))
-        return
-    table = Table(title=f"{len(judged)} judged queries", header_style="bold")
+        out.print_json(json.dumps(report))
+    elif compare is not None:
+        print_comparison(report)
+    else:
+        print_summary(report, split)
+
+
+def _search_settings() -> dict[str, object]:
+    """The settings a run depends on, recorded in saved runs."""
+    cfg = settings()
+    names = ("model", "passage_words", "passage_overlap_words", "candidates", "rrf_k", "fusion")
+    return {name: getattr(cfg, name) for name in names}
+
+
+def _cell(interval: dict[str, float]) -> str:
+    return f"{interval['mean']:.3f} [{interval['low']:.3f}–{interval['high']:.3f}]"
+
+
+def print_summary(report: dict[str, object], split: str | None) -> None:
+    configurations: dict[str, dict] = report["configurations"]  # type: ignore[assignment]
+    where = f" ({split})" if split else ""
+    table = Table(title=f"{report['queries']} judged queries{where} · mean [95% bootstrap interval]",
+                  header_style="bold")
     table.add_column("mode")
-    names = list(next(iter(metrics.values())))
+    names = list(next(iter(configurations.values()))["metrics"])
     for name in names:
         table.add_column(name, justify="right")
-    for mode, values in metrics.items():
-        table.add_row(mode, *(f"{values[n]:.3f}" for n in names))
+    for label, entry in configurations.items():
+        table.add_row(label, *(_cell(entry["metrics"][n]) for n in names))
     out.print(table)
+    primary = names[0]
+    for field in ("section", "kind"):
+        key = f"by_{field}"
+        first = next(iter(configurations.values()))
+        if key not in first:
+            continue
+        by = Table(title=f"{primary} by {field}", header_style="bold")
+        by.add_column(field)
+        by.add_column("queries", justify="right")
+        for label in configurations:
+            by.add_column(label, justify="right")
+        for value, group in first[key].items():
+            by.add_row(value, str(group["queries"]),
+                       *(_cell(entry[key][value][primary]) for entry in configurations.values()))
+        out.print(by)
+
+
+def print_comparison(report: dict[str, object], shown: int = 10) -> None:
+    a, b = str(report["baseline"]), str(report["candidate"])
+    metrics: dict[str, dict] = report["metrics"]  # type: ignore[assignment]
+    table = Table(title=f"candidate {b} against baseline {a}, {report['queries']} queries, "
+                        "difference with its paired 95% bootstrap interval", header_style="bold")
+    for column in ("metric", "baseline", "candidate", "difference [95%]", "beyond noise", "better/worse/same"):
+        table.add_column(column, justify="left" if column == "metric" else "right")
+    for name, m in metrics.items():
+        d = m["difference"]
+        table.add_row(name, f"{m[a]:.3f}", f"{m[b]:.3f}", f"{d['mean']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]",
+                      "yes" if m["beyond_noise"] else "no", f"{m['better']}/{m['worse']}/{m['same']}")
+    out.print(table)
+    primary = str(report["primary"])
+    for title, rows in (("better", report["better"]), ("worse", report["worse"])):
+        rows = list(rows)  # type: ignore[call-overload]
+        if not rows:
+            continue
+        changed = Table(title=f"{primary}: {len(rows)} queries {title} (largest first, {min(shown, len(rows))} shown)",
+                        header_style="bold")
+        for column in ("query", "baseline", "candidate"):
+            changed.add_column(column, justify="left" if column == "query" else "right")
+        for row in rows[:shown]:
+            changed.add_row(row["text"], f"{row[a]:.3f}", f"{row[b]:.3f}")
+        out.print(changed)
+    for field in ("section", "kind"):
+        groups = report.get(f"by_{field}")
+        if not groups:
+            continue
+        by = Table(title=f"{primary} difference by {field}", header_style="bold")
+        for column in (field, "queries", "difference", "interval"):
+            by.add_column(column, justify="left" if column == field else "right")
+        for value, g in groups.items():  # type: ignore[attr-defined]
+            d = g["difference"]
+            by.add_row(value, str(g["queries"]), f"{d['mean']:+.3f}", f"[{d['low']:+.3f}, {d['high']:+.3f}]")
+        out.print(by)

@@ -113,6 +113,50 @@ def test_eval_reports_three_modes(indexed: CrawledWeb, tmp_path: Path) -> None:
     assert bad.returncode == 1 and "Traceback" not in bad.stderr and "line" in bad.stderr
 
 
+def test_eval_gives_intervals_groups_and_a_paired_comparison_of_saved_runs(
+    indexed: CrawledWeb, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The judgements name articles by "host/path"; --url-template puts the scheme back.
+    ids = {a.slug: u.split("://", 1)[1] for u, a in indexed.web.expected_content().items() if "/posts/" in u}
+    scheme = next(iter(indexed.web.expected_content())).split("://", 1)[0]
+    judged = tmp_path / "judged.jsonl"
+    rows = [
+        ("q1", "one tenant overloads a single partition", "hot-shards-key-salting", "Sharding", "question", "dev"),
+        ("q2", "split a big database across machines", "database-sharding-strategies", "Sharding", "question", "dev"),
+        ("q3", "token bucket", "token-bucket-rate-limiting", "APIs", "keywords", "test"),
+    ]
+    judged.write_text("".join(json.dumps({"id": i, "query": q, "relevant": {ids[s]: 2}, "section": sec, "kind": kind,
+                                          "split": split}) + "\n" for i, q, s, sec, kind, split in rows))
+    monkeypatch.setenv("LINKLENS_DATA_DIR", str(indexed.settings.data_dir))
+    template = ["--url-template", scheme + "://{id}"]
+    runs = tmp_path / "before.json"
+    result = runner.invoke(app, ["eval", str(judged), *template, "--mode", "hybrid", "--mode", "bm25",
+                                 "--save-run", str(runs), "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["queries"] == 3 and set(report["configurations"]) == {"hybrid", "bm25"}
+    hybrid = report["configurations"]["hybrid"]
+    assert hybrid["metrics"]["recall@50"]["mean"] == 1.0
+    assert hybrid["metrics"]["ndcg@10"]["low"] <= hybrid["metrics"]["ndcg@10"]["mean"] <= 1.0
+    assert set(hybrid["by_section"]) == {"Sharding", "APIs"} and hybrid["by_kind"]["question"]["queries"] == 2
+
+    dev = runner.invoke(app, ["eval", str(judged), *template, "--split", "dev", "--compare", f"{runs}#hybrid",
+                              "hybrid", "--json"])
+    assert dev.exit_code == 0, dev.output
+    same = json.loads(dev.stdout)
+    assert same["queries"] == 2
+    assert same["metrics"]["ndcg@10"]["same"] == 2 and same["metrics"]["ndcg@10"]["beyond_noise"] is False
+    assert same["metrics"]["ndcg@10"]["difference"] == {"mean": 0.0, "low": 0.0, "high": 0.0}
+
+    table = runner.invoke(app, ["eval", str(judged), *template, "--compare", f"{runs}#bm25", f"{runs}#hybrid"])
+    assert table.exit_code == 0, table.output
+    assert "candidate before.json#hybrid against baseline before.json#bm25, 3 queries" in table.stdout
+    assert "recall@50" in table.stdout and "difference by section" in table.stdout
+
+    unknown = runner.invoke(app, ["eval", str(judged), *template, "--split", "validation"])
+    assert unknown.exit_code == 1 and "splits in the file: dev, test" in unknown.output
+
+
 def test_build_with_no_network_still_indexes_the_titles(tmp_path: Path, built: BuiltIndex,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     listing = tmp_path / "offline.md"

@@ -74,7 +74,7 @@ def test_evaluation_warns_about_judged_urls_missing_from_the_index(
 ) -> None:
     with caplog.at_level(logging.WARNING, logger="index.evaluate"):
         metrics = evaluate(searcher, [JudgedQuery("caching", {"https://nowhere.test/x": 2})], modes=["bm25"])
-    assert metrics == {"bm25": {"ndcg@10": 0.0, "recall@10": 0.0, "mrr@10": 0.0}}
+    assert metrics == {"bm25": {"ndcg@10": 0.0, "recall@10": 0.0, "recall@50": 0.0, "mrr@10": 0.0}}
     assert "not in the index" in caplog.text
 
 
