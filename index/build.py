@@ -23,7 +23,7 @@ import numpy as np
 from index import lexical, meta, snapshot, vectors
 from index.embedder import ONNX_EMBED_MAX_PASSAGES, Embedder, Progress, core_count, encode_with_onnx
 from index.embedding_cache import EmbeddingCache
-from index.model_ref import ModelRef, configured_model
+from index.model_ref import ModelProfile, ModelRef, configured_model
 from index.passages import Passage, article_passages
 from ingest.errors import SourceError
 from ingest.models import Article
@@ -79,10 +79,11 @@ def build_index(
     ]
     if embedder is None or embedder.ref != ref:
         embedder = Embedder(ref)
+    ready_export = None if rebuild else existing_export(settings.cache_dir, ref)
+    profile = _model_profile(ready_export, embedder).with_settings(settings)
     with EmbeddingCache.open(settings.cache_dir / EMBEDDING_CACHE_FILE) as cache:
-        ready_export = None if rebuild else existing_export(settings.cache_dir, ref)
-        matrix, embedded, cached = _embed(passages, embedder, cache, rebuild, ready_export, progress)
-        cache.keep_only(ref.id, (p.id for p in passages))
+        matrix, embedded, cached = _embed(passages, embedder, profile, cache, rebuild, ready_export, progress)
+        cache.keep_only(profile.cache_key(ref), (p.id for p in passages))
     encoder_dir = _query_encoder(settings.cache_dir, ref, embedder, rebuild)
     kind = vectors.choose_kind(len(passages), settings.index_kind, settings.ann_threshold)
     corpus_hash = _corpus_hash(articles, passages)
@@ -112,6 +113,9 @@ def build_index(
             passage_words=settings.passage_words,
             passage_overlap_words=settings.passage_overlap_words,
             versions=_versions(),
+            max_seq_length=profile.max_seq_length,
+            query_prefix=profile.query_prefix,
+            passage_prefix=profile.passage_prefix,
         )
         manifest.save(work)
         snapshot.publish(settings.snapshots_dir, work, snapshot_id)
@@ -139,9 +143,20 @@ def build_index(
     return report
 
 
+def _model_profile(ready_export: Path | None, embedder: Embedder) -> ModelProfile:
+    """How the model reads text: from its verified export's config when there is one (no torch), else the model."""
+    if ready_export is not None:
+        from index.query_encoder import EncoderConfig
+
+        c = EncoderConfig.load(ready_export)
+        return ModelProfile(c.dimension, c.max_seq_length, c.query_prefix, c.passage_prefix)
+    return embedder.profile
+
+
 def _embed(
     passages: list[Passage],
     embedder: Embedder,
+    profile: ModelProfile,
     cache: EmbeddingCache,
     rebuild: bool,
     ready_export: Path | None,
@@ -149,22 +164,24 @@ def _embed(
 ) -> tuple[np.ndarray, int, int]:
     """The passage matrix (row i = passage i), embedding only what the cache lacks.
 
-    A few new passages go through the cached ONNX export when there is one, so a
-    small incremental build never imports torch.
+    Each passage is embedded with the model's passage prefix in front, and cached
+    under a key that names that prefix. A few new passages go through the cached
+    ONNX export when there is one, so a small incremental build never imports torch.
     """
+    key = profile.cache_key(embedder.ref)
     ids = [p.id for p in passages]
-    found = {} if rebuild else cache.get_many(embedder.ref.id, ids)
+    found = {} if rebuild else cache.get_many(key, ids)
     if found:
         sizes = {v.shape[0] for v in found.values()}
         if len(sizes) > 1:  # a model changed size in place: trust nothing cached
             found = {}
-    texts = {p.id: p.indexed_text for p in passages if p.id not in found}
+    texts = {p.id: profile.passage_prefix + p.indexed_text for p in passages if p.id not in found}
     if texts:
         if ready_export is not None and len(texts) <= ONNX_EMBED_MAX_PASSAGES and not embedder.loaded:
             fresh = encode_with_onnx(ready_export, list(texts.values()), progress)
         else:
             fresh = embedder.encode(list(texts.values()), progress)
-        cache.put_many(embedder.ref.id, zip(texts, fresh, strict=True))
+        cache.put_many(key, zip(texts, fresh, strict=True))
         found.update(zip(texts, fresh, strict=True))
     elif progress:
         progress(0, 0)

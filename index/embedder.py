@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from index.model_ref import ModelRef
+from index.model_ref import ModelProfile, ModelRef, model_prefixes
 from ingest.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -33,6 +33,8 @@ ONNX_EMBED_MAX_PASSAGES = 128
 # Texts handed to one `encode` call between progress reports: large enough that
 # sentence-transformers' own length sorting still groups similar lengths.
 PROGRESS_STEP_TEXTS = 512
+# Word pieces a BERT-style model reads when its config does not say (the position-embedding limit).
+DEFAULT_MAX_SEQ_LENGTH = 512
 
 Progress = Callable[[int, int], None]
 
@@ -70,6 +72,17 @@ def embedding_dimension(model: SentenceTransformer) -> int:
     return int(dim)
 
 
+def model_profile(model: SentenceTransformer, ref: ModelRef) -> ModelProfile:
+    """What the loaded model reads: vector size, word pieces (its `max_seq_length`) and prefixes."""
+    query_prefix, passage_prefix = model_prefixes(ref.id, dict(getattr(model, "prompts", None) or {}))
+    return ModelProfile(
+        dimension=embedding_dimension(model),
+        max_seq_length=int(model.max_seq_length or DEFAULT_MAX_SEQ_LENGTH),
+        query_prefix=query_prefix,
+        passage_prefix=passage_prefix,
+    )
+
+
 class Embedder:
     """Turns passage texts into L2-normalised float32 vectors with one model."""
 
@@ -92,9 +105,15 @@ class Embedder:
     def dimension(self) -> int:
         return embedding_dimension(self.model)
 
+    @property
+    def profile(self) -> ModelProfile:
+        return model_profile(self.model, self.ref)
+
     def encode(self, texts: Sequence[str], progress: Progress | None = None) -> np.ndarray:
         """Embed `texts` in their order, longest-first in batches, reporting (done, total) as it goes.
 
+        The texts are embedded as given: the caller puts the passage prefix in front
+        (`prompt=""` keeps a model's default prompt from being added a second time).
         Sorting by length before cutting progress steps keeps every batch of similar
         length, so padding waste stays as low as in one big `encode` call.
         """
@@ -102,6 +121,7 @@ class Embedder:
         def encode_step(batch: list[str]) -> np.ndarray:
             return self.model.encode(
                 batch,
+                prompt="",
                 batch_size=ENCODE_BATCH_SIZE,
                 normalize_embeddings=True,
                 convert_to_numpy=True,

@@ -251,9 +251,7 @@ def save_runs(path: Path, runs: Mapping[str, Run], k: int, about: Mapping[str, A
         "k": k,
         "deep_k": max(k, DEEP_RECALL_K),
         "about": dict(about),
-        "runs": {
-            label: {key: {"top": r.top, "deep": r.deep} for key, r in run.items()} for label, run in runs.items()
-        },
+        "runs": {label: {key: {"top": r.top, "deep": r.deep} for key, r in run.items()} for label, run in runs.items()},
     }
     path.write_text(json.dumps(document, indent=1) + "\n", encoding="utf-8")
 
@@ -275,7 +273,6 @@ def load_runs(path: Path) -> tuple[int, dict[str, Run]]:
         }
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise BadQueryError(f"{path} is a damaged run file ({exc!r}) — {RUN_EXAMPLE}") from None
-
 
 
 def resolve_run(

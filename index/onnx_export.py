@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from index.embedder import embedding_dimension
+from index.embedder import model_profile
 from index.model_ref import ModelRef
 from index.query_encoder import ENCODER_FILE, ENCODER_WEIGHTS_FILE, TOKENIZER_FILE, EncoderConfig, OnnxQueryEncoder
 
@@ -110,12 +110,15 @@ def export(model: SentenceTransformer, ref: ModelRef, folder: Path) -> str | Non
     inputs = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in model.tokenizer.model_input_names]
     if "attention_mask" not in inputs:
         inputs.insert(1, "attention_mask")
+    profile = model_profile(model, ref)
     config = EncoderConfig(
         model=ref.id,
-        dimension=embedding_dimension(model),
-        max_seq_length=int(model.max_seq_length or 512),
+        dimension=profile.dimension,
+        max_seq_length=profile.max_seq_length,
         inputs=inputs,
         parity_min_cosine=0.0,
+        query_prefix=profile.query_prefix,
+        passage_prefix=profile.passage_prefix,
     )
     try:
         _export_graph(transformer.auto_model, pooling.pooling_mode, inputs, folder / ENCODER_FILE)
@@ -148,8 +151,8 @@ def _unsupported(model: SentenceTransformer) -> str | None:
         return f"pooling {mode!r}"
     if getattr(modules[0], "do_lower_case", False):
         return "lower-casing outside the tokenizer"
-    if getattr(model, "default_prompt_name", None):
-        return "a default prompt"
+    if getattr(modules[1], "include_prompt", True) is False:
+        return "pooling that leaves the prompt out"
     if not hasattr(model.tokenizer, "backend_tokenizer"):
         return "no fast tokenizer"
     return None
@@ -244,7 +247,7 @@ def _set_attention(auto_model: Any, implementation: str) -> None:
 def _parity(model: SentenceTransformer, folder: Path) -> float:
     """Lowest cosine between sentence-transformers and the exported encoder over PARITY_SAMPLES."""
     reference = model.encode(
-        list(PARITY_SAMPLES), normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
+        list(PARITY_SAMPLES), prompt="", normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
     )
     encoder = OnnxQueryEncoder(folder)
     exported = np.stack([encoder.encode(text) for text in PARITY_SAMPLES])

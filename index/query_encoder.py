@@ -41,6 +41,10 @@ class EncoderConfig:
     max_seq_length: int
     inputs: list[str]
     parity_min_cosine: float
+    # What the model expects in front of texts (see `index.model_ref.ModelProfile`), so a build
+    # that finds everything cached knows them without loading the model.
+    query_prefix: str = ""
+    passage_prefix: str = ""
 
     def save(self, folder: Path) -> None:
         (folder / ENCODER_CONFIG_FILE).write_text(json.dumps(asdict(self), indent=2) + "\n", encoding="utf-8")
@@ -124,8 +128,24 @@ class SentenceTransformerQueryEncoder:
         return self.encode_batch([text])[0]
 
     def encode_batch(self, texts: Sequence[str]) -> np.ndarray:
-        vectors = self._loaded().encode(list(texts), normalize_embeddings=True, convert_to_numpy=True)
+        # prompt="": prefixes are put in front by the caller, never again by a model's default prompt.
+        vectors = self._loaded().encode(list(texts), prompt="", normalize_embeddings=True, convert_to_numpy=True)
         return np.asarray(vectors, dtype=np.float32)
+
+
+class PrefixedQueryEncoder:
+    """Puts the model's query prefix (from the snapshot's manifest) in front of every query it encodes."""
+
+    def __init__(self, inner: QueryEncoder, prefix: str) -> None:
+        self.inner = inner
+        self.prefix = prefix
+        self.dimension = inner.dimension
+
+    def encode(self, text: str) -> np.ndarray:
+        return self.inner.encode(self.prefix + text)
+
+    def encode_batch(self, texts: Sequence[str]) -> np.ndarray:
+        return self.inner.encode_batch([self.prefix + t for t in texts])
 
 
 def open_query_encoder(folder: Path, model_location: str, dimension: int) -> QueryEncoder:

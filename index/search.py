@@ -28,7 +28,7 @@ from index import lexical, snapshot, vectors
 from index.fusion import ArticleRanking, group_by_article, reciprocal_rank_fusion
 from index.meta import META_FILE, ArticleRow, MetaReader
 from index.model_ref import configured_model
-from index.query_encoder import ENCODER_FILE, QueryEncoder, open_query_encoder
+from index.query_encoder import ENCODER_FILE, PrefixedQueryEncoder, QueryEncoder, open_query_encoder
 from index.snippets import make_snippet
 from ingest.errors import BadQueryError
 from ingest.settings import Settings
@@ -88,6 +88,8 @@ class SearchResponse:
 class _Loaded:
     """Everything read from one snapshot folder. Its indexes are never mutated; it memoises filter masks."""
 
+    encoder: PrefixedQueryEncoder
+
     def __init__(self, folder: Path, settings: Settings, reuse: _Loaded | None = None) -> None:
         ref = configured_model(settings)
         self.folder = folder
@@ -103,9 +105,10 @@ class _Loaded:
         )
         self.encoder_identity = _file_identity(folder / ENCODER_FILE)
         if reuse is not None and reuse.encoder_identity is not None and reuse.encoder_identity == self.encoder_identity:
-            self.encoder: QueryEncoder = reuse.encoder  # same hard-linked export: skip a new session
+            raw: QueryEncoder = reuse.encoder.inner  # same hard-linked export: skip a new session
         else:
-            self.encoder = open_query_encoder(folder, ref.location, self.manifest.dimension)
+            raw = open_query_encoder(folder, ref.location, self.manifest.dimension)
+        self.encoder = PrefixedQueryEncoder(raw, self.manifest.query_prefix)
         self.sections = _section_counts(self.articles)
         self._section_keys = {label.casefold() for label, _ in self.sections}
         self._filters: dict[tuple[str | None, str | None], tuple[np.ndarray, np.ndarray]] = {}
@@ -269,6 +272,9 @@ class Searcher:
             "documents": m.documents,
             "index_kind": m.index_kind,
             "query_encoder": m.query_encoder,
+            "max_seq_length": m.max_seq_length,
+            "query_prefix": m.query_prefix,
+            "passage_prefix": m.passage_prefix,
             "built_at": m.built_at,
         }
 

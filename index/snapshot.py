@@ -54,6 +54,11 @@ class Manifest:
     passage_words: int
     passage_overlap_words: int
     versions: dict[str, str] = field(default_factory=dict)
+    # How the model read the text (`index.model_ref.ModelProfile`); the searcher puts
+    # `query_prefix` in front of every query. 0 = not recorded (a snapshot from before).
+    max_seq_length: int = 0
+    query_prefix: str = ""
+    passage_prefix: str = ""
     format: int = MANIFEST_FORMAT
 
     def save(self, folder: Path) -> None:

@@ -61,6 +61,8 @@ class Settings(BaseSettings):
 
     # index
     model: str = Field("", description="sentence-transformers name or path; empty = bundled all-MiniLM-L6-v2")
+    query_prefix: str | None = Field(None, description="text put before every query; unset = the model's own")
+    passage_prefix: str | None = Field(None, description="text put before every passage; unset = the model's own")
     passage_words: int = Field(180, ge=40, le=1000)
     passage_overlap_words: int = Field(30, ge=0, le=500)
     ann_threshold: int = Field(20_000, ge=1, description="passages above which an HNSW index replaces the exact one")
