@@ -14,6 +14,15 @@ Each build happens in a temporary data folder. Embeddings are cached under
 `--cache-dir` (default: a temporary folder), one sub-folder per corpus and passage
 size, so a second run with the same folder embeds nothing (~3 min saved on sysdesign).
 
+The fair set (issue 8): when bench/fair_judged.jsonl exists (questions written
+before reading the articles, judged by pooling; see bench/pool.py and
+bench/merge_grades.py), the same sysdesign index is evaluated on its dev and test
+splits with 95% bootstrap intervals, per section and per query kind
+(`index.eval_stats.summarise`), for dense, BM25 and hybrid. `--fair-split dev`
+evaluates dev only (tune on dev; report test). `--save-runs FILE` saves those runs
+for a paired comparison later: `linklens eval bench/fair_judged.jsonl --url-template
+https://sysdesign.example/{id} --compare FILE#hybrid OTHER.json#hybrid`.
+
 `--per-query` adds, per sysdesign query and mode, the rank of the first relevant
 article and nDCG@10, to see which queries fail. `--sweep` also measures hybrid under
 other settings on sysdesign: rrf_k, candidates (search-time only), dense/BM25 weights
@@ -43,7 +52,17 @@ sys.path.insert(0, str(REPO))
 from index import lexical, vectors  # noqa: E402
 from index.build import build_index  # noqa: E402
 from index.embedder import Embedder  # noqa: E402
-from index.evaluate import EVAL_MODES, JudgedQuery, evaluate, ndcg_at_k  # noqa: E402
+from index.eval_stats import summarise  # noqa: E402
+from index.evaluate import (  # noqa: E402
+    EVAL_MODES,
+    JudgedQuery,
+    evaluate,
+    load_judgements,
+    ndcg_at_k,
+    only_split,
+    rank_queries,
+    save_runs,
+)
 from index.fusion import group_by_article  # noqa: E402
 from index.model_ref import configured_model  # noqa: E402
 from index.search import CANDIDATES_PER_RESULT, Searcher  # noqa: E402
@@ -55,6 +74,8 @@ from tests.index_fixtures import fill_store  # noqa: E402
 
 SYSDESIGN_CORPUS = REPO.parent / "shared" / "corpora" / "sysdesign" / "articles.jsonl"
 SYSDESIGN_QUERIES = REPO / "bench" / "sysdesign_queries.jsonl"
+FAIR_JUDGED = REPO / "bench" / "fair_judged.jsonl"
+FAIR_SPLITS = ("dev", "test")
 SYSDESIGN_URL = "https://sysdesign.example/{id}"
 K = 10
 PRIMARY = "ndcg@10"
@@ -257,6 +278,9 @@ def main() -> None:
     parser.add_argument("--queries", type=Path, default=SYSDESIGN_QUERIES, help="sysdesign judgements (by id).")
     parser.add_argument("--per-query", action="store_true", help="Per-query ranks and nDCG on sysdesign.")
     parser.add_argument("--sweep", action="store_true", help="Also try other settings for hybrid on sysdesign.")
+    parser.add_argument("--fair", type=Path, default=FAIR_JUDGED, help="The fair judged set (by article id).")
+    parser.add_argument("--fair-split", choices=FAIR_SPLITS, help="Only this split of the fair set (default: both).")
+    parser.add_argument("--save-runs", type=Path, help="Save the fair set's runs here, for linklens eval --compare.")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="linklens-relevance-cache-") as tmp_cache:
@@ -266,6 +290,25 @@ def main() -> None:
     if args.out:
         args.out.write_text(text + "\n", encoding="utf-8")
     print(text)
+
+
+def fair(args: argparse.Namespace, searcher: Searcher) -> dict[str, object] | str:
+    """Dev and test of the fair set with intervals, per section and kind; saved as runs when asked."""
+    if not args.fair.exists():
+        return f"skipped: {args.fair} not judged yet (bench/pool.py, then bench/merge_grades.py)"
+    everything = load_judgements(args.fair, url_template=SYSDESIGN_URL)
+    out: dict[str, object] = {}
+    saved = {}
+    for split in (args.fair_split,) if args.fair_split else FAIR_SPLITS:
+        judged = only_split(everything, split)
+        log(f"fair set, {split}: {len(judged)} queries")
+        runs = {mode: rank_queries(searcher, judged, mode, K) for mode in EVAL_MODES}
+        out[split] = summarise(judged, runs, K)
+        saved.update({f"{split}-{mode}": run for mode, run in runs.items()})
+    if args.save_runs:
+        save_runs(args.save_runs, saved, K, {"snapshot": searcher.stats(), "judgements": str(args.fair)})
+        log(f"saved {len(saved)} runs to {args.save_runs}")
+    return out
 
 
 def run(args: argparse.Namespace, cache_root: Path) -> dict[str, object]:
@@ -297,6 +340,7 @@ def run(args: argparse.Namespace, cache_root: Path) -> dict[str, object]:
             metrics, searcher = run_set(settings, judged)
             if args.per_query:
                 result["sysdesign_per_query"] = per_query(searcher, judged)
+            result["fair"] = fair(args, searcher)
             searcher.close()
             result["sysdesign"] = metrics
             summary["sysdesign"] = verdict(metrics)
