@@ -27,8 +27,14 @@ from ingest.errors import BadQueryError
 def judged_set(n: int) -> list[JudgedQuery]:
     """n queries, each with one article graded 2 ("a<i>"); sections and kinds alternate."""
     return [
-        JudgedQuery(f"query {i}", {f"a{i}": 2}, id=f"q{i}", section="Caching" if i % 2 else "Queues",
-                    kind="keywords" if i % 3 == 0 else "question", split="dev" if i % 3 == 0 else "test")
+        JudgedQuery(
+            f"query {i}",
+            {f"a{i}": 2},
+            id=f"q{i}",
+            section="Caching" if i % 2 else "Queues",
+            kind="keywords" if i % 3 == 0 else "question",
+            split="dev" if i % 3 == 0 else "test",
+        )
         for i in range(n)
     ]
 
