@@ -14,10 +14,11 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel
 
+from index.limits import DEFAULT_K, MAX_K, MIN_K
 from ingest.errors import LinklensError
 from serve.metrics import ServerMetrics
 from serve.problems import ErrorEnvelope, error_response
-from serve.service import DEFAULT_K, MAX_K, MAX_QUERY_CHARS, MIN_K, SearchService
+from serve.service import MAX_QUERY_CHARS, SearchService
 
 MAX_ARTICLE_ID = 2**63 - 1  # SQLite's integer range; larger ids cannot exist and would overflow the driver
 
