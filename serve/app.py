@@ -17,9 +17,11 @@ from fastapi.staticfiles import StaticFiles
 
 from ingest.settings import VERSION, Settings, load_settings
 from serve.api import router as api_router
+from serve.docs_page import install_docs
 from serve.gate import ResponseCache, SearchGate
 from serve.guards import QueryStringGuard
 from serve.handlers import install_error_handlers
+from serve.head import HeadAsGet
 from serve.live import LiveIndex, SearcherOpener, open_searcher
 from serve.metrics import MetricsMiddleware, ServerMetrics
 from serve.openapi_doc import install_openapi
@@ -55,7 +57,10 @@ def create_app(settings: Settings, opener: SearcherOpener = open_searcher) -> Fa
             gate.close()
             live.close()
 
-    app = FastAPI(title="linklens", version=VERSION, description=DESCRIPTION, lifespan=lifespan)
+    # FastAPI's own /docs and /redoc load their assets from CDNs; docs_page.py serves /docs offline.
+    app = FastAPI(
+        title="linklens", version=VERSION, description=DESCRIPTION, lifespan=lifespan, docs_url=None, redoc_url=None
+    )
     app.state.settings = settings
     app.state.service = SearchService(live, gate, cache)
     app.state.metrics = metrics
@@ -64,7 +69,9 @@ def create_app(settings: Settings, opener: SearcherOpener = open_searcher) -> Fa
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     respond_error = install_error_handlers(app, templates)
     install_openapi(app)
-    # Added last = outermost: metrics also time the guard's 400/414 answers.
+    install_docs(app)
+    # Added last = outermost: metrics see HEAD as HEAD and also time the guard's 400/414 answers.
+    app.add_middleware(HeadAsGet)
     app.add_middleware(QueryStringGuard, respond=respond_error)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app
