@@ -23,7 +23,7 @@ from serve.guards import QueryStringGuard
 from serve.handlers import install_error_handlers
 from serve.head import HeadAsGet
 from serve.live import LiveIndex, SearcherOpener, open_searcher
-from serve.metrics import MetricsMiddleware, ServerMetrics
+from serve.metrics import MetricsMiddleware, ServerMetrics, multiprocess_dir
 from serve.openapi_doc import install_openapi
 from serve.page import STATIC_DIR, build_router, make_templates
 from serve.service import SearchService
@@ -37,10 +37,10 @@ Bad input is always **400** (never 422); 503 carries `Retry-After`.
 
 def create_app(settings: Settings, opener: SearcherOpener = open_searcher) -> FastAPI:
     """The server for `settings`. `opener` exists so plumbing tests can inject a searcher."""
-    live = LiveIndex(settings, opener)
-    gate = SearchGate(settings.max_inflight)
-    cache = ResponseCache(settings.query_cache_size)
-    metrics = ServerMetrics(live, gate, cache)
+    metrics = ServerMetrics(multiprocess_dir())
+    live = LiveIndex(settings, opener, on_serving=metrics.serving)
+    gate = SearchGate(settings.max_inflight, observer=metrics)
+    cache = ResponseCache(settings.query_cache_size, observer=metrics)
     templates = make_templates()
 
     @asynccontextmanager
@@ -56,6 +56,7 @@ def create_app(settings: Settings, opener: SearcherOpener = open_searcher) -> Fa
                 await poller
             gate.close()
             live.close()
+            metrics.close()
 
     # FastAPI's own /docs and /redoc load their assets from CDNs; docs_page.py serves /docs offline.
     app = FastAPI(
