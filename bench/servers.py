@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import http.client
+import json
 import os
 import socket
 import statistics
@@ -175,11 +176,14 @@ class ThinClient:
         address = urllib.parse.urlsplit(base_url)
         self._connection = http.client.HTTPConnection(address.hostname, address.port, timeout=REQUEST_TIMEOUT_S)
 
-    def get(self, path: str, params: dict[str, Any] | None = None) -> tuple[int, bytes]:
+    def get(self, path: str, params: dict[str, Any] | None = None) -> tuple[int, bytes, float]:
+        """(status, body, the server's own time in ms from its Server-Timing header)."""
         target = path + ("?" + urllib.parse.urlencode(params) if params else "")
         self._connection.request("GET", target)
         response = self._connection.getresponse()
-        return response.status, response.read()
+        body = response.read()
+        timing = response.getheader("server-timing") or "app;dur=nan"
+        return response.status, body, float(timing.partition("dur=")[2] or "nan")
 
     def close(self) -> None:
         self._connection.close()
@@ -197,7 +201,8 @@ def concurrency_one(server: Server, searcher: Any, queries: list[str]) -> dict[s
     both sides alike. Every query is new to the server: its cache never answers.
     Two clients: the thin stdlib one (what the server adds) and httpx (what a
     typical Python client adds on top). /healthz with the thin client shows what
-    loopback and the HTTP stack cost with no search at all.
+    loopback and the HTTP stack cost with no search at all. The server's own split
+    comes with each answer: `Server-Timing` (the app's time) and `took_ms` (the search's).
     """
     thin = ThinClient(server.base_url)
     rich = httpx.Client(base_url=server.base_url, timeout=REQUEST_TIMEOUT_S)
@@ -207,7 +212,7 @@ def concurrency_one(server: Server, searcher: Any, queries: list[str]) -> dict[s
             rich.get("/search", params={"q": f"warm up again {i}", "k": RESULTS_PER_QUERY})
             searcher.search(f"warm up {i}", k=RESULTS_PER_QUERY)
         before = _search_totals(server)
-        in_process, thin_http, healthz = [], [], []
+        in_process, thin_http, healthz, server_app, server_search = [], [], [], [], []
         for n, q in enumerate(queries):
             steps = [("in", q), ("http", q)] if n % 2 == 0 else [("http", q), ("in", q)]
             for kind, text in steps:
@@ -216,10 +221,12 @@ def concurrency_one(server: Server, searcher: Any, queries: list[str]) -> dict[s
                     searcher.search(text, k=RESULTS_PER_QUERY)
                     in_process.append(time.perf_counter() - started)
                 else:
-                    status, _ = thin.get("/search", {"q": text, "k": RESULTS_PER_QUERY})
+                    status, body, app_ms = thin.get("/search", {"q": text, "k": RESULTS_PER_QUERY})
                     thin_http.append(time.perf_counter() - started)
                     if status != 200:
                         raise RuntimeError(f"/search answered {status} at concurrency 1")
+                    server_app.append(app_ms / 1000)
+                    server_search.append(json.loads(body)["took_ms"] / 1000)
             started = time.perf_counter()
             thin.get("/healthz")
             healthz.append(time.perf_counter() - started)
@@ -243,6 +250,8 @@ def concurrency_one(server: Server, searcher: Any, queries: list[str]) -> dict[s
         "http_p50_ms": _ms(thin_http),
         "overhead_ms": round(_ms(thin_http) - _ms(in_process), 3),
         "healthz_p50_ms": _ms(healthz),
+        "server_app_p50_ms": _ms(server_app),
+        "server_search_p50_ms": _ms(server_search),
         "server_mean_ms": round(server_mean_ms, 3),
         "in_process_mean_ms": round(1000 * statistics.fmean(in_process), 3),
         "httpx_p50_ms": _ms(rich_http),

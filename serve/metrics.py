@@ -209,7 +209,9 @@ class MetricsMiddleware:
     """Pure ASGI middleware: times every HTTP request and labels it with its route template.
 
     Labels use the route's path template (`/articles/{article_id}`), never the raw
-    path, so label cardinality stays bounded whatever clients send.
+    path, so label cardinality stays bounded whatever clients send. Every response
+    also carries `Server-Timing: app;dur=<ms>` (W3C Server Timing), the time the app
+    spent before answering: a client can tell server time from network and queueing.
     """
 
     def __init__(self, app: ASGIApp, metrics: ServerMetrics) -> None:
@@ -228,6 +230,10 @@ class MetricsMiddleware:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = int(message["status"])
+                # The app's own time so far (the body is rendered by now), for clients and bench/serve.py.
+                app_ms = (time.perf_counter() - started) * 1000
+                headers = [*message.get("headers", ()), (b"server-timing", f"app;dur={app_ms:.3f}".encode())]
+                message = {**message, "headers": headers}
             await send(message)
 
         try:
