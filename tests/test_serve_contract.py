@@ -78,6 +78,8 @@ def test_search_returns_exactly_the_documented_shape(client: httpx.Client) -> No
     assert "**" in body["results"][0]["snippet"], "matched terms are marked"
     scores = [r["score"] for r in body["results"]]
     assert scores == sorted(scores, reverse=True)
+    timing = response.headers["server-timing"]
+    assert timing.startswith("app;dur=") and float(timing.partition("dur=")[2]) >= body["took_ms"] > 0
 
 
 def test_search_defaults_to_ten_and_honours_k_bounds(client: httpx.Client) -> None:
