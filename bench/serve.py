@@ -16,7 +16,7 @@ without the shared lock, then time under it:
 
     python bench/serve.py --sizes 10000,100000 --build-only
     flock /tmp/linklens-bench.lock python bench/serve.py --sizes 10000,100000 --out bench/results/serve.json
-    flock /tmp/linklens-bench.lock python bench/serve.py --data-dir /path/to/1M-data-folder   # any built index
+    flock /tmp/linklens-bench.lock python bench/serve.py --sizes '' --data-dir /path/to/1M-data-folder  # any index
 """
 
 from __future__ import annotations
