@@ -1,7 +1,8 @@
-"""Assemble the FastAPI app: one `LiveIndex`, gate, cache and metrics registry per app.
+"""Assemble the FastAPI app: one `LiveIndex`, gate, cache and set of metrics per app.
 
 Nothing here is module-level state: `create_app(settings)` builds everything, so
-tests can run several apps side by side and `--workers N` gets one set per process.
+tests can run several apps side by side and `--workers N` gets one set per process
+(whose metrics then add up in a shared folder, see `serve/metrics.py`).
 """
 
 from __future__ import annotations
