@@ -1,70 +1,59 @@
-"""Benchmark the HTTP server under closed-loop load and print one JSON report. Not a test.
+"""Benchmark the HTTP server at several index sizes and print one JSON report. Not a test.
 
-What it measures, in one run, on one machine:
-* in-process `Searcher.search` latency (the floor the server cannot beat);
-* a real `serve.runner.run` server on loopback, driven by an httpx async client in
-  this (separate) process at each concurrency level for a fixed duration, every
-  request a distinct query so the response cache never answers;
-* per level: QPS, p50/p95/p99 latency, errors and 503 sheds counted separately,
-  the server's own mean latency (from its /metrics histogram, so client-side
-  queueing is visible as the difference) and both processes' CPU use;
-* /healthz round trip with the same client (what client + loopback cost alone);
-* the server's peak RSS (psutil), and the targets below marked pass/fail.
+Per index (the fixture, synthetic 10k/100k snapshots, or any built data folder):
+* snapshot load: `Searcher.open` in this process, and a real server from process
+  start to ready (every worker answering with the snapshot loaded);
+* concurrency 1: HTTP p50 against in-process `Searcher.search` p50 on the same
+  queries, interleaved (bench/servers.py says how), with the thin stdlib client and with httpx;
+* concurrency 32 (closed loop, Retry-After honoured): p50/p99, QPS, errors and
+  503 sheds, every request a distinct query so the response cache never answers;
+* memory: one worker's peak RSS, and the total of `--workers 4` (RSS and PSS,
+  supervisor included) against one worker's, after traffic has reached every worker.
 
-The client honours Retry-After on 503, as a real client should. Client and server
-share the machine: on a small box the client's CPU is part of what is measured.
+Synthetic snapshots are built the way bench/index.py builds them (fixture passages
+repeated, their real vectors jittered), once, into --cache-dir. Build them first
+without the shared lock, then time under it:
 
-Usage:
-    python bench/serve.py                       # builds the fixture index in a temp folder (~40 s)
-    python bench/serve.py --data-dir DIR        # an existing built index
-    python bench/serve.py --duration 20 --concurrency 1,8,32 --out bench/results/serve.json
-    python bench/serve.py --max-inflight 16     # shed beyond 16 admitted searches (small boxes)
+    python bench/serve.py --sizes 10000,100000 --build-only
+    flock /tmp/linklens-bench.lock python bench/serve.py --sizes 10000,100000 --out bench/results/serve.json
+    flock /tmp/linklens-bench.lock python bench/serve.py --sizes '' --data-dir /path/to/1M-data-folder  # any index
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import itertools
 import json
 import logging
 import os
 import random
-import statistics
-import subprocess
 import sys
-import tempfile
-import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
-import psutil
+import platformdirs
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
+from bench.servers import RssSampler, closed_loop, concurrency_one, memory_mb, running_server  # noqa: E402
 from ingest.settings import Settings, load_settings  # noqa: E402
 
+DEFAULT_CACHE = Path(platformdirs.user_cache_dir("linklens-bench")) / "serve"
 DEFAULT_DURATION_S = 10.0
-DEFAULT_CONCURRENCY = (1, 8, 32)
-RESULTS_PER_QUERY = 10
-WARMUP_REQUESTS = 30
-IN_PROCESS_QUERIES = 400
-BASELINE_REQUESTS = 300
-SERVER_START_TIMEOUT_S = 60.0
-RSS_SAMPLE_INTERVAL_S = 0.2
-REQUEST_TIMEOUT_S = 30.0
+HIGH_CONCURRENCY = 32
+C1_QUERIES = 200
+REPLICA_WORKERS = 4
+REPLICA_WARMUP_S = 4.0
+REPLICA_WARMUP_CONCURRENCY = 8
 QUERY_SEED = 20240611
 
-TARGET_P50_C1_MS = 15.0
-TARGET_HTTP_OVERHEAD_C1 = 0.25
-TARGET_P99_C32_MS = 300.0
-TARGET_RSS_MB = 250.0
+TARGET_C1_OVERHEAD_MS = 2.0
+TARGET_P99_MS = 300.0
+TARGET_READY_S = 2.0
+TARGET_REPLICA_MEMORY_RATIO = 1.5
 
 # Words mixed into the judged questions to make every request a distinct cache key.
 VARIANT_WORDS = [
@@ -107,317 +96,186 @@ VARIANT_WORDS = [
 ]
 
 
-@dataclass
-class Level:
-    concurrency: int
-    duration_s: float
-    requests: int
-    ok: int
-    shed_503: int
-    errors: int
-    qps: float
-    p50_ms: float
-    p95_ms: float
-    p99_ms: float
-    max_ms: float
-    server_mean_ms: float
-    server_cpu_pct: float
-    client_cpu_pct: float
-    error_samples: list[str]
-
-
-def percentile(sorted_values: list[float], p: float) -> float:
-    if not sorted_values:
-        return float("nan")
-    index = min(len(sorted_values) - 1, max(0, round(p / 100 * len(sorted_values)) - 1))
-    return sorted_values[index]
-
-
-def query_variants() -> Iterator[str]:
+def query_variants(seed: int = QUERY_SEED) -> Iterator[str]:
     """An endless stream of distinct questions: each judged query plus two topic words, shuffled."""
     from tests.fixtures.relevance import judged_queries
 
     bases = [q.query for q in judged_queries()]
     combos = list(itertools.product(bases, VARIANT_WORDS, VARIANT_WORDS))
-    random.Random(QUERY_SEED).shuffle(combos)
+    random.Random(seed).shuffle(combos)
     for n, (base, first, second) in enumerate(itertools.cycle(combos)):
         lap = n // len(combos)
         yield f"{base} {first} {second}" + (f" {lap}" if lap else "")
 
 
+# -- the indexes --------------------------------------------------------------------------------
+
+
 def build_fixture_index(folder: Path) -> Settings:
-    """The test suite's fixture corpus, built with the real model into `folder`."""
+    """The test suite's fixture corpus, built with the real model into `folder` (once)."""
+    settings = load_settings(data_dir=folder)
+    if (settings.snapshots_dir / "CURRENT").exists():
+        return settings
     from index.build import build_index
     from ingest.store import Store
     from tests.index_fixtures import fill_store
 
-    settings = load_settings(data_dir=folder)
+    log(f"building the fixture index in {folder}")
     with Store.open(settings.store_path) as store:
         fill_store(store)
         build_index(settings, store)
     return settings
 
 
-def measure_in_process(settings: Settings, queries: Iterator[str]) -> dict[str, Any]:
+def synthetic_index(cache: Path, size: int) -> Path:
+    """A `size`-passage snapshot built as bench/index.py builds its synthetic ones (once, then cached)."""
+    folder = cache / f"synthetic-{size}"
+    if (folder / "snapshots" / "CURRENT").exists():
+        return folder
+    from bench.index import fixture_passages, snapshot_vectors, synthetic_snapshot
+    from index import vectors
+    from index.build import existing_export
+    from index.model_ref import configured_model
+
+    fixture = build_fixture_index(cache / "fixture")
+    encoder_dir = existing_export(fixture.cache_dir, configured_model(fixture))
+    assert encoder_dir is not None, "the fixture build exports the ONNX query encoder"
+    kind = vectors.choose_kind(size, fixture.index_kind, fixture.ann_threshold)
+    log(f"building a synthetic {size}-passage snapshot ({kind}) in {folder}")
+    texts = [p.text for p in fixture_passages(fixture)]
+    partial = folder.with_name(folder.name + ".partial")
+    if partial.exists():
+        import shutil
+
+        shutil.rmtree(partial)
+    synthetic_snapshot(partial, texts, snapshot_vectors(fixture), size, encoder_dir, kind)
+    partial.rename(folder)
+    return folder
+
+
+def resolve_indexes(args: argparse.Namespace) -> list[Path]:
+    folders = [Path(d) for d in args.data_dir]
+    for size in args.sizes:
+        folders.append(build_fixture_index(args.cache_dir / "fixture").data_dir if size == "fixture"
+                       else synthetic_index(args.cache_dir, int(size)))  # fmt: skip
+    return folders
+
+
+# -- one index ------------------------------------------------------------------------------------
+
+
+def measure(data_dir: Path, args: argparse.Namespace, queries: Iterator[str]) -> dict[str, Any]:
     from index.search import Searcher
 
+    settings = load_settings(data_dir=data_dir)
+    started = time.perf_counter()
     searcher = Searcher.open(settings)
+    open_s = time.perf_counter() - started
+    stats = searcher.stats()
+    log(f"{data_dir}: {stats['passages']} passages ({stats['index_kind']})")
+    env = {"LINKLENS_MAX_INFLIGHT": str(args.max_inflight)} if args.max_inflight else {}
+    report: dict[str, Any] = {
+        "data_dir": str(data_dir),
+        "passages": stats["passages"],
+        "articles": stats["articles"],
+        "index_kind": stats["index_kind"],
+    }
     try:
-        for _ in range(WARMUP_REQUESTS):
-            searcher.search(next(queries), k=RESULTS_PER_QUERY)
-        timings = []
-        for _ in range(IN_PROCESS_QUERIES):
-            started = time.perf_counter()
-            searcher.search(next(queries), k=RESULTS_PER_QUERY)
-            timings.append((time.perf_counter() - started) * 1000)
+        with running_server(data_dir, 1, env) as server, RssSampler(server) as rss:
+            log("  concurrency 1 (interleaved with in-process)")
+            report["c1"] = concurrency_one(server, searcher, [next(queries) for _ in range(args.c1_queries)])
+            log(f"  concurrency {HIGH_CONCURRENCY} for {args.duration:.0f} s")
+            report[f"c{HIGH_CONCURRENCY}"] = closed_loop(server, HIGH_CONCURRENCY, args.duration, queries)
+            one_worker = memory_mb(server.processes())
+            ready_one = server.ready_s
+        one_worker["peak_rss_mb"] = round(rss.peak_bytes / 2**20, 1)
     finally:
         searcher.close()
-    timings.sort()
-    return {
-        "queries": len(timings),
-        "p50_ms": round(percentile(timings, 50), 3),
-        "p95_ms": round(percentile(timings, 95), 3),
-        "p99_ms": round(percentile(timings, 99), 3),
-        "mean_ms": round(statistics.fmean(timings), 3),
-    }
+    report["load"] = {"searcher_open_s": round(open_s, 3), "server_ready_s": ready_one}
+    report["memory"] = {"one_worker": one_worker}
+    if args.replicas > 1:
+        log(f"  --workers {args.replicas}: ready time and memory")
+        with running_server(data_dir, args.replicas, env) as server:
+            closed_loop(server, REPLICA_WARMUP_CONCURRENCY, REPLICA_WARMUP_S, queries)  # every worker searches
+            processes = server.processes()
+            report["load"][f"server_ready_s_{args.replicas}_workers"] = server.ready_s
+            total = memory_mb(processes)
+            supervisor = memory_mb(processes[:1])
+        report["memory"][f"workers_{args.replicas}"] = {
+            **total,
+            "supervisor_rss_mb": supervisor["rss_mb"],
+            "rss_ratio_to_one_worker": round(total["rss_mb"] / one_worker["rss_mb"], 2),
+            "pss_ratio_to_one_worker": round(total["pss_mb"] / one_worker["pss_mb"], 2),
+        }
+    report["targets"] = judge(report, args.replicas)
+    return report
 
 
-@contextmanager
-def running_server(settings: Settings, port: int, extra_env: dict[str, str]) -> Iterator[tuple[str, psutil.Process]]:
-    """`serve.runner.run` in a subprocess, as a user would start it; always stopped."""
-    code = (
-        "from ingest.settings import load_settings; from serve.runner import run; "
-        f"run(load_settings(), host='127.0.0.1', port={port}, workers=1, log_level='warning')"
-    )
-    env = {**os.environ, "LINKLENS_DATA_DIR": str(settings.data_dir), "PYTHONPATH": str(REPO_ROOT), **extra_env}
-    process = subprocess.Popen([sys.executable, "-c", code], cwd=REPO_ROOT, env=env)
-    base_url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + SERVER_START_TIMEOUT_S
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"server exited with {process.returncode}")
-            try:
-                if httpx.get(f"{base_url}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("server did not become ready")
-            time.sleep(0.1)
-        yield base_url, psutil.Process(process.pid)
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-class RssSampler:
-    """Peak resident memory of the server (and any children) while load runs."""
-
-    def __init__(self, process: psutil.Process) -> None:
-        self.process = process
-        self.peak_bytes = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _sample(self) -> None:
-        procs = [self.process, *self.process.children(recursive=True)]
-        self.peak_bytes = max(self.peak_bytes, sum(p.memory_info().rss for p in procs))
-
-    def _run(self) -> None:
-        while not self._stop.wait(RSS_SAMPLE_INTERVAL_S):
-            self._sample()
-
-    def __enter__(self) -> RssSampler:
-        self._sample()
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        self._sample()
-
-
-SEARCH_SERIES = 'route="/search",status="200"}'
-
-
-def server_search_totals(base_url: str) -> tuple[float, float]:
-    """(seconds, count) the server's own histogram recorded for successful searches so far."""
-    text = httpx.get(f"{base_url}/metrics", timeout=REQUEST_TIMEOUT_S).text
-    total = count = 0.0
-    for line in text.splitlines():
-        if SEARCH_SERIES in line and line.startswith("linklens_http_request_duration_seconds_sum"):
-            total = float(line.rsplit(" ", 1)[1])
-        elif SEARCH_SERIES in line and line.startswith("linklens_http_request_duration_seconds_count"):
-            count = float(line.rsplit(" ", 1)[1])
-    return total, count
-
-
-def cpu_seconds(process: psutil.Process) -> float:
-    times = process.cpu_times()
-    return float(times.user + times.system)
-
-
-async def closed_loop(
-    base_url: str, server: psutil.Process, concurrency: int, duration_s: float, queries: Iterator[str]
-) -> Level:
-    """`concurrency` clients, each sending its next request as soon as the previous one is answered."""
-    latencies: list[float] = []
-    counts = {"ok": 0, "shed": 0, "errors": 0}
-    samples: list[str] = []
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=base_url, limits=limits, timeout=REQUEST_TIMEOUT_S) as client:
-        for _ in range(WARMUP_REQUESTS):
-            await client.get("/search", params={"q": next(queries), "k": RESULTS_PER_QUERY})
-        seconds_before, count_before = server_search_totals(base_url)
-        this_process = psutil.Process()
-        cpu_before = (cpu_seconds(server), cpu_seconds(this_process))
-        deadline = time.perf_counter() + duration_s
-
-        async def user() -> None:
-            while time.perf_counter() < deadline:
-                params: dict[str, str | int] = {"q": next(queries), "k": RESULTS_PER_QUERY}
-                started = time.perf_counter()
-                try:
-                    response = await client.get("/search", params=params)
-                except httpx.HTTPError as exc:
-                    counts["errors"] += 1
-                    samples.append(repr(exc)[:200])
-                    continue
-                elapsed_ms = (time.perf_counter() - started) * 1000
-                if response.status_code == 200:
-                    counts["ok"] += 1
-                    latencies.append(elapsed_ms)
-                elif response.status_code == 503:
-                    counts["shed"] += 1
-                    # A well-behaved client backs off as told instead of hammering a shedding server.
-                    await asyncio.sleep(float(response.headers.get("retry-after", "1")))
-                else:
-                    counts["errors"] += 1
-                    samples.append(f"{response.status_code} {response.text[:200]}")
-
-        started = time.perf_counter()
-        await asyncio.gather(*(user() for _ in range(concurrency)))
-        elapsed = time.perf_counter() - started
-        cpu_after = (cpu_seconds(server), cpu_seconds(this_process))
-    seconds_after, count_after = server_search_totals(base_url)
-    server_mean_ms = 1000 * (seconds_after - seconds_before) / max(1.0, count_after - count_before)
-    latencies.sort()
-    total = counts["ok"] + counts["shed"] + counts["errors"]
-    return Level(
-        concurrency=concurrency,
-        duration_s=round(elapsed, 2),
-        requests=total,
-        ok=counts["ok"],
-        shed_503=counts["shed"],
-        errors=counts["errors"],
-        qps=round(counts["ok"] / elapsed, 1),
-        p50_ms=round(percentile(latencies, 50), 2),
-        p95_ms=round(percentile(latencies, 95), 2),
-        p99_ms=round(percentile(latencies, 99), 2),
-        max_ms=round(latencies[-1], 2) if latencies else float("nan"),
-        server_mean_ms=round(server_mean_ms, 2),
-        server_cpu_pct=round(100 * (cpu_after[0] - cpu_before[0]) / elapsed, 1),
-        client_cpu_pct=round(100 * (cpu_after[1] - cpu_before[1]) / elapsed, 1),
-        error_samples=samples[:5],
-    )
-
-
-async def baseline_rtt_ms(base_url: str) -> float:
-    """p50 of /healthz with the same client: what the client and loopback cost before any search."""
-    timings = []
-    async with httpx.AsyncClient(base_url=base_url, timeout=REQUEST_TIMEOUT_S) as client:
-        for _ in range(WARMUP_REQUESTS + BASELINE_REQUESTS):
-            started = time.perf_counter()
-            await client.get("/healthz")
-            timings.append((time.perf_counter() - started) * 1000)
-    return round(percentile(sorted(timings[WARMUP_REQUESTS:]), 50), 3)
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def judge(in_process: dict[str, Any], levels: list[Level], rss_mb: float, rtt_ms: float) -> dict[str, Any]:
-    by_c = {level.concurrency: level for level in levels}
+def judge(report: dict[str, Any], replicas: int) -> dict[str, Any]:
+    c1, high = report["c1"], report[f"c{HIGH_CONCURRENCY}"]
     targets: dict[str, Any] = {
-        "server_rss_mb": {"target": TARGET_RSS_MB, "value": rss_mb, "ok": rss_mb <= TARGET_RSS_MB}
-    }
-    if 1 in by_c:
-        p50 = by_c[1].p50_ms
-        overhead = (p50 - in_process["p50_ms"]) / in_process["p50_ms"]
-        targets["p50_ms_at_c1"] = {"target": TARGET_P50_C1_MS, "value": p50, "ok": p50 <= TARGET_P50_C1_MS}
-        targets["http_overhead_at_c1"] = {
-            "target": TARGET_HTTP_OVERHEAD_C1,
-            "value": round(overhead, 3),
-            "ok": overhead <= TARGET_HTTP_OVERHEAD_C1,
-            "definition": "(HTTP p50 at c=1 - in-process p50) / in-process p50",
-            "client_and_loopback_ms": rtt_ms,
-            "server_side_overhead": round((by_c[1].server_mean_ms - in_process["mean_ms"]) / in_process["mean_ms"], 3),
-        }
-    if 32 in by_c:
-        level = by_c[32]
-        targets["p99_ms_at_c32"] = {
-            "target": TARGET_P99_C32_MS,
-            "value": level.p99_ms,
-            "ok": level.p99_ms <= TARGET_P99_C32_MS,
-        }
-        targets["errors_at_c32"] = {
-            "target": 0,
-            "value": level.errors,
-            "ok": level.errors == 0,
-            "shed_503": level.shed_503,
+        "http_c1_overhead_ms": {
+            "target": TARGET_C1_OVERHEAD_MS,
+            "value": c1["overhead_ms"],
+            "ok": c1["overhead_ms"] <= TARGET_C1_OVERHEAD_MS,
+            "definition": "HTTP p50 (thin client) - in-process p50, same queries, interleaved",
+        },
+        f"p99_ms_c{HIGH_CONCURRENCY}": {"target": TARGET_P99_MS, "value": high["p99_ms"],
+                                        "ok": high["p99_ms"] <= TARGET_P99_MS, "shed_503": high["shed_503"]},
+        f"errors_c{HIGH_CONCURRENCY}": {"target": 0, "value": high["errors"], "ok": high["errors"] == 0},
+        "server_ready_s": {"target": TARGET_READY_S, "value": report["load"]["server_ready_s"],
+                           "ok": report["load"]["server_ready_s"] <= TARGET_READY_S},
+    }  # fmt: skip
+    replicas_memory = report["memory"].get(f"workers_{replicas}")
+    if replicas_memory is not None:
+        ratio = replicas_memory["pss_ratio_to_one_worker"]
+        targets[f"workers_{replicas}_memory_ratio"] = {
+            "target": TARGET_REPLICA_MEMORY_RATIO,
+            "value": ratio,
+            "ok": ratio <= TARGET_REPLICA_MEMORY_RATIO,
+            "definition": "total PSS of the supervisor + workers / PSS of one single-process server "
+            "(RSS counts shared index pages once per process; see rss_ratio_to_one_worker)",
         }
     return targets
 
 
+def log(message: str) -> None:
+    print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data-dir", type=Path, help="a data folder with a built index (default: build the fixture)")
-    parser.add_argument("--duration", type=float, default=DEFAULT_DURATION_S, help="seconds per concurrency level")
-    parser.add_argument("--concurrency", default=",".join(map(str, DEFAULT_CONCURRENCY)), help="e.g. 1,8,32")
+    parser.add_argument(
+        "--sizes",
+        default="10000,100000",
+        help="synthetic snapshot sizes in passages, and/or 'fixture' (comma-separated; '' for none)",
+    )
+    parser.add_argument(
+        "--data-dir",
+        action="append",
+        default=[],
+        help="a data folder holding a built index (repeatable), e.g. the 1M snapshot",
+    )
+    parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE, help="where synthetic indexes are kept")
+    parser.add_argument("--build-only", action="store_true", help="build the missing indexes and stop (no timing)")
+    parser.add_argument("--duration", type=float, default=DEFAULT_DURATION_S, help="seconds at concurrency 32")
+    parser.add_argument("--c1-queries", type=int, default=C1_QUERIES, help="queries at concurrency 1")
+    parser.add_argument("--replicas", type=int, default=REPLICA_WORKERS, help="workers for the memory run (1: skip)")
     parser.add_argument("--max-inflight", type=int, help="the server's LINKLENS_MAX_INFLIGHT (default: its setting)")
     parser.add_argument("--out", type=Path, help="also write the JSON report to this file")
     args = parser.parse_args(argv)
-    levels_wanted = [int(c) for c in args.concurrency.split(",") if c.strip()]
+    args.sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
 
-    with tempfile.TemporaryDirectory(prefix="linklens-bench-") as tmp:
-        if args.data_dir is not None:
-            settings = load_settings(data_dir=args.data_dir)
-        else:
-            print("building the fixture index…", file=sys.stderr)
-            settings = build_fixture_index(Path(tmp))
-        queries = query_variants()
-        in_process = measure_in_process(settings, queries)
-        levels = []
-        extra_env = {"LINKLENS_MAX_INFLIGHT": str(args.max_inflight)} if args.max_inflight else {}
-        server = running_server(settings, free_port(), extra_env)
-        with server as (base_url, process), RssSampler(process) as rss:
-            rtt_ms = asyncio.run(baseline_rtt_ms(base_url))
-            for concurrency in levels_wanted:
-                print(f"c={concurrency} for {args.duration:.0f} s…", file=sys.stderr)
-                levels.append(asyncio.run(closed_loop(base_url, process, concurrency, args.duration, queries)))
-        rss_mb = round(rss.peak_bytes / 2**20, 1)
-
+    folders = resolve_indexes(args)
+    if args.build_only:
+        log("built: " + ", ".join(map(str, folders)))
+        return 0
+    queries = query_variants()
     report = {
-        "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
-        "index": str(settings.data_dir) if args.data_dir else "fixture (tests/fixtures/articles.json)",
-        "in_process_search": in_process,
-        "http": [asdict(level) for level in levels],
-        "server_max_inflight": args.max_inflight or load_settings().max_inflight,
-        "server_peak_rss_mb": rss_mb,
-        "healthz_rtt_ms_at_c1": rtt_ms,
-        "targets": judge(in_process, levels, rss_mb, rtt_ms),
+        "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0], "load_avg": os.getloadavg()},
+        "server_max_inflight_per_worker": args.max_inflight or load_settings().max_inflight,
+        "indexes": [measure(folder, args, queries) for folder in folders],
     }
     text = json.dumps(report, indent=2)
     if args.out is not None:

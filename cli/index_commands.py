@@ -16,6 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from cli.common import err, friendly_errors, out, settings
+from index.limits import DEFAULT_K, MAX_K, MIN_K
 from ingest.errors import BadQueryError, SourceError
 from ingest.settings import Settings
 
@@ -94,7 +95,7 @@ def build(
 @friendly_errors
 def search(
     query: str = typer.Argument(..., help="A question or keywords."),
-    k: int = typer.Option(10, "--k", "-k", help="How many articles (1-50)."),
+    k: int = typer.Option(DEFAULT_K, "--k", "-k", min=MIN_K, max=MAX_K, help="How many articles."),
     section: str = typer.Option(None, "--section", "-s", help="Only this list section (e.g. Scalability)."),
     host: str = typer.Option(None, "--host", help="Only articles from this site (e.g. highscalability.com)."),
     mode: str = typer.Option(None, "--mode", help="hybrid (default), dense or bm25."),
@@ -147,7 +148,10 @@ def marked(snippet: str) -> Text:
 @friendly_errors
 def eval(  # noqa: A001 - the command is called eval
     queries: Path = typer.Argument(..., help='JSON Lines: {"query": ..., "relevant": {"<url>": 2 or 1}}'),
-    k: int = typer.Option(10, "--k", help="Cut-off for nDCG, Recall and MRR (Recall@50 is always reported too)."),
+    k: int = typer.Option(
+        DEFAULT_K, "--k", min=MIN_K, max=MAX_K,
+        help="Cut-off for nDCG, Recall and MRR (Recall@50 is always reported too).",
+    ),
     modes: list[str] = typer.Option(None, "--mode", help="Only this mode (repeatable): dense, bm25, hybrid."),
     split: str = typer.Option(None, "--split", help="Only the judged queries of this split (dev or test)."),
     compare: tuple[str, str] | None = typer.Option(

@@ -26,6 +26,7 @@ import numpy as np
 
 from index import lexical, snapshot, vectors
 from index.fusion import ArticleRanking, group_by_article, reciprocal_rank_fusion
+from index.limits import DEFAULT_K, MAX_K, MIN_K
 from index.meta import META_FILE, ArticleRow, MetaReader
 from index.model_ref import configured_model
 from index.query_encoder import ENCODER_FILE, PrefixedQueryEncoder, QueryEncoder, open_query_encoder
@@ -35,8 +36,6 @@ from ingest.settings import Settings
 
 logger = logging.getLogger(__name__)
 
-MIN_K = 1
-MAX_K = 100
 MODES = ("hybrid", "dense", "bm25")
 FUSION_MODES = {"rrf": "hybrid", "dense": "dense", "bm25": "bm25"}
 # Candidates per retriever grow with k so that grouping passages into articles
@@ -190,7 +189,7 @@ class Searcher:
     def search(
         self,
         query: str,
-        k: int = 10,
+        k: int = DEFAULT_K,
         section: str | None = None,
         host: str | None = None,
         mode: str | None = None,
@@ -228,7 +227,7 @@ class Searcher:
         results = _render(loaded, ranked.head(k), frozenset(stems))
         return SearchResponse(text, _elapsed_ms(started), results)
 
-    def similar(self, article_id: int, k: int = 10) -> SearchResponse:
+    def similar(self, article_id: int, k: int = DEFAULT_K) -> SearchResponse:
         """Articles closest to `article_id` by the mean of its passage vectors ("more like this")."""
         started = time.perf_counter()
         _check_k(k)

@@ -1,23 +1,25 @@
 """The JSON routes: parse parameters, call the service, return its dict.
 
-Responses are returned as `JSONResponse` directly (the pydantic models below only
-document the shape in OpenAPI): the searcher already builds the exact dict, and
-re-validating 50 results per request would cost latency for nothing.
+Responses are returned as `FastJSONResponse` directly (the pydantic models below
+only document the shape in OpenAPI): the searcher already builds the exact dict,
+and re-validating 50 results per request would cost latency for nothing.
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
+import pydantic_core
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel
 
+from index.limits import DEFAULT_K, MAX_K, MIN_K
 from ingest.errors import LinklensError
 from serve.metrics import ServerMetrics
 from serve.problems import ErrorEnvelope, error_response
-from serve.service import DEFAULT_K, MAX_K, MAX_QUERY_CHARS, MIN_K, SearchService
+from serve.service import MAX_QUERY_CHARS, SearchService
 
 MAX_ARTICLE_ID = 2**63 - 1  # SQLite's integer range; larger ids cannot exist and would overflow the driver
 
@@ -57,6 +59,15 @@ class Readiness(BaseModel):
     snapshot_id: str
 
 
+class FastJSONResponse(JSONResponse):
+    """JSON written by pydantic-core's Rust serializer: the same bytes as Starlette's `json.dumps`
+    (compact, UTF-8), in ~10 µs instead of ~55 µs for ten results (measured; see README).
+    Infinities and NaN, which JSON cannot carry, become null instead of invalid output."""
+
+    def render(self, content: Any) -> bytes:
+        return pydantic_core.to_json(content, inf_nan_mode="null")
+
+
 def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {status: {"model": ErrorEnvelope} for status in statuses}
 
@@ -82,34 +93,34 @@ async def search(
     k: ResultCount = DEFAULT_K,
     section: Annotated[str | None, Query(description="Only this section (see /sections).")] = None,
     host: Annotated[str | None, Query(description="Only articles on this host, e.g. example.com.")] = None,
-) -> JSONResponse:
+) -> FastJSONResponse:
     """Ranked articles for a question; snippets mark matched terms as **term**."""
-    return JSONResponse(await _service(request).search(q, k, section, host))
+    return FastJSONResponse(await _service(request).search(q, k, section, host))
 
 
 @router.get("/articles/{article_id}", responses=_errors(400, 404, 503))
-async def article(request: Request, article_id: ArticleId) -> JSONResponse:
+async def article(request: Request, article_id: ArticleId) -> FastJSONResponse:
     """One article: list context, fetch state and its passages."""
-    return JSONResponse(await _service(request).article(article_id))
+    return FastJSONResponse(await _service(request).article(article_id))
 
 
 @router.get("/articles/{article_id}/similar", response_model=SearchResult, responses=_errors(400, 404, 503))
-async def similar(request: Request, article_id: ArticleId, k: ResultCount = DEFAULT_K) -> JSONResponse:
+async def similar(request: Request, article_id: ArticleId, k: ResultCount = DEFAULT_K) -> FastJSONResponse:
     """Articles closest in meaning to this one."""
-    return JSONResponse(await _service(request).similar(article_id, k))
+    return FastJSONResponse(await _service(request).similar(article_id, k))
 
 
 @router.get("/sections", response_model=SectionList, responses=_errors(503))
-async def sections(request: Request) -> JSONResponse:
+async def sections(request: Request) -> FastJSONResponse:
     """The list's sections with how many indexed articles each holds."""
     listed = _service(request).sections()
-    return JSONResponse({"sections": [{"name": name, "articles": count} for name, count in listed]})
+    return FastJSONResponse({"sections": [{"name": name, "articles": count} for name, count in listed]})
 
 
 @router.get("/healthz", response_model=Health)
-async def healthz() -> JSONResponse:
+async def healthz() -> FastJSONResponse:
     """Liveness: the process answers. Always 200, index or not."""
-    return JSONResponse({"status": "ok"})
+    return FastJSONResponse({"status": "ok"})
 
 
 @router.get("/readyz", response_model=Readiness, responses=_errors(503))
@@ -120,7 +131,7 @@ async def readyz(request: Request) -> JSONResponse:
         live.require()
     except LinklensError as exc:
         return error_response(503, str(exc), code="not_ready")
-    return JSONResponse({"status": "ready", "snapshot_id": live.snapshot_id})
+    return FastJSONResponse({"status": "ready", "snapshot_id": live.snapshot_id})
 
 
 @router.get(

@@ -1,7 +1,8 @@
-"""Assemble the FastAPI app: one `LiveIndex`, gate, cache and metrics registry per app.
+"""Assemble the FastAPI app: one `LiveIndex`, gate, cache and set of metrics per app.
 
 Nothing here is module-level state: `create_app(settings)` builds everything, so
-tests can run several apps side by side and `--workers N` gets one set per process.
+tests can run several apps side by side and `--workers N` gets one set per process
+(whose metrics then add up in a shared folder, see `serve/metrics.py`).
 """
 
 from __future__ import annotations
@@ -17,11 +18,13 @@ from fastapi.staticfiles import StaticFiles
 
 from ingest.settings import VERSION, Settings, load_settings
 from serve.api import router as api_router
+from serve.docs_page import install_docs
 from serve.gate import ResponseCache, SearchGate
 from serve.guards import QueryStringGuard
 from serve.handlers import install_error_handlers
+from serve.head import HeadAsGet
 from serve.live import LiveIndex, SearcherOpener, open_searcher
-from serve.metrics import MetricsMiddleware, ServerMetrics
+from serve.metrics import MetricsMiddleware, ServerMetrics, multiprocess_dir
 from serve.openapi_doc import install_openapi
 from serve.page import STATIC_DIR, build_router, make_templates
 from serve.service import SearchService
@@ -35,10 +38,10 @@ Bad input is always **400** (never 422); 503 carries `Retry-After`.
 
 def create_app(settings: Settings, opener: SearcherOpener = open_searcher) -> FastAPI:
     """The server for `settings`. `opener` exists so plumbing tests can inject a searcher."""
-    live = LiveIndex(settings, opener)
-    gate = SearchGate(settings.max_inflight)
-    cache = ResponseCache(settings.query_cache_size)
-    metrics = ServerMetrics(live, gate, cache)
+    metrics = ServerMetrics(multiprocess_dir())
+    live = LiveIndex(settings, opener, on_serving=metrics.serving)
+    gate = SearchGate(settings.max_inflight, observer=metrics)
+    cache = ResponseCache(settings.query_cache_size, observer=metrics)
     templates = make_templates()
 
     @asynccontextmanager
@@ -54,8 +57,12 @@ def create_app(settings: Settings, opener: SearcherOpener = open_searcher) -> Fa
                 await poller
             gate.close()
             live.close()
+            metrics.close()
 
-    app = FastAPI(title="linklens", version=VERSION, description=DESCRIPTION, lifespan=lifespan)
+    # FastAPI's own /docs and /redoc load their assets from CDNs; docs_page.py serves /docs offline.
+    app = FastAPI(
+        title="linklens", version=VERSION, description=DESCRIPTION, lifespan=lifespan, docs_url=None, redoc_url=None
+    )
     app.state.settings = settings
     app.state.service = SearchService(live, gate, cache)
     app.state.metrics = metrics
@@ -64,7 +71,9 @@ def create_app(settings: Settings, opener: SearcherOpener = open_searcher) -> Fa
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     respond_error = install_error_handlers(app, templates)
     install_openapi(app)
-    # Added last = outermost: metrics also time the guard's 400/414 answers.
+    install_docs(app)
+    # Added last = outermost: metrics see HEAD as HEAD and also time the guard's 400/414 answers.
+    app.add_middleware(HeadAsGet)
     app.add_middleware(QueryStringGuard, respond=respond_error)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app

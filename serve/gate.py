@@ -20,13 +20,42 @@ import os
 from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from serve.problems import OverloadedError
 
 T = TypeVar("T")
 
 CacheKey = tuple[str, str, int, str, str]
+
+
+class GateObserver(Protocol):
+    """What the gate reports as it changes (ServerMetrics records it; the gate works without one)."""
+
+    def gate_limits(self, max_inflight: int, threads: int) -> None: ...
+    def inflight_changed(self, inflight: int) -> None: ...
+    def request_shed(self) -> None: ...
+
+
+class CacheObserver(Protocol):
+    def cache_lookup(self, hit: bool, entries: int) -> None: ...
+
+
+class _Unobserved:
+    def gate_limits(self, max_inflight: int, threads: int) -> None:
+        pass
+
+    def inflight_changed(self, inflight: int) -> None:
+        pass
+
+    def request_shed(self) -> None:
+        pass
+
+    def cache_lookup(self, hit: bool, entries: int) -> None:
+        pass
+
+
+UNOBSERVED = _Unobserved()
 
 
 def core_count() -> int:
@@ -50,20 +79,24 @@ class SearchGate:
     loop thread, so they need no lock.
     """
 
-    def __init__(self, max_inflight: int, threads: int | None = None) -> None:
+    def __init__(self, max_inflight: int, threads: int | None = None, observer: GateObserver = UNOBSERVED) -> None:
         self.max_inflight = max_inflight
         self.threads = max(1, min(max_inflight, threads or default_search_threads()))
         self.inflight = 0
         self.shed_total = 0
+        self._observer = observer
         self._executor = ThreadPoolExecutor(self.threads, thread_name_prefix="linklens-search")
+        observer.gate_limits(self.max_inflight, self.threads)
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         if self.inflight >= self.max_inflight:
             self.shed_total += 1
+            self._observer.request_shed()
             raise OverloadedError(
                 f"server busy: {self.inflight} searches admitted (limit {self.max_inflight}) — retry in a second"
             )
         self.inflight += 1
+        self._observer.inflight_changed(self.inflight)
         loop = asyncio.get_running_loop()
         work = self._executor.submit(fn, *args)
         # Released when the thread is done (or the queued call is dropped), not when the awaiting request is.
@@ -72,6 +105,7 @@ class SearchGate:
 
     def _release(self) -> None:
         self.inflight -= 1
+        self._observer.inflight_changed(self.inflight)
 
     def close(self) -> None:
         """Drop queued calls and let running ones finish in the background (app shutdown)."""
@@ -90,10 +124,11 @@ class ResponseCache:
     without a flush; old entries age out.
     """
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, observer: CacheObserver = UNOBSERVED) -> None:
         self.size = size
         self.hits = 0
         self.misses = 0
+        self._observer = observer
         self._entries: OrderedDict[CacheKey, dict[str, Any]] = OrderedDict()
 
     def __len__(self) -> int:
@@ -103,9 +138,11 @@ class ResponseCache:
         entry = self._entries.get(key)
         if entry is None:
             self.misses += 1
+            self._observer.cache_lookup(False, len(self._entries))
             return None
         self._entries.move_to_end(key)
         self.hits += 1
+        self._observer.cache_lookup(True, len(self._entries))
         return entry
 
     def put(self, key: CacheKey, value: dict[str, Any]) -> None:

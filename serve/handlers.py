@@ -44,9 +44,10 @@ def install_error_handlers(app: FastAPI, templates: Jinja2Templates) -> ErrorRes
 
     async def on_http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
-        return respond(
-            request.scope, exc.status_code, http_error_message(request, exc), headers=dict(exc.headers or {})
-        )
+        headers = dict(exc.headers or {})
+        if "Allow" in headers:
+            headers["Allow"] = with_head(headers["Allow"])
+        return respond(request.scope, exc.status_code, http_error_message(request, exc), headers=headers)
 
     async def on_validation_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
@@ -69,9 +70,17 @@ def http_error_message(request: Request, exc: StarletteHTTPException) -> str:
     if exc.status_code == 404 and exc.detail in (None, "Not Found"):
         return f"no such page {request.url.path[:200]!r} — the API is listed at /docs"
     if exc.status_code == 405:
-        allowed = (exc.headers or {}).get("Allow", "GET")
+        allowed = with_head((exc.headers or {}).get("Allow", "GET"))
         return f"method {request.method} is not allowed on {request.url.path[:200]!r}; use {allowed}"
     return str(exc.detail)
+
+
+def with_head(allow: str) -> str:
+    """`Allow` as the client sees it: HeadAsGet answers HEAD wherever GET is allowed."""
+    methods = [m.strip() for m in allow.split(",") if m.strip()]
+    if "GET" in methods and "HEAD" not in methods:
+        methods.insert(methods.index("GET") + 1, "HEAD")
+    return ", ".join(methods)
 
 
 def validation_message(errors: Any) -> str:

@@ -25,6 +25,12 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 SearcherOpener = Callable[[Settings], "Searcher"]
+# Told which searcher is served after every change (None: none); metrics listen.
+ServingListener = Callable[["Searcher | None"], None]
+
+
+def _ignore(searcher: Searcher | None) -> None:
+    pass
 
 
 def open_searcher(settings: Settings) -> Searcher:
@@ -37,9 +43,12 @@ def open_searcher(settings: Settings) -> Searcher:
 class LiveIndex:
     """Holds the current `Searcher` (or the reason there is none) for one app."""
 
-    def __init__(self, settings: Settings, opener: SearcherOpener = open_searcher) -> None:
+    def __init__(
+        self, settings: Settings, opener: SearcherOpener = open_searcher, on_serving: ServingListener = _ignore
+    ) -> None:
         self._settings = settings
         self._opener = opener
+        self._on_serving = on_serving
         self._searcher: Searcher | None = None
         self._unavailable: LinklensError = not_built_error(settings)
         self._reload_problem: str | None = None
@@ -77,6 +86,7 @@ class LiveIndex:
                 self._unavailable = exc
                 return False
             logger.info("serving snapshot %s", self.snapshot_id)
+            self._on_serving(self._searcher)
             return True
         try:
             changed = bool(self._searcher.reload_if_changed())
@@ -88,12 +98,14 @@ class LiveIndex:
         self._reload_problem = None
         if changed:
             logger.info("reloaded: now serving snapshot %s", self.snapshot_id)
+            self._on_serving(self._searcher)
         return changed
 
     def close(self) -> None:
         """Release the searcher's files at shutdown."""
         searcher, self._searcher = self._searcher, None
         if searcher is not None:
+            self._on_serving(None)
             searcher.close()
 
     async def poll(self, interval_s: float) -> None:

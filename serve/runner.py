@@ -4,17 +4,31 @@ Why two paths: a single worker can be handed the app object built from the
 caller's settings. Worker processes are spawned fresh and can only import the app,
 so with workers > 1 the settings travel as `LINKLENS_*` environment variables and
 each worker builds its own app through the `app_from_env` factory.
+
+Workers share nothing but the listening socket and the snapshot files: each loads
+the snapshot, polls `CURRENT` and swaps on its own, and sheds load on its own
+(`LINKLENS_MAX_INFLIGHT` is per worker). Their metrics meet in one folder
+(prometheus-client's multiprocess mode, see `serve/metrics.py`), made for the run.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import uvicorn
 
 from ingest.settings import Settings
 from serve.app import create_app
+from serve.metrics import MULTIPROC_DIR_ENV
+
+logger = logging.getLogger(__name__)
 
 APP_FACTORY = "serve.app:app_from_env"
 DEFAULT_HOST = "127.0.0.1"
@@ -51,6 +65,34 @@ def run(
     }
     if worker_count > 1:
         os.environ.update(settings_env(settings))
-        uvicorn.run(APP_FACTORY, factory=True, workers=worker_count, **options)
+        with worker_metrics_dir():
+            uvicorn.run(APP_FACTORY, factory=True, workers=worker_count, **options)
+    elif os.environ.get(MULTIPROC_DIR_ENV):
+        with worker_metrics_dir():  # an operator's folder: one worker, but still emptied for this run
+            uvicorn.run(create_app(settings), **options)
     else:
         uvicorn.run(create_app(settings), **options)
+
+
+@contextlib.contextmanager
+def worker_metrics_dir() -> Iterator[Path]:
+    """The run's metrics folder, empty at start, named in `PROMETHEUS_MULTIPROC_DIR` for the workers.
+
+    The operator's folder if they set one (its `*.db` files are removed, the
+    folder kept: prometheus-client requires a clean one per run); otherwise a
+    fresh temporary folder, removed when the server stops. Set before any worker
+    starts, because prometheus-client reads it once, at import.
+    """
+    given = os.environ.get(MULTIPROC_DIR_ENV)
+    folder = Path(given) if given else Path(tempfile.mkdtemp(prefix="linklens-metrics-"))
+    folder.mkdir(parents=True, exist_ok=True)
+    for stale in folder.glob("*.db"):
+        stale.unlink()
+    os.environ[MULTIPROC_DIR_ENV] = str(folder)
+    logger.info("worker metrics in %s", folder)
+    try:
+        yield folder
+    finally:
+        if not given:
+            shutil.rmtree(folder, ignore_errors=True)
+            del os.environ[MULTIPROC_DIR_ENV]

@@ -9,15 +9,13 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from index.limits import DEFAULT_K, MAX_K, MIN_K
 from ingest.errors import BadQueryError
 from serve.gate import CacheKey, ResponseCache, SearchGate
 from serve.live import LiveIndex
 from serve.problems import NotFoundError
 
 MAX_QUERY_CHARS = 512
-DEFAULT_K = 10
-MIN_K = 1
-MAX_K = 50
 
 
 def normalise_query(q: str | None) -> str:

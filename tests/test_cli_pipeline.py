@@ -11,6 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cli.main import app
+from index.limits import MAX_K, MIN_K
 from ingest.settings import load_settings
 from tests.conftest import CrawledWeb
 from tests.index_fixtures import BuiltIndex, seed_caches
@@ -89,10 +90,13 @@ def test_search_table_for_people(indexed: CrawledWeb) -> None:
 
 
 def test_unknown_section_and_bad_k_are_one_sentence(indexed: CrawledWeb) -> None:
-    for args in (["--section", "Nonsense"], ["--k", "0"], ["--k", "500"]):
-        proc = linklens("search", "caching", *args, data_dir=indexed.settings.data_dir)
-        assert proc.returncode == 1, (args, proc.stderr)
-        assert proc.stderr.startswith("error: ") and "Traceback" not in proc.stderr
+    proc = linklens("search", "caching", "--section", "Nonsense", data_dir=indexed.settings.data_dir)
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.startswith("error: ") and "Traceback" not in proc.stderr
+    for k in (MIN_K - 1, MAX_K + 1, 500):
+        proc = linklens("search", "caching", "--k", str(k), data_dir=indexed.settings.data_dir)
+        assert proc.returncode == 2, (k, proc.stderr)  # a usage error, caught before the index is opened
+        assert f"{MIN_K}<=x<={MAX_K}" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_eval_reports_three_modes(indexed: CrawledWeb, tmp_path: Path) -> None:

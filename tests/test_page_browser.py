@@ -15,7 +15,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 if TYPE_CHECKING:
-    from playwright.sync_api import Page
+    from playwright.sync_api import Page, Route
 
     from tests.serve_fixtures import ServerProcess
 
@@ -96,3 +96,24 @@ def test_shared_link_and_friendly_error_in_the_browser(
     alert = page.locator("p.message[role=alert]")
     assert "unknown section" in alert.inner_text()
     assert "{" not in page.locator("body").inner_text()
+
+
+def test_api_docs_render_with_every_other_host_blocked(browser_page: Page, live_server: ServerProcess) -> None:
+    """/docs is Swagger UI served by linklens itself: it renders the operations with the network cut off."""
+    page = browser_page
+    blocked: list[str] = []
+
+    def only_this_server(route: Route) -> None:
+        if route.request.url.startswith(live_server.base_url):
+            route.continue_()
+        else:
+            blocked.append(route.request.url)
+            route.abort()
+
+    page.route("**/*", only_this_server)
+    page.goto(f"{live_server.base_url}/docs")
+    page.wait_for_selector(".opblock-summary-path")
+    paths = {text.strip().replace("\u200b", "") for text in page.locator(".opblock-summary-path").all_inner_texts()}
+    assert {"/search", "/sections", "/healthz"} <= paths, paths
+    assert "linklens" in page.locator(".title").first.inner_text()
+    assert blocked == [], f"/docs tried to load from other hosts: {blocked}"

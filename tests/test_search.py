@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from index.fusion import ArticleRanking, group_by_article, reciprocal_rank_fusion
+from index.limits import MAX_K, MIN_K
 from index.search import Searcher
 from ingest.errors import BadQueryError
 from tests.fixtures.relevance import slug_urls
@@ -62,7 +63,7 @@ def test_each_mode_ranks_and_results_are_deterministic(searcher: Searcher) -> No
 
 def test_k_is_validated_and_large_k_returns_every_article(searcher: Searcher, built: BuiltIndex) -> None:
     assert len(searcher.search("systems", k=50).results) == built.report.articles
-    for bad in (0, 101, -1):
+    for bad in (MIN_K - 1, MAX_K + 1, -1):
         with pytest.raises(BadQueryError, match="k must be"):
             searcher.search("caching", k=bad)
 

@@ -6,6 +6,7 @@ kind of bad input, readiness, and the metrics a dashboard reads.
 
 from __future__ import annotations
 
+import re
 import socket
 import sys
 import time
@@ -47,11 +48,11 @@ def assert_error(response: httpx.Response, status: int, code: str = "bad_request
     return str(body["error"]["message"])
 
 
-def raw_request(server: ServerProcess, target: bytes) -> bytes:
-    """Send a request line httpx would refuse to build (raw non-ASCII bytes); return the whole answer."""
+def raw_request(server: ServerProcess, target: bytes, method: bytes = b"GET") -> bytes:
+    """Send a request line httpx would refuse to build (raw non-ASCII bytes); return the whole answer, bytes as sent."""
     address = urlsplit(server.base_url)
     with socket.create_connection((address.hostname, address.port), timeout=5) as sock:
-        sock.sendall(b"GET " + target + b" HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        sock.sendall(method + b" " + target + b" HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
         chunks = []
         while chunk := sock.recv(65536):
             chunks.append(chunk)
@@ -77,6 +78,8 @@ def test_search_returns_exactly_the_documented_shape(client: httpx.Client) -> No
     assert "**" in body["results"][0]["snippet"], "matched terms are marked"
     scores = [r["score"] for r in body["results"]]
     assert scores == sorted(scores, reverse=True)
+    timing = response.headers["server-timing"]
+    assert timing.startswith("app;dur=") and float(timing.partition("dur=")[2]) >= body["took_ms"] > 0
 
 
 def test_search_defaults_to_ten_and_honours_k_bounds(client: httpx.Client) -> None:
@@ -128,7 +131,18 @@ def test_health_readiness_and_docs(client: httpx.Client, built: BuiltIndex) -> N
     assert client.get("/healthz").json() == {"status": "ok"}
     assert client.get("/readyz").json() == {"status": "ready", "snapshot_id": built.report.snapshot_id}
     assert "/search" in client.get("/openapi.json").json()["paths"]
-    assert client.get("/docs").status_code == 200
+
+
+def test_docs_page_loads_its_assets_from_this_server(client: httpx.Client) -> None:
+    docs = client.get("/docs")
+    assert docs.status_code == 200 and docs.headers["content-type"].startswith("text/html")
+    assets = re.findall(r'(?:src|href)="([^"]+)"', docs.text)
+    assert any(a.endswith("swagger-ui-bundle.js") for a in assets), docs.text
+    for asset in assets:
+        assert asset.startswith("/"), f"{asset} would leave this server"
+        assert client.get(asset).status_code == 200, asset
+    assert "/openapi.json" in docs.text
+    assert client.get("/redoc").status_code == 404, "FastAPI's CDN-backed ReDoc page stays off"
 
 
 def test_metrics_expose_routes_status_latency_and_index(client: httpx.Client, built: BuiltIndex) -> None:
@@ -197,7 +211,24 @@ def test_wrong_method_is_405_with_allow(client: httpx.Client) -> None:
         response = client.request(method, "/search", params={"q": "x"})
         assert "method_not_allowed" in response.text
         assert_error(response, 405, "method_not_allowed")
-        assert response.headers["allow"] == "GET"
+        assert response.headers["allow"] == "GET, HEAD"
+        assert "use GET, HEAD" in response.json()["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/", "/?q=consistent+hashing", "/healthz", "/readyz", "/search?q=raft", "/sections", "/articles/1",
+     "/metrics", "/docs", "/openapi.json", "/static/style.css", "/docs-assets/swagger-ui.css", "/no/such/route"],
+)
+def test_head_answers_like_get_without_a_body(live_server: ServerProcess, client: httpx.Client, path: str) -> None:
+    """Load balancers and uptime checkers probe with HEAD: same status and type as GET, and no body on the wire."""
+    get = client.get(path)
+    answer = raw_request(live_server, path.encode(), method=b"HEAD")
+    head_line, _, rest = answer.partition(b"\r\n")
+    headers, _, body = rest.partition(b"\r\n\r\n")
+    assert head_line.split(b" ")[1] == str(get.status_code).encode(), answer[:300]
+    assert body == b"", "HEAD must not send a body"
+    assert f"content-type: {get.headers['content-type']}".encode() in headers.lower(), headers
 
 
 def test_raw_bytes_the_protocol_layer_rejects_never_reach_a_500(live_server: ServerProcess) -> None:

@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ingest.errors import BadQueryError
+from serve.api import FastJSONResponse
 from serve.guards import MAX_QUERY_STRING_BYTES, query_string_problem
 from serve.handlers import validation_message
 from serve.page import highlight, safe_href
@@ -81,3 +82,11 @@ def test_error_codes_and_shape() -> None:
 def test_validation_message_is_one_sentence() -> None:
     errors = [{"loc": ("query", "k"), "msg": "Input should be less than or equal to 50", "input": "99"}]
     assert validation_message(errors) == "k: input should be less than or equal to 50 (got '99')"
+
+
+def test_fast_json_writes_the_same_bytes_as_starlette_and_no_invalid_json() -> None:
+    from starlette.responses import JSONResponse
+
+    body = {"query": "café ✓ \"quoted\"", "took_ms": 1.25, "results": [{"rank": 1, "score": 0.5, "archived_url": None}]}
+    assert FastJSONResponse(body).body == JSONResponse(body).body
+    assert FastJSONResponse({"score": float("nan")}).body == b'{"score":null}'
