@@ -139,6 +139,8 @@ class _SecondTry:
     attempts: list[FetchAttempt]
     at: float  # time.monotonic() of the failure
     reason: str
+    result: FetchResult | None = None  # set once the second try failed too: settled when we know the network works
+    kept: str | None = None  # date of the stored text a refresh keeps
 
 
 @dataclass
@@ -256,22 +258,60 @@ class Crawler:
         )
 
     async def _second_try(self, run: _Run) -> None:
-        """Links whose host could not be reached: pending if the network is down, else tried once more."""
+        """Links whose host could not be reached: tried once more, and settled only while the network works.
+
+        Before the second try and before settling what failed again, one URL that answered earlier in
+        the crawl is asked again: if it does not answer either, the network is down, not those hosts,
+        and their links stay pending for the next run.
+        """
         later = dict(run.second_try)
         run.second_try.clear()
-        if run.gate.network_down or not run.gate.network_seen:
-            reason = NETWORK_DOWN_REASON if run.gate.network_down else NOTHING_ANSWERED_REASON
-            for link_id, first in later.items():
-                self._finish(run, link_id, CrawlOutcome(LinkState.PENDING, f"{first.reason}; {reason}",
-                                                        first.attempts))
-            return
         run.gate.forget_unreachable()
         run.robots.forget_failures()
+        if not await self._network_works(run):
+            self._leave_pending(run, later)
+            return
         wait = max(first.at for first in later.values()) + self._settings.second_try_after_s - time.monotonic()
         if wait > 0:
             await asyncio.sleep(wait)
         order = interleave_by_host([(i, self._store.link(i)["url"]) for i in later])
         await self._pass(run, order, last_try=True, earlier={i: first.attempts for i, first in later.items()})
+        still = dict(run.second_try)
+        run.second_try.clear()
+        if not still:
+            return
+        if not await self._network_works(run):
+            self._leave_pending(run, still)
+            return
+        await asyncio.gather(*(self._settle(run, link_id, again) for link_id, again in still.items()))
+
+    async def _network_works(self, run: _Run) -> bool:
+        """Whether the last URL that answered during this crawl answers again (any HTTP status will do)."""
+        url = run.gate.last_answered_url
+        if run.gate.network_down or url is None:
+            return False
+        before = run.gate.answers
+        try:
+            await run.fetcher.fetch(url, [], max_attempts=1)
+        except Exception:
+            logger.warning("network check on %s failed", url, exc_info=True)
+        return run.gate.answers > before and not run.gate.network_down
+
+    def _leave_pending(self, run: _Run, links: dict[int, _SecondTry]) -> None:
+        reason = NETWORK_DOWN_REASON if run.gate.network_seen else NOTHING_ANSWERED_REASON
+        for link_id, tried in links.items():
+            self._finish(run, link_id, CrawlOutcome(LinkState.PENDING, f"{tried.reason}; {reason}", tried.attempts))
+
+    async def _settle(self, run: _Run, link_id: int, again: _SecondTry) -> None:
+        """A host still unreachable at the end while others answer: dead (NXDOMAIN) or failed, archive tried."""
+        assert again.result is not None
+        try:
+            url = str(self._store.link(link_id)["url"])
+            outcome = await self._recover(url, again.result, again.attempts, run.archive, again.kept)
+        except Exception as exc:
+            logger.warning("link %s: %s", link_id, crash_reason("fetching", exc), exc_info=True)
+            outcome = CrawlOutcome(LinkState.FAILED, crash_reason("fetching", exc), again.attempts)
+        self._finish(run, link_id, outcome)
 
     async def _pass(self, run: _Run, order: list[int], last_try: bool,
                     earlier: dict[int, list[FetchAttempt]] | None = None) -> None:
@@ -303,10 +343,10 @@ class Crawler:
         try:
             link = self._store.link(link_id)
             outcome = await self._crawl_link(link, run, last_try)
+            outcome.attempts[:0] = earlier
             if isinstance(outcome, _SecondTry):
                 run.second_try[link_id] = outcome
                 return
-            outcome.attempts[:0] = earlier
             if outcome.body is None or outcome.not_modified:
                 self._finish(run, link_id, outcome)
                 return
@@ -384,10 +424,8 @@ class Crawler:
             # Not tried at all: left pending (with the reason) so the next crawl, once online, takes it up.
             return CrawlOutcome(LinkState.PENDING, result.reason, attempts)
         if result.failure in CONNECTION_FAILURES:
-            if not last_try:
-                return _SecondTry(attempts, time.monotonic(), result.reason)
-            if not run.gate.network_seen:
-                return CrawlOutcome(LinkState.PENDING, f"{result.reason}; {NOTHING_ANSWERED_REASON}", attempts)
+            # Settled at the end of the crawl, when we know whether the network itself still works.
+            return _SecondTry(attempts, time.monotonic(), result.reason, result if last_try else None, kept)
         return await self._recover(url, result, attempts, run.archive, kept)
 
     @staticmethod

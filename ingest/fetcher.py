@@ -302,7 +302,7 @@ class Fetcher:
                 async with self._clients.lease(target) as client:
                     request = client.build_request("GET", target, headers=headers)
                     response = await client.send(request, stream=True)
-                    self._gate.mark_network_seen()
+                    self._gate.mark_network_seen(url)
                     try:
                         status = response.status_code
                         result = await self._handle(url, response, budget)

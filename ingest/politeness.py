@@ -47,6 +47,8 @@ class HostGate:
         self._network_seen = False
         self._failing_since_answer: set[str] = set()
         self._down = False
+        self.answers = 0  # responses received during the crawl
+        self.last_answered_url: str | None = None
 
     def _state(self, host: str) -> _HostState:
         state = self._hosts.get(host)
@@ -81,10 +83,12 @@ class HostGate:
         if len(self._failing_since_answer) >= NETWORK_DOWN_AFTER_HOSTS:
             self._down = True
 
-    def mark_network_seen(self) -> None:
-        """Some host answered: the network works, so connection failures are about their hosts only."""
+    def mark_network_seen(self, url: str) -> None:
+        """`url` answered: the network works, so connection failures are about their hosts only."""
         self._network_seen = True
         self._failing_since_answer.clear()
+        self.answers += 1
+        self.last_answered_url = url
 
     @property
     def network_seen(self) -> bool:
