@@ -289,6 +289,13 @@ class Fetcher:
         status: int | None = None
         budget.body_bytes = 0
         deadline = self._settings.request_timeout_s
+        connected = False
+
+        async def trace(event: str, info: dict[str, object]) -> None:
+            """httpcore's trace hook: tells a deadline hit while connecting from one hit while waiting."""
+            nonlocal connected
+            if event.startswith("http11.") or event == "connection.connect_tcp.complete":
+                connected = True
 
         def record(error: str | None) -> None:
             attempts.append(FetchAttempt(url, number, started, (time.perf_counter() - clock) * 1000, status, error,
@@ -300,7 +307,7 @@ class Fetcher:
             async with asyncio.timeout(budget.seconds):
                 target = httpx.URL(url)
                 async with self._clients.lease(target) as client:
-                    request = client.build_request("GET", target, headers=headers)
+                    request = client.build_request("GET", target, headers=headers, extensions={"trace": trace})
                     response = await client.send(request, stream=True)
                     self._gate.mark_network_seen(url)
                     try:
@@ -309,6 +316,10 @@ class Fetcher:
                     finally:
                         await response.aclose()
         except TimeoutError:
+            if not connected:  # still resolving or connecting: the host's trouble, retried like a connect timeout
+                reason = f"no connection within the {deadline:g} s deadline"
+                record(reason)
+                raise _Retryable(reason, connection=True) from None
             # The total deadline: final, not retried (a trickling server trickles again).
             got = f"{budget.body_bytes} bytes" if status is not None else "no response"
             reason = f"too slow: {got} in {deadline:g} s"

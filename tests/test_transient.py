@@ -53,7 +53,8 @@ class Resolver:
             raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
         if name in self.failing:
             errno = self.failing[name]
-            message = "Name or service not known" if errno == socket.EAI_NONAME else "Temporary failure in name resolution"
+            message = ("Name or service not known" if errno == socket.EAI_NONAME
+                       else "Temporary failure in name resolution")
             raise socket.gaierror(errno, message)
         if name not in self.names:
             raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
