@@ -142,7 +142,10 @@ def test_robots_crawl_delay_spaces_requests_to_that_host(crawled: CrawledWeb) ->
 
 
 def test_user_agent_names_linklens(crawled: CrawledWeb) -> None:
-    assert "linklens" in crawled.settings.user_agent and "+http" in crawled.settings.user_agent
+    """What the servers received, on every request: robots.txt, pages and the archive alike."""
+    agents = {r.user_agent for r in crawled.web.request_log()}
+    assert agents == {crawled.settings.user_agent}
+    assert crawled.settings.user_agent.startswith("linklens/") and "+https://" in crawled.settings.user_agent
 
 
 def test_links_report_formats(crawled: CrawledWeb, monkeypatch) -> None:  # type: ignore[no-untyped-def]

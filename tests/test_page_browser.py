@@ -96,3 +96,16 @@ def test_shared_link_and_friendly_error_in_the_browser(
     alert = page.locator("p.message[role=alert]")
     assert "unknown section" in alert.inner_text()
     assert "{" not in page.locator("body").inner_text()
+
+
+def test_a_list_title_full_of_script_is_shown_as_text(browser_page: Page, live_server: ServerProcess) -> None:
+    from tests.index_fixtures import PENDING_TITLE
+
+    page = browser_page
+    dialogs: list[str] = []
+    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    page.goto(f"{live_server.base_url}/?q=video+transcoding+pipeline")
+    first = page.locator("li.result").first
+    assert first.locator("a.title").inner_text() == PENDING_TITLE  # the tags are its text
+    assert page.locator("li.result script").count() == 0
+    assert page.evaluate("window.pwned === undefined") and dialogs == []

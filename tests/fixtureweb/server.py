@@ -89,6 +89,7 @@ class RequestRecord:
     status: int | None
     started: float
     finished: float
+    user_agent: str = ""
 
 
 @dataclass(frozen=True)
@@ -600,7 +601,8 @@ class FixtureWeb:
                 logged = True
                 with self._lock:
                     self._inflight[netloc] -= 1
-                    self._log.append(RequestRecord(req.url, req.method, status[0], started, time.monotonic()))
+                    self._log.append(RequestRecord(req.url, req.method, status[0], started, time.monotonic(),
+                                                   req.headers.get("user-agent", "")))
 
         try:
             resp = _conditional(req, await self._dispatch(req))
