@@ -240,7 +240,10 @@ class Crawler:
                 )
                 await self._pass(run, order, last_try=False)
                 if run.second_try:
-                    await self._second_try(run)
+                    try:
+                        await self._second_try(run)
+                    except Exception:  # what was not settled stays pending (never stored): the next run takes it
+                        logger.exception("the second try of unreachable hosts stopped")
                 run.requests += len(run.robots.attempts)
         finally:
             if own_executor:
