@@ -292,10 +292,13 @@ class Fetcher:
         connected = False
 
         async def trace(event: str, info: dict[str, object]) -> None:
-            """httpcore's trace hook: tells a deadline hit while connecting from one hit while waiting."""
+            """httpcore's trace hook: when the request really goes out (politeness counts from there), and
+            whether a deadline hit while connecting or while waiting for the server."""
             nonlocal connected
             if event.startswith("http11.") or event == "connection.connect_tcp.complete":
                 connected = True
+            if event == "http11.send_request_headers.started":
+                self._gate.sending(host_of(url))
 
         def record(error: str | None) -> None:
             attempts.append(FetchAttempt(url, number, started, (time.perf_counter() - clock) * 1000, status, error,

@@ -61,11 +61,20 @@ class HostGate:
         state = self._state(host)
         async with state.slots:
             async with state.lock:
-                wait = state.next_start - time.monotonic()
-                if wait > 0 and state.unreachable is None:  # no politeness owed to a host that is not there
-                    await asyncio.sleep(wait)
+                # a loop: the request before may have gone out later than its slot was taken (see `sending`)
+                while (wait := state.next_start - time.monotonic()) > 0 and state.unreachable is None:
+                    await asyncio.sleep(wait)  # no politeness owed to a host that is not there
                 state.next_start = time.monotonic() + (state.min_delay_s or self._min_delay_s)
             yield
+
+    def sending(self, host: str) -> None:
+        """A request to `host` is going out now: the delay counts from here, not from when its slot was taken.
+
+        Between the two lie connecting (DNS, TCP, TLS) and a busy event loop; without this, two
+        requests could reach the server closer together than the delay promises.
+        """
+        state = self._state(host)
+        state.next_start = max(state.next_start, time.monotonic() + (state.min_delay_s or self._min_delay_s))
 
     def set_min_delay(self, host: str, delay_s: float) -> None:
         """A host asked for a slower pace (robots.txt Crawl-delay); never faster than our own default."""
