@@ -289,16 +289,15 @@ class Crawler:
         await asyncio.gather(*(self._settle(run, link_id, again) for link_id, again in still.items()))
 
     async def _network_works(self, run: _Run) -> bool:
-        """Whether the last URL that answered during this crawl answers again (any HTTP status will do)."""
+        """Whether the last URL that answered during this crawl answers again, over a new connection."""
         url = run.gate.last_answered_url
         if run.gate.network_down or url is None:
             return False
-        before = run.gate.answers
         try:
-            await run.fetcher.fetch(url, [], max_attempts=1)
+            return await run.fetcher.answers_now(url) and not run.gate.network_down
         except Exception:
             logger.warning("network check on %s failed", url, exc_info=True)
-        return run.gate.answers > before and not run.gate.network_down
+            return False
 
     def _leave_pending(self, run: _Run, links: dict[int, _SecondTry]) -> None:
         reason = NETWORK_DOWN_REASON if run.gate.network_seen else NOTHING_ANSWERED_REASON

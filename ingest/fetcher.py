@@ -220,6 +220,20 @@ class Fetcher:
             return FetchResult(url=url, final_url=url, status=exc.status, failure=Failure.EXHAUSTED, reason=reason)
         raise AssertionError("unreachable: tenacity either returns or re-raises")
 
+    async def answers_now(self, url: str) -> bool:
+        """Whether `url` answers at all (any HTTP status) over a new connection, within one request deadline.
+
+        A new connection on purpose: a pooled keep-alive connection would answer even when name
+        resolution or new connections no longer work, which is what this asks about.
+        """
+        async with self._gate.slot(host_of(url)):
+            try:
+                async with (asyncio.timeout(self._settings.request_timeout_s), self._clients.fresh() as client,
+                            client.stream("GET", url)):
+                    return True
+            except (httpx.HTTPError, TimeoutError, OSError, UnicodeError):
+                return False
+
     def _wait(self, state: RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome else None
         base = self._settings.backoff_base_s

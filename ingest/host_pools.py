@@ -74,6 +74,10 @@ class HostClients:
         finally:
             pool.in_use -= 1
 
+    def fresh(self) -> httpx.AsyncClient:
+        """A client of its own, with no pooled connection: what it fetches needs DNS and TCP to work now."""
+        return self._new_client()
+
     def _new_client(self) -> httpx.AsyncClient:
         return httpx.AsyncClient(
             timeout=self._timeout,

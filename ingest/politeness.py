@@ -47,7 +47,6 @@ class HostGate:
         self._network_seen = False
         self._failing_since_answer: set[str] = set()
         self._down = False
-        self.answers = 0  # responses received during the crawl
         self.last_answered_url: str | None = None
 
     def _state(self, host: str) -> _HostState:
@@ -96,7 +95,6 @@ class HostGate:
         """`url` answered: the network works, so connection failures are about their hosts only."""
         self._network_seen = True
         self._failing_since_answer.clear()
-        self.answers += 1
         self.last_answered_url = url
 
     @property

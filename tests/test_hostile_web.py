@@ -24,9 +24,11 @@ from ingest.store import Store
 from tests.conftest import FAST_CRAWL_ENV
 from tests.hostileweb import CREME_BRULEE, HostileWeb, Route
 
-# Everything in FAST_CRAWL_ENV, plus a 2 MiB body cap so the decompression bomb is cut quickly.
-HOSTILE_ENV = dict(FAST_CRAWL_ENV, LINKLENS_MAX_BODY_BYTES=str(2 * 2**20))
-# What the deadlines allow for the slowest link (never-answers: 2 attempts × 0.8 s read timeout + backoff;
+# FAST_CRAWL_ENV with a 2 MiB body cap, so the decompression bomb is cut quickly, and a read timeout well
+# above the trickle's 0.1 s between bytes even on a loaded machine, so only the total deadline can cut it.
+HOSTILE_ENV = dict(FAST_CRAWL_ENV, LINKLENS_MAX_BODY_BYTES=str(2 * 2**20), LINKLENS_READ_TIMEOUT_S="1.5",
+                   LINKLENS_REQUEST_TIMEOUT_S="3")
+# What the deadlines allow for the slowest link (never-answers: 2 attempts × 1.5 s read timeout + backoff;
 # refused: 2 attempts now and 2 at the end), plus starting Python and the extraction workers, with
 # room for a loaded 2-core machine. Without deadlines the trickle alone would never end.
 CRAWL_BOUND_S = 60.0
