@@ -1,6 +1,6 @@
-"""Crawl benchmark: ~500 pages from the local fixture web vs the extraction-only ceiling.
+"""Crawl benchmark: ~500 pages from the local fixture web vs the extraction-only ceiling; the hostile web.
 
-    python bench/crawl.py [--pages 500] [--hosts 12] [--latency-ms 50] [--out results.json]
+    python bench/crawl.py [--pages 500] [--hosts 12] [--latency-ms 50] [--out results.json] [--no-hostile]
 
 The fixture web runs in its own process (so it does not share our GIL), serving the
 400 real articles of ../shared/corpora/sysdesign when that folder exists, plus the
@@ -11,6 +11,11 @@ Reported, all in one run: crawl pages/s, extraction ms/page (one core), the
 extraction-only ceiling (the same stored pages extracted through the same process
 pool, no network), the ratio of the two (target ≥ 0.8), and peak memory of the
 crawler with its extraction workers (target < 500 MB).
+
+Then the hostile web (tests/hostileweb: lying encodings, a 1 GB gzip bomb, a body trickling one
+byte every 2 s, a server that never answers, ...) crawled by `linklens crawl` in its own process
+with default settings, as a user would: wall time (target: ends within 3 minutes) and peak memory
+of that process and its extraction workers (target < 500 MB).
 """
 
 from __future__ import annotations
@@ -42,36 +47,46 @@ from tests.fixtureweb import load_fixture_articles, load_sysdesign_articles  # n
 SYSDESIGN = REPO.parent / "shared" / "corpora" / "sysdesign" / "articles.jsonl"
 TARGET_RATIO = 0.8
 TARGET_PEAK_MB = 500
+TARGET_HOSTILE_S = 180
+HOSTILE_TRICKLE_INTERVAL_S = 2.0  # one byte every 2 s: each read is within the read timeout
+HOSTILE_BOMB_BYTES = 1 << 30
 
 
 class PeakMemory:
-    """Samples RSS of this process plus its children (the extraction workers) every 200 ms.
+    """Samples RSS of a process (this one by default) plus its children (the extraction workers) every 200 ms.
 
     Sparse sampling on purpose: walking /proc for children costs CPU the crawl would miss.
     """
 
-    def __init__(self, exclude_pid: int) -> None:
+    def __init__(self, exclude_pid: int | None = None, root_pid: int | None = None) -> None:
         self.exclude_pid = exclude_pid  # the fixture web: a child of ours, but not part of the crawler
+        self.root_pid = root_pid
         self.peak_bytes = 0
         self.child_cpu_s: dict[int, float] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
-        me = psutil.Process()
-        while not self._stop.is_set():
-            total = me.memory_info().rss
-            for child in me.children(recursive=True):
-                if child.pid == self.exclude_pid:
-                    continue
-                try:
-                    total += child.memory_info().rss
-                    times = child.cpu_times()
-                    self.child_cpu_s[child.pid] = times.user + times.system
-                except psutil.Error:
-                    pass
-            self.peak_bytes = max(self.peak_bytes, total)
-            time.sleep(0.2)
+        try:
+            me = psutil.Process(self.root_pid)
+            while not self._stop.is_set():
+                self._sample(me)
+                time.sleep(0.2)
+        except psutil.Error:  # the measured process ended
+            return
+
+    def _sample(self, me: psutil.Process) -> None:
+        total = me.memory_info().rss
+        for child in me.children(recursive=True):
+            if child.pid == self.exclude_pid:
+                continue
+            try:
+                total += child.memory_info().rss
+                times = child.cpu_times()
+                self.child_cpu_s[child.pid] = times.user + times.system
+            except psutil.Error:
+                pass
+        self.peak_bytes = max(self.peak_bytes, total)
 
     def __enter__(self) -> PeakMemory:
         self._thread.start()
@@ -112,13 +127,47 @@ def start_web(articles_file: Path, hosts: int, latency_ms: float, workdir: Path)
     return proc, json.loads(ready.read_text())
 
 
+def hostile_crawl() -> dict[str, object]:
+    """`linklens crawl` over the hostile web with default settings: wall time, peak memory, final states."""
+    from tests.hostileweb import HostileWeb
+
+    with tempfile.TemporaryDirectory(prefix="linklens-bench-hostile-") as tmp, \
+            HostileWeb(trickle_interval_s=HOSTILE_TRICKLE_INTERVAL_S, bomb_bytes=HOSTILE_BOMB_BYTES) as web:
+        list_file = web.write_list(Path(tmp) / "awesome-hostile.md")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("LINKLENS_")}
+        env.update(LINKLENS_DATA_DIR=str(Path(tmp) / "data"), LINKLENS_ARCHIVE_URL=web.urls["archive"])
+        started = time.perf_counter()
+        proc = subprocess.Popen([sys.executable, "-m", "cli.main", "crawl", str(list_file), "--json"], cwd=REPO,
+                                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        with PeakMemory(root_pid=proc.pid) as memory:
+            out, err = proc.communicate(timeout=30 * 60)
+        seconds = time.perf_counter() - started
+    if proc.returncode != 0:
+        raise SystemExit(f"hostile crawl failed: {err[-2000:]}")
+    summary = json.loads(out)
+    return {
+        "links": len(web.routes),
+        "states": summary["states"],
+        "wall_seconds": round(seconds, 1),
+        "target_wall_seconds": TARGET_HOSTILE_S,
+        "peak_memory_mb": round(memory.peak_bytes / 2**20, 1),
+        "target_peak_memory_mb": TARGET_PEAK_MB,
+        "settings": "defaults (request deadline 60 s, read timeout 20 s, 4 attempts, 1 s per-host delay)",
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pages", type=int, default=500)
     parser.add_argument("--hosts", type=int, default=12)
     parser.add_argument("--latency-ms", type=float, default=50.0)
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--no-hostile", action="store_true", help="skip the hostile-web crawl (~2 minutes)")
+    parser.add_argument("--hostile-only", action="store_true", help="only the hostile-web crawl")
     args = parser.parse_args()
+    if args.hostile_only:
+        emit({"benchmark": "crawl", "hostile_web": hostile_crawl()}, args.out)
+        return
 
     with tempfile.TemporaryDirectory(prefix="linklens-bench-") as tmp:
         work = Path(tmp)
@@ -189,10 +238,16 @@ def main() -> None:
         "target_peak_memory_mb": TARGET_PEAK_MB,
         "cores": os.cpu_count(),
     }
+    if not args.no_hostile:
+        result["hostile_web"] = hostile_crawl()
+    emit(result, args.out)
+
+
+def emit(result: dict[str, object], out: Path | None) -> None:
     text = json.dumps(result, indent=2)
     print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
+    if out:
+        out.write_text(text + "\n")
 
 
 if __name__ == "__main__":

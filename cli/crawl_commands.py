@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from ingest.crawler import CrawlProgress, CrawlSummary
 
 STATE_COLOURS = {"ok": "green", "redirected": "cyan", "archived": "yellow", "dead": "red", "blocked": "magenta",
-                 "unsupported": "bright_black", "failed": "red"}
+                 "unsupported": "bright_black", "failed": "red", "removed": "bright_black", "pending": "white"}
 
 
 class ReportFormat(StrEnum):
@@ -48,22 +48,24 @@ def progress_updater(bar: Progress) -> Callable[[CrawlProgress], None]:
     return show
 
 
-def run_crawl(source: str | None, cfg: Settings, refresh: bool, quiet: bool) -> CrawlSummary:
-    """Read the list, add its links to the store, crawl what is pending. Shared by `crawl` and `build`."""
+def run_crawl(source: str | None, cfg: Settings, refresh: bool, quiet: bool,
+              retry_failed: bool = False) -> CrawlSummary:
+    """Read the list, sync its links into the store, crawl what is pending. Shared by `crawl` and `build`."""
     from ingest.crawler import Crawler
     from ingest.sources import load_list
     from ingest.store import Store
 
     link_list = load_list(source, cfg)
     with Store.open(cfg.store_path) as store:
-        added = store.add_links(link_list.links)
+        synced = store.sync_list(link_list.key, link_list.name, link_list.links)
         if not quiet:
-            err.print(f"{link_list.source}: {len(link_list.links)} links ({added} new) → {cfg.store_path}")
-        crawler = Crawler(cfg, store)
+            changes = f"{synced.added} new" + (f", {synced.removed} no longer listed" if synced.removed else "")
+            err.print(f"{link_list.source}: {len(link_list.links)} links ({changes}) → {cfg.store_path}")
+        crawler = Crawler(cfg, store, list_id=synced.list_id)
         if quiet:
-            return crawler.run(refresh=refresh)
+            return crawler.run(refresh=refresh, retry_failed=retry_failed)
         with crawl_progress_bar() as bar:
-            return crawler.run(refresh=refresh, progress=progress_updater(bar))
+            return crawler.run(refresh=refresh, retry_failed=retry_failed, progress=progress_updater(bar))
 
 
 def run_reextract(cfg: Settings, quiet: bool) -> int:
@@ -82,7 +84,8 @@ def print_summary(summary: CrawlSummary) -> None:
     states = ", ".join(f"{k} {v}" for k, v in sorted(summary.counts.items()))
     err.print(f"crawled {summary.crawled} links in {summary.seconds:.1f}s ({summary.requests} requests): {states}")
     if summary.crawled == 0:
-        err.print("nothing pending — every link already has a final state (use --refresh to re-check them)")
+        err.print("nothing pending — every link already has a final state (use --retry-failed to try failed "
+                  "links again, --refresh to re-check them all)")
     elif not summary.fetched_anything:
         err.print("[yellow]nothing could be fetched[/yellow] — is the network down? The links stay searchable "
                   "by their list titles; run the same command again once you are online.")
@@ -95,6 +98,7 @@ def crawl(
     refresh: bool = typer.Option(False, "--refresh", help="Re-check every link (conditional requests keep "
                                                           "unchanged pages)."),
     as_json: bool = typer.Option(False, "--json", help="Print a machine-readable summary instead of a progress bar."),
+    retry_failed: bool = typer.Option(False, "--retry-failed", help="Try the links that ended `failed` again."),
     reextract: bool = typer.Option(False, "--reextract", help="Extract the stored pages again; fetches nothing."),
 ) -> None:
     """Fetch and extract every link of a list; resumes where a killed crawl stopped.
@@ -108,7 +112,7 @@ def crawl(
         else:
             err.print(f"extracted {count} stored pages again (no requests made) — run: linklens index")
         return
-    summary = run_crawl(source, settings(), refresh=refresh, quiet=as_json)
+    summary = run_crawl(source, settings(), refresh=refresh, quiet=as_json, retry_failed=retry_failed)
     if as_json:
         out.print_json(json.dumps(summary.as_dict()))
     else:

@@ -9,6 +9,16 @@ Shape of the work:
 - each link's outcome is stored in one transaction by the event-loop thread (the
   single writer). A link is pending until that commit, so a crawl killed at any
   point resumes exactly where it stopped.
+
+One guard per link: whatever is raised while a link is fetched (robots.txt, the page, the web
+archive), extracted or stored, that link ends `failed` with the exception named in its reason, and
+the queue, the extraction slots and the progress count are released on every path. A fetch worker
+never dies, so the crawl always ends.
+
+Transient is not dead: a link whose host could not be reached (DNS, refused, connect timeout) is
+tried once more at the end of the crawl. Only then is it `dead` (the host name still does not exist
+while other hosts answer) or `failed` (still unreachable: worth `--retry-failed` later); if the
+network went down meanwhile, it stays `pending`.
 """
 
 from __future__ import annotations
@@ -27,7 +37,8 @@ from dataclasses import dataclass, field
 
 from ingest.archive import Archive, Snapshot
 from ingest.extract_job import WORKER_PRELOAD, extract_and_compress, warm_up
-from ingest.fetcher import Failure, Fetcher, FetchResult, HostClients
+from ingest.fetcher import CONNECTION_FAILURES, NETWORK_DOWN_REASON, Failure, Fetcher, FetchResult
+from ingest.host_pools import HostClients
 from ingest.models import CrawlOutcome, Document, FetchAttempt, LinkState
 from ingest.politeness import HostGate
 from ingest.robots import RobotsCache
@@ -37,9 +48,9 @@ from ingest.urls import host_of
 
 logger = logging.getLogger(__name__)
 WEB_SCHEMES = ("http://", "https://")
-# Failures for which the link itself is gone rather than merely unreachable right now.
-DEAD_FAILURES = frozenset({Failure.GONE, Failure.DNS, Failure.REFUSED})
 EXTRACT_BACKLOG_PER_WORKER = 4
+NOTHING_ANSWERED_REASON = ("no host answered during this crawl, the network looks down — "
+                           "run linklens crawl again when online")
 
 
 @dataclass
@@ -115,17 +126,56 @@ def extraction_pool(workers: int) -> ProcessPoolExecutor:
     return pool
 
 
-class Crawler:
-    """Crawls the store's pending links. One instance per run."""
+def crash_reason(stage: str, exc: BaseException) -> str:
+    """An unexpected exception, in words, for a link's reason."""
+    message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"unexpected error while {stage}: {type(exc).__name__}" + (f" ({message[:200]})" if message else "")
 
-    def __init__(self, settings: Settings, store: Store, executor: Executor | None = None) -> None:
+
+@dataclass
+class _SecondTry:
+    """A link whose host could not be reached on the first try: tried again at the end of the crawl."""
+
+    attempts: list[FetchAttempt]
+    at: float  # time.monotonic() of the failure
+    reason: str
+    result: FetchResult | None = None  # set once the second try failed too: settled when we know the network works
+    kept: str | None = None  # date of the stored text a refresh keeps
+
+
+@dataclass
+class _Run:
+    """Everything one crawl shares between its workers, and its bookkeeping."""
+
+    fetcher: Fetcher
+    robots: RobotsCache
+    archive: Archive
+    gate: HostGate
+    executor: Executor
+    extract_slots: asyncio.Semaphore
+    total: int
+    started: float
+    progress: ProgressCallback | None
+    counts: Counter[str] = field(default_factory=Counter)
+    finishing: set[asyncio.Task[None]] = field(default_factory=set)
+    second_try: dict[int, _SecondTry] = field(default_factory=dict)
+    requests: int = 0
+
+
+class Crawler:
+    """Crawls the store's pending links (of one list, or all). One instance per run."""
+
+    def __init__(self, settings: Settings, store: Store, executor: Executor | None = None,
+                 list_id: int | None = None) -> None:
         self._settings = settings
         self._store = store
         self._executor = executor
+        self._list_id = list_id
         self._requests = 0
 
-    def run(self, refresh: bool = False, progress: ProgressCallback | None = None) -> CrawlSummary:
-        return asyncio.run(self.crawl(refresh=refresh, progress=progress))
+    def run(self, refresh: bool = False, progress: ProgressCallback | None = None,
+            retry_failed: bool = False) -> CrawlSummary:
+        return asyncio.run(self.crawl(refresh=refresh, progress=progress, retry_failed=retry_failed))
 
     def reextract(self, progress: ProgressCallback | None = None) -> int:
         """Extract every stored body again (after an extractor upgrade), without a single request."""
@@ -157,93 +207,212 @@ class Crawler:
                 executor.shutdown(cancel_futures=True)
         return len(ids)
 
-    async def crawl(self, refresh: bool = False, progress: ProgressCallback | None = None) -> CrawlSummary:
+    async def crawl(self, refresh: bool = False, progress: ProgressCallback | None = None,
+                    retry_failed: bool = False) -> CrawlSummary:
         started = time.perf_counter()
+        s = self._settings
         # Name resolution runs in the loop's default thread pool, which has 6 threads on 2 cores:
         # with hundreds of hosts (or no network) DNS would throttle the crawl. One thread per slot.
         asyncio.get_running_loop().set_default_executor(
-            ThreadPoolExecutor(self._settings.concurrency, thread_name_prefix="linklens-dns"))
-        ids = self._store.link_ids_to_crawl(refresh=refresh)
-        if refresh:
+            ThreadPoolExecutor(s.concurrency, thread_name_prefix="linklens-dns"))
+        ids = self._store.link_ids_to_crawl(refresh=refresh, retry_failed=retry_failed, list_id=self._list_id)
+        if refresh or retry_failed:
             self._store.reset_for_refresh(ids)
         order = interleave_by_host([(i, self._store.link(i)["url"]) for i in ids])
-        counts: Counter[str] = Counter()
-        s = self._settings
         own_executor = self._executor is None
-        executor = self._executor or extraction_pool(s.extract_workers or os.cpu_count() or 1)
+        workers = s.extract_workers or os.cpu_count() or 1
+        executor = self._executor or extraction_pool(workers)
         gate = HostGate(s.per_host_concurrency, s.per_host_delay_s)
-        # Back-pressure between the stages: fetchers stop when this many pages wait for extraction.
-        extract_slots = asyncio.Semaphore(EXTRACT_BACKLOG_PER_WORKER * (s.extract_workers or os.cpu_count() or 1))
-        finishing: set[asyncio.Task[None]] = set()
         try:
             async with HostClients(s) as clients:
                 fetcher = Fetcher(s, clients, gate)
-                robots = RobotsCache(fetcher, s.user_agent, gate)
-                archive = Archive(fetcher, s.archive_url)
-                queue: asyncio.Queue[int] = asyncio.Queue(maxsize=s.concurrency * 2)
-
-                def store(link_id: int, outcome: CrawlOutcome) -> None:
-                    self._requests += len(outcome.attempts)
-                    self._store.record_outcome(link_id, outcome)
-                    counts[outcome.state.value] += 1
-                    queue.task_done()
-                    if progress:
-                        progress(CrawlProgress(sum(counts.values()), len(order), counts, time.perf_counter() - started))
-
-                async def extract_then_store(link_id: int, outcome: CrawlOutcome, title: str) -> None:
+                run = _Run(
+                    fetcher=fetcher,
+                    robots=RobotsCache(fetcher, s.user_agent, gate),
+                    archive=Archive(fetcher, s.archive_url),
+                    gate=gate,
+                    executor=executor,
+                    # Back-pressure between the stages: fetchers stop when this many pages wait for extraction.
+                    extract_slots=asyncio.Semaphore(EXTRACT_BACKLOG_PER_WORKER * workers),
+                    total=len(order),
+                    started=started,
+                    progress=progress,
+                )
+                await self._pass(run, order, last_try=False)
+                if run.second_try:
                     try:
-                        await self._extract(executor, outcome, title)
-                        store(link_id, outcome)
-                    finally:
-                        extract_slots.release()
-
-                async def fetch_worker() -> None:
-                    """Fetch stage: hands pages to the extraction stage and moves on to the next link."""
-                    while True:
-                        link_id = await queue.get()
-                        link = self._store.link(link_id)
-                        outcome = await self._crawl_link(link, fetcher, robots, archive)
-                        if outcome.body is None or outcome.not_modified:
-                            store(link_id, outcome)
-                            continue
-                        await extract_slots.acquire()
-                        task = asyncio.create_task(extract_then_store(link_id, outcome, link["title"]))
-                        finishing.add(task)
-                        task.add_done_callback(finishing.discard)
-
-                workers = [asyncio.create_task(fetch_worker()) for _ in range(min(s.concurrency, max(1, len(order))))]
-                try:
-                    for link_id in order:
-                        await queue.put(link_id)
-                    await queue.join()
-                finally:
-                    for task in [*workers, *finishing]:
-                        task.cancel()
-                    await asyncio.gather(*workers, *finishing, return_exceptions=True)
+                        await self._second_try(run)
+                    except Exception:  # what was not settled stays pending (never stored): the next run takes it
+                        logger.exception("the second try of unreachable hosts stopped")
+                run.requests += len(run.robots.attempts)
         finally:
             if own_executor:
                 executor.shutdown(cancel_futures=True)
+        if self._list_id is not None:
+            self._store.mark_list_crawled(self._list_id)
+        self._requests = run.requests
         return CrawlSummary(
             crawled=len(order),
             total_links=sum(self._store.state_counts().values()),
             counts=self._store.state_counts(),
             seconds=time.perf_counter() - started,
-            requests=self._requests,
-            this_run=dict(counts),
+            requests=run.requests,
+            this_run=dict(run.counts),
         )
 
-    async def _crawl_link(
-        self, link: sqlite3.Row, fetcher: Fetcher, robots: RobotsCache, archive: Archive
-    ) -> CrawlOutcome:
+    async def _second_try(self, run: _Run) -> None:
+        """Links whose host could not be reached: tried once more, and settled only while the network works.
+
+        Before the second try and before settling what failed again, one URL that answered earlier in
+        the crawl is asked again: if it does not answer either, the network is down, not those hosts,
+        and their links stay pending for the next run.
+        """
+        later = dict(run.second_try)
+        run.second_try.clear()
+        run.gate.forget_unreachable()
+        run.robots.forget_failures()
+        if not await self._network_works(run):
+            self._leave_pending(run, later)
+            return
+        wait = max(first.at for first in later.values()) + self._settings.second_try_after_s - time.monotonic()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        order = interleave_by_host([(i, self._store.link(i)["url"]) for i in later])
+        await self._pass(run, order, last_try=True, earlier={i: first.attempts for i, first in later.items()})
+        still = dict(run.second_try)
+        run.second_try.clear()
+        if not still:
+            return
+        if not await self._network_works(run):
+            self._leave_pending(run, still)
+            return
+        await asyncio.gather(*(self._settle(run, link_id, again) for link_id, again in still.items()))
+
+    async def _network_works(self, run: _Run) -> bool:
+        """Whether the last URL that answered during this crawl answers again, over a new connection."""
+        url = run.gate.last_answered_url
+        if run.gate.network_down or url is None:
+            return False
+        try:
+            return await run.fetcher.answers_now(url) and not run.gate.network_down
+        except Exception:
+            logger.warning("network check on %s failed", url, exc_info=True)
+            return False
+
+    def _leave_pending(self, run: _Run, links: dict[int, _SecondTry]) -> None:
+        reason = NETWORK_DOWN_REASON if run.gate.network_seen else NOTHING_ANSWERED_REASON
+        for link_id, tried in links.items():
+            self._finish(run, link_id, CrawlOutcome(LinkState.PENDING, f"{tried.reason}; {reason}", tried.attempts))
+
+    async def _settle(self, run: _Run, link_id: int, again: _SecondTry) -> None:
+        """A host still unreachable at the end while others answer: dead (NXDOMAIN) or failed, archive tried."""
+        assert again.result is not None
+        try:
+            url = str(self._store.link(link_id)["url"])
+            outcome = await self._recover(url, again.result, again.attempts, run.archive, again.kept)
+        except Exception as exc:
+            logger.warning("link %s: %s", link_id, crash_reason("fetching", exc), exc_info=True)
+            outcome = CrawlOutcome(LinkState.FAILED, crash_reason("fetching", exc), again.attempts)
+        self._finish(run, link_id, outcome)
+
+    async def _pass(self, run: _Run, order: list[int], last_try: bool,
+                    earlier: dict[int, list[FetchAttempt]] | None = None) -> None:
+        """Every link of `order` through the fetch stage (and on to extraction); returns when all are settled."""
+        queue: asyncio.Queue[int] = asyncio.Queue(maxsize=self._settings.concurrency * 2)
+
+        async def fetch_worker() -> None:
+            """Fetch stage: hands pages to the extraction stage and moves on to the next link."""
+            while True:
+                link_id = await queue.get()
+                await self._guarded_fetch(run, link_id, last_try, (earlier or {}).get(link_id, []),
+                                          queue.task_done)
+
+        workers = [asyncio.create_task(fetch_worker())
+                   for _ in range(min(self._settings.concurrency, max(1, len(order))))]
+        try:
+            for link_id in order:
+                await queue.put(link_id)
+            await queue.join()
+        finally:
+            for task in [*workers, *run.finishing]:
+                task.cancel()
+            await asyncio.gather(*workers, *run.finishing, return_exceptions=True)
+
+    async def _guarded_fetch(self, run: _Run, link_id: int, last_try: bool, earlier: list[FetchAttempt],
+                             done: Callable[[], None]) -> None:
+        """The guard around one link's fetch stage: it always ends stored, handed on, or set aside."""
+        handed_off = False
+        try:
+            link = self._store.link(link_id)
+            outcome = await self._crawl_link(link, run, last_try)
+            outcome.attempts[:0] = earlier
+            if isinstance(outcome, _SecondTry):
+                run.second_try[link_id] = outcome
+                return
+            if outcome.body is None or outcome.not_modified:
+                self._finish(run, link_id, outcome)
+                return
+            await run.extract_slots.acquire()
+            task = asyncio.create_task(self._extract_then_store(run, link_id, outcome, link["title"], done))
+            handed_off = True
+            run.finishing.add(task)
+            task.add_done_callback(run.finishing.discard)
+        except Exception as exc:
+            logger.warning("link %s: %s", link_id, crash_reason("fetching", exc), exc_info=True)
+            self._finish(run, link_id, CrawlOutcome(LinkState.FAILED, crash_reason("fetching", exc), earlier))
+        finally:
+            if not handed_off:
+                done()
+
+    async def _extract_then_store(self, run: _Run, link_id: int, outcome: CrawlOutcome, title: str,
+                                  done: Callable[[], None]) -> None:
+        """Extraction stage of one link, under the same guard: it always ends stored."""
+        try:
+            try:
+                await self._extract(run.executor, outcome, title)
+            except Exception as exc:
+                logger.warning("link %s: %s", link_id, crash_reason("extracting", exc), exc_info=True)
+                # The body is kept, so `linklens crawl --reextract` can try again once the cause is fixed.
+                outcome.state = LinkState.FAILED
+                outcome.reason = crash_reason("extracting", exc)
+                outcome.document = None
+            self._finish(run, link_id, outcome)
+        finally:
+            run.extract_slots.release()
+            done()
+
+    def _finish(self, run: _Run, link_id: int, outcome: CrawlOutcome) -> None:
+        """Store one link's outcome; if even that fails, store the failure; count it and report progress."""
+        try:
+            self._store.record_outcome(link_id, outcome)
+        except Exception as exc:
+            logger.warning("link %s: %s", link_id, crash_reason("storing", exc), exc_info=True)
+            outcome = CrawlOutcome(LinkState.FAILED, crash_reason("storing its outcome", exc), outcome.attempts)
+            try:
+                self._store.record_failure(link_id, outcome.reason)
+            except Exception:  # the store itself is unusable: the link stays pending for the next run
+                logger.exception("link %s could not be stored; it stays pending", link_id)
+        run.requests += len(outcome.attempts)
+        run.counts[outcome.state.value] += 1
+        if run.progress:
+            try:
+                run.progress(CrawlProgress(sum(run.counts.values()), run.total, run.counts,
+                                           time.perf_counter() - run.started))
+            except Exception:
+                logger.exception("progress report failed")
+
+    async def _crawl_link(self, link: sqlite3.Row, run: _Run, last_try: bool) -> CrawlOutcome | _SecondTry:
         """Fetch stage of one link: its final state and body; the document is extracted afterwards."""
         url: str = link["url"]
         if not url.lower().startswith(WEB_SCHEMES):
             scheme = url.split(":", 1)[0]
             return CrawlOutcome(LinkState.UNSUPPORTED, f"{scheme}: links are not fetched (only http and https)")
-        if self._settings.respect_robots and not await robots.allowed(url):
-            return CrawlOutcome(LinkState.BLOCKED, "disallowed by the site's robots.txt")
         attempts: list[FetchAttempt] = []
-        result = await fetcher.fetch(url, attempts, etag=link["etag"], last_modified=link["last_modified"])
+        # Validators only for a live copy we still hold: a 304 must have something to keep.
+        kept = self._store.kept_text_date(link["id"])
+        check = run.robots.check if self._settings.respect_robots else None
+        result = await run.fetcher.fetch(url, attempts, etag=link["etag"] if kept else None,
+                                         last_modified=link["last_modified"] if kept else None, check_hop=check)
         if result.not_modified:
             return self._unchanged(link, result, attempts)
         if result.ok:
@@ -251,7 +420,15 @@ class Crawler:
             reason = result.reason if not result.redirects else f"redirected to {result.final_url}"
             return CrawlOutcome(state, reason, attempts, final_url=result.final_url, http_status=result.status,
                                 body=result.body)
-        return await self._recover(url, result, attempts, archive)
+        if result.failure is Failure.BLOCKED:
+            return CrawlOutcome(LinkState.BLOCKED, result.reason, attempts, final_url=result.final_url)
+        if result.failure is Failure.OFFLINE:
+            # Not tried at all: left pending (with the reason) so the next crawl, once online, takes it up.
+            return CrawlOutcome(LinkState.PENDING, result.reason, attempts)
+        if result.failure in CONNECTION_FAILURES:
+            # Settled at the end of the crawl, when we know whether the network itself still works.
+            return _SecondTry(attempts, time.monotonic(), result.reason, result if last_try else None, kept)
+        return await self._recover(url, result, attempts, run.archive, kept)
 
     @staticmethod
     def _unchanged(link: sqlite3.Row, result: FetchResult, attempts: list[FetchAttempt]) -> CrawlOutcome:
@@ -262,36 +439,41 @@ class Crawler:
                             http_status=304, not_modified=True)
 
     async def _recover(
-        self, url: str, result: FetchResult, attempts: list[FetchAttempt], archive: Archive
+        self, url: str, result: FetchResult, attempts: list[FetchAttempt], archive: Archive, kept: str | None
     ) -> CrawlOutcome:
-        """The live page is unavailable: try the web archive, else record why it failed."""
-        dead = result.failure in DEAD_FAILURES
+        """The live page is unavailable: keep the text we have, else try the web archive, else say why."""
+        dead = result.failure is Failure.GONE or result.failure is Failure.NXDOMAIN
         final_state = LinkState.DEAD if dead else LinkState.FAILED
-        if result.failure is Failure.OFFLINE:
-            # Not tried at all: left pending (with the reason) so the next crawl, once online, takes it up.
-            return CrawlOutcome(LinkState.PENDING, result.reason, attempts)
+        reason = result.reason
+        if result.failure is Failure.NXDOMAIN:
+            reason += ", confirmed by a second lookup"
+        if kept is not None:
+            # A refresh that fails keeps the last good text, and says so; the archive is not needed.
+            return CrawlOutcome(final_state, f"{reason}; keeping the text fetched on {kept}", attempts,
+                                final_url=result.final_url, http_status=result.status)
         if not self._settings.use_archive:
-            return CrawlOutcome(final_state, result.reason, attempts, final_url=result.final_url,
+            return CrawlOutcome(final_state, reason, attempts, final_url=result.final_url,
                                 http_status=result.status)
         snapshot = await archive.closest(url, attempts)
         if not isinstance(snapshot, Snapshot):
             note = "no archived copy" if snapshot is None else snapshot
-            return CrawlOutcome(final_state, f"{result.reason}; {note}", attempts, final_url=result.final_url,
+            return CrawlOutcome(final_state, f"{reason}; {note}", attempts, final_url=result.final_url,
                                 http_status=result.status)
         copy = await archive.fetch_snapshot(snapshot, attempts)
         if not copy.ok:
-            return CrawlOutcome(final_state, f"{result.reason}; archived copy unavailable: {copy.reason}", attempts,
+            return CrawlOutcome(final_state, f"{reason}; archived copy unavailable: {copy.reason}", attempts,
                                 final_url=result.final_url, http_status=result.status,
                                 archived_url=snapshot.url, archived_timestamp=snapshot.timestamp)
         return CrawlOutcome(
             LinkState.ARCHIVED,
-            f"{result.reason}; text from the web archive snapshot of {snapshot.timestamp}",
+            f"{reason}; text from the web archive snapshot of {snapshot.timestamp}",
             attempts,
             final_url=result.final_url,
             http_status=result.status,
             body=copy.body,
             archived_url=snapshot.url,
             archived_timestamp=snapshot.timestamp,
+            from_archive=True,
         )
 
     @staticmethod

@@ -1,10 +1,21 @@
-"""Fetch one URL the way a polite, resilient crawler should.
+"""Fetch one URL the way a polite, resilient crawler should, whatever the server sends.
 
-- Timeouts on connect, read and the whole request (asyncio deadline around each attempt).
-- Bodies streamed and cut at a size cap, so a huge page never sits whole in memory.
-- Redirects followed by hand, up to a limit, with loop detection and the final URL kept.
-- Retries only where a retry can help (connection trouble, 408, 429, 5xx), with
-  exponential backoff and jitter (tenacity), honouring Retry-After, bounded in attempts.
+- A total deadline per attempt (`request_timeout_s`: connect, headers and body, redirect hops
+  included; time spent waiting for politeness is not counted), so a body trickling one byte at a
+  time is cut and the link ends "too slow"; connect and read timeouts inside it.
+- Bodies streamed and cut at a size cap on the *decoded* size, so neither a huge page nor a
+  decompression bomb ever sits whole in memory.
+- A body whose Content-Encoding cannot be decoded (a lying gzip header, an encoding we never asked
+  for) is requested once more with `Accept-Encoding: identity`, else the fetch fails with the
+  reason; no decoding error escapes.
+- Redirects followed by hand, up to a limit, with loop detection and the final URL kept; a page
+  that is only a `<meta http-equiv="refresh">` is followed the same way. Every hop's host is
+  asked for its robots.txt verdict before it is requested.
+- Retries only where a retry can help (connection trouble, 408, 429, 5xx), with exponential
+  backoff and jitter (tenacity), honouring Retry-After, bounded in attempts.
+- Connection failures are classified by how lasting they are: a host name that does not exist
+  (NXDOMAIN) versus a temporary DNS failure, a refused connection or a connect timeout. The
+  crawler decides from that whether a link is dead, failed or still pending.
 - Every request, retry or redirect hop is recorded as a FetchAttempt.
 """
 
@@ -14,39 +25,56 @@ import asyncio
 import email.utils
 import socket
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
 import httpx
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
 from tenacity.wait import wait_exponential_jitter
+from w3lib.html import get_meta_refresh
 
+from ingest.host_pools import HostClients
 from ingest.models import FetchAttempt, FetchedBody
 from ingest.politeness import HostGate
 from ingest.settings import Settings
 from ingest.urls import host_of
 
-NETWORK_DOWN_REASON = ("not tried yet: no host could be resolved, the network looks down — "
+NETWORK_DOWN_REASON = ("not tried yet: hosts stopped answering, the network looks down — "
                        "run linklens crawl again when online")
 RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504, 507, 509, 520, 521, 522, 523, 524})
 GONE_STATUS = frozenset({404, 410})
-ACCEPT = "text/html,application/xhtml+xml,application/pdf;q=0.9,text/plain;q=0.8,*/*;q=0.5"
-_DNS_HINTS = ("name or service not known", "nodename nor servname", "temporary failure in name resolution",
-              "no address associated", "getaddrinfo failed", "name resolution")
+# Content-Encodings httpx decodes and we ask for (see host_pools.ACCEPT_ENCODING); others are refetched.
+DECODABLE_ENCODINGS = frozenset({"identity", "gzip", "deflate"})
+# A meta refresh sooner than this is a redirect (browsers follow it); a later one is meant to be read.
+MAX_META_REFRESH_DELAY_S = 5.0
+META_REFRESH_SCAN_BYTES = 16 * 1024
+MAX_VALIDATOR_CHARS = 512
+_NXDOMAIN_ERRNOS = frozenset({socket.EAI_NONAME, getattr(socket, "EAI_NODATA", socket.EAI_NONAME)})
+_NXDOMAIN_HINTS = ("name or service not known", "nodename nor servname", "no address associated")
+_DNS_HINTS = ("temporary failure in name resolution", "getaddrinfo failed", "name resolution")
 
 
 class Failure(StrEnum):
     """Why a fetch produced no page; drives the link's final state."""
 
-    GONE = "gone"  # 404/410
-    DNS = "dns"
-    REFUSED = "refused"
-    EXHAUSTED = "exhausted"  # retries used up on retryable trouble
+    GONE = "gone"  # 404/410: lasting
+    NXDOMAIN = "nxdomain"  # the host name does not exist (lasting only once confirmed, see the crawler)
+    UNREACHABLE = "unreachable"  # DNS temporary failure, refused, connect timeout: transient
+    EXHAUSTED = "exhausted"  # retries used up on retryable trouble (5xx, 429, broken connections)
+    TOO_SLOW = "too_slow"  # the total deadline passed
+    UNDECODABLE = "undecodable"  # a Content-Encoding that could not be decoded, even asking for identity
     REDIRECT_LOOP = "redirect_loop"
     TOO_MANY_REDIRECTS = "too_many_redirects"
     HTTP = "http"  # other 4xx
     INVALID = "invalid"  # a URL httpx cannot even send
-    OFFLINE = "offline"  # not tried: no host at all could be resolved
+    BLOCKED = "blocked"  # a hop's robots.txt disallows it
+    ROBOTS_UNAVAILABLE = "robots_unavailable"  # robots.txt answered 5xx or too slowly: disallowed for this crawl
+    OFFLINE = "offline"  # not tried: the network is down
+
+
+# Failures that say nothing about the link, only about reaching its host right now.
+CONNECTION_FAILURES = frozenset({Failure.NXDOMAIN, Failure.UNREACHABLE})
 
 
 @dataclass
@@ -67,14 +95,36 @@ class FetchResult:
         return self.body is not None
 
 
+# Asked before every hop of a page fetch: None to go ahead, or the result that ends the fetch there.
+HopCheck = Callable[[str], Awaitable[FetchResult | None]]
+
+
 class _Retryable(Exception):
     """Raised inside an attempt when trying again may help."""
 
-    def __init__(self, reason: str, status: int | None = None, retry_after_s: float | None = None) -> None:
+    def __init__(self, reason: str, status: int | None = None, retry_after_s: float | None = None,
+                 connection: bool = False) -> None:
         super().__init__(reason)
         self.reason = reason
         self.status = status
         self.retry_after_s = retry_after_s
+        self.connection = connection  # no connection could be made: the host, not the page
+
+
+class _Undecodable(Exception):
+    """The body's Content-Encoding cannot be decoded; the caller asks once more for identity."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass
+class _Budget:
+    """What is left of one attempt's total deadline; only time on the wire is spent from it."""
+
+    seconds: float
+    body_bytes: int = 0  # read so far by the current request, for the "too slow" reason
 
 
 def _root_cause(exc: BaseException) -> BaseException:
@@ -98,50 +148,29 @@ def parse_retry_after(value: str | None) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
-class HostClients:
-    """One small HTTP connection pool per origin, all sharing one TLS context.
+def safe_validator(value: str | None) -> str | None:
+    """An ETag / Last-Modified we can send back: printable ASCII only (httpx refuses anything else)."""
+    if not value or len(value) > MAX_VALIDATOR_CHARS or not value.isascii() or not value.isprintable():
+        return None
+    return value
 
-    Why not one big client: httpcore's pool scans every connection it holds on each
-    request and response (measured: most of the crawler's CPU with 12 hosts and 32
-    pooled connections). The politeness gate already caps requests per host, so a
-    per-origin pool of that size never waits and stays O(1) per request.
-    """
 
-    def __init__(self, settings: Settings) -> None:
-        self._settings = settings
-        self._tls = httpx.create_ssl_context()
-        self._timeout = httpx.Timeout(
-            connect=settings.connect_timeout_s,
-            read=settings.read_timeout_s,
-            write=settings.read_timeout_s,
-            pool=settings.request_timeout_s,
-        )
-        # + 1: robots.txt or an archive lookup may run beside the page requests
-        size = settings.per_host_concurrency + 1
-        self._limits = httpx.Limits(max_connections=size, max_keepalive_connections=size)
-        self._clients: dict[str, httpx.AsyncClient] = {}
+def unknown_encodings(response: httpx.Response) -> list[str]:
+    values = response.headers.get_list("content-encoding", split_commas=True)
+    return [v.strip().lower() for v in values if v.strip() and v.strip().lower() not in DECODABLE_ENCODINGS]
 
-    def for_url(self, url: httpx.URL) -> httpx.AsyncClient:
-        key = f"{url.scheme}://{url.netloc.decode('ascii', 'replace')}"
-        client = self._clients.get(key)
-        if client is None:
-            client = self._clients[key] = httpx.AsyncClient(
-                timeout=self._timeout,
-                limits=self._limits,
-                verify=self._tls,
-                follow_redirects=False,
-                headers={"User-Agent": self._settings.user_agent, "Accept": ACCEPT},
-                trust_env=False,
-            )
-        return client
 
-    async def __aenter__(self) -> HostClients:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        for client in self._clients.values():
-            await client.aclose()
-        self._clients.clear()
+def meta_refresh_target(url: str, content_type: str, body: bytes) -> str | None:
+    """The URL a `<meta http-equiv="refresh">` sends a browser to at once, if the page has one."""
+    if content_type and "html" not in content_type.lower():
+        return None
+    head = body[:META_REFRESH_SCAN_BYTES]
+    if b"refresh" not in head.lower():
+        return None
+    delay, target = get_meta_refresh(head.decode("utf-8", errors="replace"), baseurl=url)
+    if target is None or delay is None or delay > MAX_META_REFRESH_DELAY_S or target == url:
+        return None
+    return target if target.lower().startswith(("http://", "https://")) else None
 
 
 class Fetcher:
@@ -161,6 +190,7 @@ class Fetcher:
         last_modified: str | None = None,
         from_archive: bool = False,
         max_attempts: int | None = None,
+        check_hop: HopCheck | None = None,
     ) -> FetchResult:
         """Fetch `url`, retrying where it helps. Appends every request made to `attempts`."""
         s = self._settings
@@ -171,25 +201,38 @@ class Fetcher:
             reraise=True,
         )
         headers: dict[str, str] = {}
-        if etag:
-            headers["If-None-Match"] = etag
-        if last_modified:
-            headers["If-Modified-Since"] = last_modified
+        if safe_validator(etag):
+            headers["If-None-Match"] = etag  # type: ignore[assignment]
+        if safe_validator(last_modified):
+            headers["If-Modified-Since"] = last_modified  # type: ignore[assignment]
         number = 0
         try:
             async for attempt in retrying:
                 with attempt:
                     number += 1
-                    return await self._follow(url, headers, attempts, number, from_archive)
+                    return await self._follow(url, headers, attempts, number, from_archive, check_hop)
         except _Retryable as exc:
-            return FetchResult(
-                url=url,
-                final_url=url,
-                status=exc.status,
-                failure=Failure.EXHAUSTED,
-                reason=f"{exc.reason}, gave up after {number} attempts",
-            )
+            reason = f"{exc.reason}, gave up after {number} attempts"
+            if exc.connection:
+                host = host_of(url)
+                self._gate.mark_unreachable(host, Failure.UNREACHABLE.value, f"{host} unreachable: {reason}")
+                return FetchResult(url, url, failure=Failure.UNREACHABLE, reason=reason)
+            return FetchResult(url=url, final_url=url, status=exc.status, failure=Failure.EXHAUSTED, reason=reason)
         raise AssertionError("unreachable: tenacity either returns or re-raises")
+
+    async def answers_now(self, url: str) -> bool:
+        """Whether `url` answers at all (any HTTP status) over a new connection, within one request deadline.
+
+        A new connection on purpose: a pooled keep-alive connection would answer even when name
+        resolution or new connections no longer work, which is what this asks about.
+        """
+        async with self._gate.slot(host_of(url)):
+            try:
+                async with (asyncio.timeout(self._settings.request_timeout_s), self._clients.fresh() as client,
+                            client.stream("GET", url)):
+                    return True
+            except (httpx.HTTPError, TimeoutError, OSError, UnicodeError):
+                return False
 
     def _wait(self, state: RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome else None
@@ -201,22 +244,41 @@ class Fetcher:
         return delay
 
     async def _follow(
-        self, url: str, headers: dict[str, str], attempts: list[FetchAttempt], number: int, from_archive: bool
+        self, url: str, headers: dict[str, str], attempts: list[FetchAttempt], number: int, from_archive: bool,
+        check_hop: HopCheck | None,
     ) -> FetchResult:
         """One attempt: request, then follow redirects hop by hop until a final response."""
         seen = [url]
         current = url
+        budget = _Budget(self._settings.request_timeout_s)
+        identity_asked = False
         while True:
             host = host_of(current)
             if self._gate.network_down:
                 return FetchResult(url, current, failure=Failure.OFFLINE, reason=NETWORK_DOWN_REASON,
                                    redirects=seen[1:])
+            if check_hop is not None:  # before the host slot: robots.txt needs that slot itself
+                refusal = await check_hop(current)
+                if refusal is not None:
+                    refusal.url, refusal.redirects = url, seen[1:]
+                    if current != url and refusal.failure is Failure.BLOCKED:
+                        refusal.reason = f"redirected to {current}, which its site's robots.txt disallows"
+                    return refusal
             async with self._gate.slot(host):
                 # checked after the wait too: the host may have failed while we queued for it
                 dead_host = self._gate.unreachable(host)
                 if dead_host:
-                    return FetchResult(url, current, failure=Failure.DNS, reason=dead_host, redirects=seen[1:])
-                outcome = await self._request(current, headers, attempts, number, from_archive)
+                    return FetchResult(url, current, failure=Failure(dead_host[0]), reason=dead_host[1],
+                                       redirects=seen[1:])
+                try:
+                    outcome = await self._request(current, headers, attempts, number, from_archive, budget)
+                except _Undecodable as exc:
+                    if identity_asked:
+                        return FetchResult(url, current, failure=Failure.UNDECODABLE, redirects=seen[1:],
+                                           reason=f"{exc.reason}, even when asked for no encoding")
+                    identity_asked = True
+                    headers = {**headers, "Accept-Encoding": "identity"}
+                    continue  # the same URL once more, inside the same deadline
             if isinstance(outcome, FetchResult):
                 outcome.url = url
                 outcome.redirects = seen[1:]
@@ -232,46 +294,73 @@ class Fetcher:
             current = outcome
 
     async def _request(
-        self, url: str, headers: dict[str, str], attempts: list[FetchAttempt], number: int, from_archive: bool
+        self, url: str, headers: dict[str, str], attempts: list[FetchAttempt], number: int, from_archive: bool,
+        budget: _Budget,
     ) -> FetchResult | str:
         """Send one request. Returns a final result, the next URL of a redirect, or raises _Retryable."""
         started = time.time()
         clock = time.perf_counter()
         status: int | None = None
+        budget.body_bytes = 0
+        deadline = self._settings.request_timeout_s
+        connected = False
+
+        async def trace(event: str, info: dict[str, object]) -> None:
+            """httpcore's trace hook: when the request really goes out (politeness counts from there), and
+            whether a deadline hit while connecting or while waiting for the server."""
+            nonlocal connected
+            if event.startswith("http11.") or event == "connection.connect_tcp.complete":
+                connected = True
+            if event == "http11.send_request_headers.started":
+                self._gate.sending(host_of(url))
 
         def record(error: str | None) -> None:
             attempts.append(FetchAttempt(url, number, started, (time.perf_counter() - clock) * 1000, status, error,
                                          from_archive))
 
         try:
-            async with asyncio.timeout(self._settings.request_timeout_s):
+            if budget.seconds <= 0:
+                raise TimeoutError
+            async with asyncio.timeout(budget.seconds):
                 target = httpx.URL(url)
-                client = self._clients.for_url(target)
-                request = client.build_request("GET", target, headers=headers)
-                response = await client.send(request, stream=True)
-                self._gate.mark_network_seen()
-                try:
-                    status = response.status_code
-                    result = await self._handle(url, response)
-                finally:
-                    await response.aclose()
+                async with self._clients.lease(target) as client:
+                    request = client.build_request("GET", target, headers=headers, extensions={"trace": trace})
+                    response = await client.send(request, stream=True)
+                    self._gate.mark_network_seen(url)
+                    try:
+                        status = response.status_code
+                        result = await self._handle(url, response, budget)
+                    finally:
+                        await response.aclose()
+        except TimeoutError:
+            if not connected:  # still resolving or connecting: the host's trouble, retried like a connect timeout
+                reason = f"no connection within the {deadline:g} s deadline"
+                record(reason)
+                raise _Retryable(reason, connection=True) from None
+            # The total deadline: final, not retried (a trickling server trickles again).
+            got = f"{budget.body_bytes} bytes" if status is not None else "no response"
+            reason = f"too slow: {got} in {deadline:g} s"
+            record(reason)
+            return FetchResult(url, url, status, failure=Failure.TOO_SLOW, reason=reason)
         except _Retryable as exc:
             record(exc.reason)
             raise
+        except _Undecodable as exc:
+            record(exc.reason)
+            raise
+        except httpx.DecodingError as exc:
+            reason = f"body could not be decoded ({exc or type(exc).__name__})"
+            record(reason)
+            raise _Undecodable(reason) from None
+        except httpx.ConnectTimeout:
+            record("connect timed out")
+            raise _Retryable("connect timed out", connection=True) from None
         except httpx.ConnectError as exc:
-            message = str(exc) or type(exc).__name__
-            lowered = message.lower()
-            root = _root_cause(exc)
-            if isinstance(root, socket.gaierror) or any(hint in lowered for hint in _DNS_HINTS):
-                record(f"DNS failure: {message}")
-                self._gate.mark_unreachable(host_of(url), f"DNS failure for {host_of(url)}: {message}")
-                return FetchResult(url, url, failure=Failure.DNS, reason=f"DNS failure: {message}")
-            if isinstance(root, ConnectionRefusedError) or "refused" in lowered:
-                record(f"connection refused: {message}")
-                return FetchResult(url, url, failure=Failure.REFUSED, reason=f"connection refused: {message}")
-            record(f"connection error: {message}")
-            raise _Retryable(f"connection error: {message}") from None
-        except (httpx.TimeoutException, TimeoutError) as exc:
+            failure = self._connect_failure(url, exc, record)
+            if isinstance(failure, FetchResult):
+                return failure
+            raise failure from None
+        except httpx.TimeoutException as exc:
             reason = f"timed out ({type(exc).__name__})"
             record(reason)
             raise _Retryable(reason, status) from None
@@ -279,13 +368,38 @@ class Fetcher:
             reason = f"connection broken: {exc or type(exc).__name__}"
             record(reason)
             raise _Retryable(reason, status) from None
-        except (httpx.UnsupportedProtocol, httpx.InvalidURL, httpx.LocalProtocolError) as exc:
+        except (httpx.UnsupportedProtocol, httpx.InvalidURL, httpx.LocalProtocolError, UnicodeError) as exc:
             record(f"invalid request: {exc}")
             return FetchResult(url, url, failure=Failure.INVALID, reason=f"cannot request this URL: {exc}")
+        finally:
+            budget.seconds -= time.perf_counter() - clock
         record(None if isinstance(result, str) or result.ok or result.not_modified else result.reason)
         return result
 
-    async def _handle(self, url: str, response: httpx.Response) -> FetchResult | str:
+    def _connect_failure(self, url: str, exc: httpx.ConnectError,
+                         record: Callable[[str | None], None]) -> FetchResult | _Retryable:
+        """A connection that could not be made, by cause: NXDOMAIN is final here, the rest is retried."""
+        message = str(exc) or type(exc).__name__
+        lowered = message.lower()
+        root = _root_cause(exc)
+        host = host_of(url)
+        nxdomain = (root.errno in _NXDOMAIN_ERRNOS if isinstance(root, socket.gaierror)
+                    else any(hint in lowered for hint in _NXDOMAIN_HINTS))
+        if nxdomain:
+            reason = f"host name does not resolve (DNS: {message})"
+            record(reason)
+            self._gate.mark_unreachable(host, Failure.NXDOMAIN.value, f"{host}: {reason}")
+            return FetchResult(url, url, failure=Failure.NXDOMAIN, reason=reason)
+        if isinstance(root, socket.gaierror) or any(hint in lowered for hint in _DNS_HINTS):
+            reason = f"DNS temporary failure: {message}"
+        elif isinstance(root, ConnectionRefusedError) or "refused" in lowered:
+            reason = f"connection refused: {message}"
+        else:
+            reason = f"connection error: {message}"
+        record(reason)
+        return _Retryable(reason, connection=True)
+
+    async def _handle(self, url: str, response: httpx.Response, budget: _Budget) -> FetchResult | str:
         status = response.status_code
         if status == 304:  # before the redirect check: httpx counts every 3xx as a redirect
             return FetchResult(url, url, status, not_modified=True, reason="not modified since last crawl")
@@ -303,24 +417,31 @@ class Fetcher:
             return FetchResult(url, url, status, failure=Failure.GONE, reason=f"HTTP {status}")
         if status >= 400:
             return FetchResult(url, url, status, failure=Failure.HTTP, reason=f"HTTP {status}")
-        body, truncated = await self._read_capped(response)
+        unknown = unknown_encodings(response)
+        if unknown:
+            raise _Undecodable(f"body sent with Content-Encoding {', '.join(unknown)}, which linklens cannot decode")
+        body, truncated = await self._read_capped(response, budget)
+        content_type = response.headers.get("content-type", "")
+        refresh = meta_refresh_target(url, content_type, body)
+        if refresh is not None:
+            return refresh
         return FetchResult(
             url,
             url,
             status,
             body=FetchedBody(
                 url=url,
-                content_type=response.headers.get("content-type", ""),
+                content_type=content_type,
                 body=body,
                 truncated=truncated,
                 encoding=response.charset_encoding,
-                etag=response.headers.get("etag"),
-                last_modified=response.headers.get("last-modified"),
+                etag=safe_validator(response.headers.get("etag")),
+                last_modified=safe_validator(response.headers.get("last-modified")),
             ),
             reason=f"HTTP {status}" + (f", body cut at {len(body)} bytes" if truncated else ""),
         )
 
-    async def _read_capped(self, response: httpx.Response) -> tuple[bytes, bool]:
+    async def _read_capped(self, response: httpx.Response, budget: _Budget) -> tuple[bytes, bool]:
         """Stream at most max_body_bytes (decoded); the rest is never read."""
         cap = self._settings.max_body_bytes
         chunks: list[bytes] = []
@@ -328,7 +449,10 @@ class Fetcher:
         async for chunk in response.aiter_bytes():
             if size + len(chunk) > cap:
                 chunks.append(chunk[: cap - size])
+                budget.body_bytes = cap
                 return b"".join(chunks), True
             chunks.append(chunk)
             size += len(chunk)
+            budget.body_bytes = size
         return b"".join(chunks), False
+

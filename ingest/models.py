@@ -22,6 +22,7 @@ class LinkState(StrEnum):
     BLOCKED = "blocked"
     UNSUPPORTED = "unsupported"
     FAILED = "failed"
+    REMOVED = "removed"  # no list that the store still holds cites it any more; left out of the index
 
     @classmethod
     def final_states(cls) -> list[LinkState]:
@@ -115,6 +116,7 @@ class CrawlOutcome:
     archived_timestamp: str | None = None
     not_modified: bool = False
     compressed_body: bytes | None = None  # zlib of body.body, made by the extraction worker
+    from_archive: bool = False  # the body is a web archive copy: its validators never go to the live site
 
 
 @dataclass

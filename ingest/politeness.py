@@ -19,12 +19,13 @@ class _HostState:
     slots: asyncio.Semaphore
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     next_start: float = 0.0
-    unreachable: str | None = None
+    unreachable: tuple[str, str] | None = None  # (failure kind, reason) once the host could not be reached
     min_delay_s: float | None = None  # the host's own Crawl-delay, when longer than ours
 
 
-# After this many distinct hosts fail to resolve with not a single answer from anyone,
-# the network is taken to be down: the rest of the crawl stops trying.
+# After this many distinct hosts in a row cannot be reached (DNS, refused, connect timeout) with not a
+# single answer from anyone in between, the network is taken to be down: the rest of the crawl stops
+# trying, and links that failed that way stay pending for the next run.
 NETWORK_DOWN_AFTER_HOSTS = 12
 
 
@@ -33,8 +34,10 @@ class HostGate:
 
     It also remembers hosts that cannot be resolved or reached at all, so the
     other links on a dead host fail at once instead of each waiting its turn;
-    and, as a circuit breaker for the whole crawl, notices when no host at all
-    can be resolved (no network), so a 600-link crawl ends in seconds.
+    and, as a circuit breaker for the whole crawl, notices when hosts stop
+    answering altogether (no network from the start, or an outage midway), so a
+    600-link crawl without network ends in seconds. Once open it stays open for
+    the crawl: what was not tried stays pending for the next run.
     """
 
     def __init__(self, per_host: int, min_delay_s: float) -> None:
@@ -42,7 +45,9 @@ class HostGate:
         self._min_delay_s = min_delay_s
         self._hosts: dict[str, _HostState] = {}
         self._network_seen = False
-        self._unresolved_hosts = 0
+        self._failing_since_answer: set[str] = set()
+        self._down = False
+        self.last_answered_url: str | None = None
 
     def _state(self, host: str) -> _HostState:
         state = self._hosts.get(host)
@@ -55,11 +60,20 @@ class HostGate:
         state = self._state(host)
         async with state.slots:
             async with state.lock:
-                wait = state.next_start - time.monotonic()
-                if wait > 0 and state.unreachable is None:  # no politeness owed to a host that is not there
-                    await asyncio.sleep(wait)
+                # a loop: the request before may have gone out later than its slot was taken (see `sending`)
+                while (wait := state.next_start - time.monotonic()) > 0 and state.unreachable is None:
+                    await asyncio.sleep(wait)  # no politeness owed to a host that is not there
                 state.next_start = time.monotonic() + (state.min_delay_s or self._min_delay_s)
             yield
+
+    def sending(self, host: str) -> None:
+        """A request to `host` is going out now: the delay counts from here, not from when its slot was taken.
+
+        Between the two lie connecting (DNS, TCP, TLS) and a busy event loop; without this, two
+        requests could reach the server closer together than the delay promises.
+        """
+        state = self._state(host)
+        state.next_start = max(state.next_start, time.monotonic() + (state.min_delay_s or self._min_delay_s))
 
     def set_min_delay(self, host: str, delay_s: float) -> None:
         """A host asked for a slower pace (robots.txt Crawl-delay); never faster than our own default."""
@@ -70,20 +84,33 @@ class HostGate:
         state = self._state(host)
         state.next_start = max(state.next_start, time.monotonic() + delay_s)
 
-    def mark_unreachable(self, host: str, reason: str) -> None:
-        state = self._state(host)
-        if state.unreachable is None:
-            self._unresolved_hosts += 1
-        state.unreachable = reason
+    def mark_unreachable(self, host: str, kind: str, reason: str) -> None:
+        """`host` could not be reached (`kind` says how): its other links fail at once with the same reason."""
+        self._state(host).unreachable = (kind, reason)
+        self._failing_since_answer.add(host)
+        if len(self._failing_since_answer) >= NETWORK_DOWN_AFTER_HOSTS:
+            self._down = True
 
-    def mark_network_seen(self) -> None:
-        """Some host answered: the network works, so DNS failures are about their hosts only."""
+    def mark_network_seen(self, url: str) -> None:
+        """`url` answered: the network works, so connection failures are about their hosts only."""
         self._network_seen = True
+        self._failing_since_answer.clear()
+        self.last_answered_url = url
+
+    @property
+    def network_seen(self) -> bool:
+        """Whether any host answered during this crawl (evidence that failures elsewhere are theirs)."""
+        return self._network_seen
 
     @property
     def network_down(self) -> bool:
-        return not self._network_seen and self._unresolved_hosts >= NETWORK_DOWN_AFTER_HOSTS
+        return self._down
 
-    def unreachable(self, host: str) -> str | None:
+    def unreachable(self, host: str) -> tuple[str, str] | None:
         state = self._hosts.get(host)
         return state.unreachable if state else None
+
+    def forget_unreachable(self) -> None:
+        """Before the second try of unreachable links: every host gets resolved and connected to afresh."""
+        for state in self._hosts.values():
+            state.unreachable = None

@@ -31,6 +31,10 @@ DEFAULT_MAX_ATTEMPTS = 4
 DEFAULT_BACKOFF_BASE_S = 0.5
 DEFAULT_BACKOFF_MAX_S = 30.0
 DEFAULT_MAX_RETRY_AFTER_S = 120.0
+# A link whose host could not be reached is tried once more at the end of the crawl, no sooner than this.
+DEFAULT_SECOND_TRY_AFTER_S = 10.0
+# Idle per-origin connection pools kept open; the least recently used beyond this are closed.
+DEFAULT_MAX_HOST_POOLS = 64
 
 
 class Settings(BaseSettings):
@@ -47,13 +51,16 @@ class Settings(BaseSettings):
     per_host_delay_s: float = Field(DEFAULT_PER_HOST_DELAY_S, ge=0)
     connect_timeout_s: float = Field(DEFAULT_CONNECT_TIMEOUT_S, gt=0)
     read_timeout_s: float = Field(DEFAULT_READ_TIMEOUT_S, gt=0)
-    request_timeout_s: float = Field(DEFAULT_REQUEST_TIMEOUT_S, gt=0)
+    request_timeout_s: float = Field(DEFAULT_REQUEST_TIMEOUT_S, gt=0,
+                                     description="total for one request: connect, headers and body, redirects included")
     max_body_bytes: int = Field(MAX_BODY_BYTES, ge=1024)
     max_redirects: int = Field(DEFAULT_MAX_REDIRECTS, ge=0, le=50)
     max_attempts: int = Field(DEFAULT_MAX_ATTEMPTS, ge=1, le=20)
     backoff_base_s: float = Field(DEFAULT_BACKOFF_BASE_S, ge=0)
     backoff_max_s: float = Field(DEFAULT_BACKOFF_MAX_S, ge=0)
     max_retry_after_s: float = Field(DEFAULT_MAX_RETRY_AFTER_S, ge=0)
+    second_try_after_s: float = Field(DEFAULT_SECOND_TRY_AFTER_S, ge=0)
+    max_host_pools: int = Field(DEFAULT_MAX_HOST_POOLS, ge=1, le=10_000)
     respect_robots: bool = True
     archive_url: str = DEFAULT_ARCHIVE_URL
     use_archive: bool = True

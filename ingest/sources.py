@@ -7,7 +7,8 @@ to do, because this is the first thing a new user types.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -18,15 +19,35 @@ from ingest.settings import Settings
 
 BUNDLED_LIST = Path(__file__).resolve().parent.parent / "data" / "awesome-scalability.txt"
 BUNDLED_NAME = "awesome-scalability (bundled)"
+BUNDLED_KEY = "bundled:awesome-scalability"
 MAX_LIST_BYTES = 20 * 2**20
+_README_NAMES = {"readme", "readme.md", "readme.markdown", "index.md"}
 
 
 @dataclass
 class LinkList:
-    """A parsed list and where it came from."""
+    """A parsed list and where it came from.
+
+    `source` is how the user named it (for messages); `key` identifies the list in the store (an
+    absolute path, a URL, or the bundled list), so the same list crawled from another folder is
+    still the same list; `name` is a short label for reports.
+    """
 
     source: str
     links: list[ListedLink]
+    key: str = ""
+    name: str = ""
+
+
+def list_name(key: str) -> str:
+    """A short label: the file or repository name (`awesome-scalability`), not the whole path."""
+    if key == BUNDLED_KEY:
+        return "awesome-scalability"
+    path = PurePosixPath(urlsplit(key).path if "://" in key else key)
+    parts = [p for p in path.parts if p not in ("/", "")]
+    while len(parts) > 1 and parts[-1].lower() in _README_NAMES | {"main", "master", "refs", "heads"}:
+        parts.pop()
+    return PurePosixPath(parts[-1]).stem if parts else key
 
 
 def load_list(source: str | None, settings: Settings) -> LinkList:
@@ -34,18 +55,18 @@ def load_list(source: str | None, settings: Settings) -> LinkList:
     if source is None:
         if not BUNDLED_LIST.is_file():
             raise SourceError(f"the bundled list is missing at {BUNDLED_LIST} — reinstall linklens or pass a list")
-        text, label = BUNDLED_LIST.read_text(encoding="utf-8"), BUNDLED_NAME
+        text, label, key = BUNDLED_LIST.read_text(encoding="utf-8"), BUNDLED_NAME, BUNDLED_KEY
     elif source.lower().startswith(("http://", "https://")):
-        text, label = _download(source, settings), source
+        text, label, key = _download(source, settings), source, source
     else:
-        text, label = _read_file(Path(source)), source
+        text, label, key = _read_file(Path(source)), source, str(Path(source).resolve())
     links = parse_list(text)
     if not links:
         raise SourceError(
             f"{label} holds no list links — expected markdown items like '* [Title](https://…)' under '## Section' "
             "headings (for a GitHub repository, pass the raw README URL)"
         )
-    return LinkList(label, links)
+    return LinkList(label, links, key, list_name(key))
 
 
 def _read_file(path: Path) -> str:

@@ -14,6 +14,7 @@ import time
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from ingest.errors import StoreError
@@ -93,7 +94,56 @@ MIGRATIONS: list[str] = [
     );
     CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
     """,
+    # 2: the lists a link is cited by (so a link dropped from every list becomes `removed`), and when and
+    # where a stored body was fetched (so a refresh that fails can say how old the kept text is, and an
+    # archived copy's validators are never sent to the live site). Placements made before lists were
+    # recorded go to a list with an empty source, which the first list synced afterwards adopts.
+    """
+    CREATE TABLE lists (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL,
+        source TEXT NOT NULL UNIQUE,
+        added_at REAL NOT NULL,
+        synced_at REAL,
+        crawled_at REAL
+    );
+    INSERT INTO lists(id, name, source, added_at)
+        SELECT 1, 'links crawled before lists were recorded', '', strftime('%s', 'now')
+        WHERE EXISTS (SELECT 1 FROM placements);
+    CREATE TABLE list_placements (
+        link_id INTEGER NOT NULL REFERENCES links(id) ON DELETE CASCADE,
+        list_id INTEGER NOT NULL REFERENCES lists(id) ON DELETE CASCADE,
+        section TEXT NOT NULL,
+        subsection TEXT,
+        title TEXT NOT NULL,
+        position INTEGER NOT NULL,
+        PRIMARY KEY (link_id, list_id, position)
+    );
+    INSERT INTO list_placements(link_id, list_id, section, subsection, title, position)
+        SELECT link_id, 1, section, subsection, title, position FROM placements;
+    DROP TABLE placements;
+    ALTER TABLE list_placements RENAME TO placements;
+    CREATE INDEX placements_list ON placements(list_id);
+    ALTER TABLE bodies ADD COLUMN fetched_at REAL;
+    ALTER TABLE bodies ADD COLUMN from_archive INTEGER NOT NULL DEFAULT 0;
+    UPDATE bodies SET fetched_at = (SELECT crawled_at FROM links WHERE links.id = bodies.link_id);
+    UPDATE bodies SET from_archive = 1 WHERE link_id IN (SELECT id FROM links WHERE state = 'archived');
+    UPDATE links SET etag = NULL, last_modified = NULL WHERE state = 'archived';
+    """,
 ]
+# The list that `add_links` files links under when the caller names none (tests, benchmarks).
+UNNAMED_LIST_SOURCE = "(unnamed list)"
+LEGACY_LIST_SOURCE = ""
+
+
+@dataclass
+class ListSync:
+    """What syncing one list changed in the store."""
+
+    list_id: int
+    added: int  # links the store did not know
+    removed: int  # links this list dropped that no other list cites: now `removed`
+    returned: int  # `removed` links cited again: pending once more
 
 
 class Store:
@@ -154,17 +204,28 @@ class Store:
 
     # -- links -------------------------------------------------------------
 
-    def add_links(self, links: list[ListedLink]) -> int:
-        """Insert new links and refresh placements of known ones. Returns how many were new.
+    def add_links(self, links: list[ListedLink], source: str = UNNAMED_LIST_SOURCE, name: str | None = None) -> int:
+        """Sync `links` as the whole content of the list `source`. Returns how many links were new."""
+        return self.sync_list(source, name or source, links).added
 
-        Idempotent: adding the same list twice changes nothing, so `crawl` can always
-        start by re-reading the list.
+    def sync_list(self, source: str, name: str, links: list[ListedLink]) -> ListSync:
+        """Make the store hold exactly `links` for the list `source`, in one transaction.
+
+        Idempotent: syncing the same list twice changes nothing, so `crawl` always starts by
+        re-reading its list. A link the list no longer holds loses this list's placements; once no
+        list cites it, it becomes `removed` (kept, with its history, but left out of the index).
+        Another list's links are never touched. A `removed` link cited again is pending once more.
         """
         now = time.time()
-        added = 0
+        added = returned = removed = 0
         with self.transaction() as conn:
+            list_id = self._list_id(conn, source, name, now)
+            before = {r[0] for r in conn.execute("SELECT DISTINCT link_id FROM placements WHERE list_id=?",
+                                                 (list_id,))}
+            conn.execute("DELETE FROM placements WHERE list_id=?", (list_id,))
+            held: set[int] = set()
             for link in links:
-                row = conn.execute("SELECT id FROM links WHERE url=?", (link.url,)).fetchone()
+                row = conn.execute("SELECT id, state FROM links WHERE url=?", (link.url,)).fetchone()
                 if row is None:
                     cur = conn.execute(
                         "INSERT INTO links(url, title, position, updated_at) VALUES (?, ?, ?, ?)",
@@ -174,24 +235,66 @@ class Store:
                     added += 1
                 else:
                     link_id = row[0]
+                    if row[1] == LinkState.REMOVED.value:
+                        returned += 1
+                        conn.execute("UPDATE links SET state=?, reason=?, updated_at=? WHERE id=?",
+                                     (LinkState.PENDING.value, f"cited again by {name}", now, link_id))
                     conn.execute("UPDATE links SET title=?, position=? WHERE id=?",
                                  (link.title, link.position, link_id))
-                conn.execute("DELETE FROM placements WHERE link_id=?", (link_id,))
+                held.add(link_id)
                 conn.executemany(
-                    "INSERT OR REPLACE INTO placements(link_id, section, subsection, title, position) "
-                    "VALUES (?,?,?,?,?)",
-                    [(link_id, p.section, p.subsection, p.title, p.position) for p in link.placements],
+                    "INSERT OR REPLACE INTO placements(link_id, list_id, section, subsection, title, position) "
+                    "VALUES (?,?,?,?,?,?)",
+                    [(link_id, list_id, p.section, p.subsection, p.title, p.position) for p in link.placements],
                 )
-        return added
+            day = time.strftime("%Y-%m-%d", time.localtime(now))
+            for link_id in sorted(before - held):
+                if conn.execute("SELECT 1 FROM placements WHERE link_id=? LIMIT 1", (link_id,)).fetchone():
+                    continue  # another list still cites it
+                removed += 1
+                conn.execute("UPDATE links SET state=?, reason=?, updated_at=? WHERE id=?",
+                             (LinkState.REMOVED.value, f"no longer in any list (dropped from {name} on {day})", now,
+                              link_id))
+            conn.execute("UPDATE lists SET synced_at=? WHERE id=?", (now, list_id))
+        return ListSync(list_id, added, removed, returned)
 
-    def link_ids_to_crawl(self, refresh: bool = False) -> list[int]:
-        """Pending links in list order; with `refresh`, every link (conditional re-fetch)."""
+    @staticmethod
+    def _list_id(conn: sqlite3.Connection, source: str, name: str, now: float) -> int:
+        row = conn.execute("SELECT id FROM lists WHERE source=?", (source,)).fetchone()
+        if row is not None:
+            conn.execute("UPDATE lists SET name=? WHERE id=?", (name, row[0]))
+            return int(row[0])
+        legacy = conn.execute("SELECT id FROM lists WHERE source=?", (LEGACY_LIST_SOURCE,)).fetchone()
+        if legacy is not None:  # placements from before lists were recorded: the first list synced adopts them
+            conn.execute("UPDATE lists SET source=?, name=? WHERE id=?", (source, name, legacy[0]))
+            return int(legacy[0])
+        cur = conn.execute("INSERT INTO lists(name, source, added_at) VALUES (?,?,?)", (name, source, now))
+        return int(cur.lastrowid or 0)
+
+    def mark_list_crawled(self, list_id: int) -> None:
+        with self.transaction() as conn:
+            conn.execute("UPDATE lists SET crawled_at=? WHERE id=?", (time.time(), list_id))
+
+    def lists(self) -> list[dict[str, object]]:
+        """Every list the store holds, with how many links it cites."""
+        rows = self._conn.execute(
+            "SELECT l.*, (SELECT COUNT(DISTINCT link_id) FROM placements p WHERE p.list_id = l.id) AS links "
+            "FROM lists l ORDER BY l.id").fetchall()
+        return [dict(r) for r in rows]
+
+    def link_ids_to_crawl(self, refresh: bool = False, retry_failed: bool = False,
+                          list_id: int | None = None) -> list[int]:
+        """Links to crawl, in list order: pending ones; with `retry_failed` also failed ones; with
+        `refresh` every link still cited (conditional re-fetch). `list_id` limits them to one list."""
         if refresh:
-            rows = self._conn.execute("SELECT id FROM links ORDER BY position").fetchall()
+            where, params = "state != ?", [LinkState.REMOVED.value]
         else:
-            rows = self._conn.execute(
-                "SELECT id FROM links WHERE state=? ORDER BY position", (LinkState.PENDING.value,)
-            ).fetchall()
+            states = [LinkState.PENDING.value] + ([LinkState.FAILED.value] if retry_failed else [])
+            where, params = f"state IN ({','.join('?' * len(states))})", states
+        if list_id is not None:
+            where += " AND id IN (SELECT link_id FROM placements WHERE list_id=?)"
+            params.append(str(list_id))
+        rows = self._conn.execute(f"SELECT id FROM links WHERE {where} ORDER BY position", params).fetchall()
         return [r[0] for r in rows]
 
     def link(self, link_id: int) -> sqlite3.Row:
@@ -201,7 +304,7 @@ class Store:
         return row
 
     def reset_for_refresh(self, link_ids: list[int]) -> None:
-        """Mark links pending again so a killed refresh resumes; stored bodies stay for 304s."""
+        """Mark links pending again so a killed refresh (or retry) resumes; stored bodies stay for 304s."""
         with self.transaction() as conn:
             conn.executemany(
                 "UPDATE links SET state=?, updated_at=? WHERE id=?",
@@ -223,8 +326,8 @@ class Store:
             body = outcome.body
             if body is not None and not outcome.not_modified:
                 conn.execute(
-                    "INSERT OR REPLACE INTO bodies(link_id, url, content_type, encoding, truncated, size, body) "
-                    "VALUES (?,?,?,?,?,?,?)",
+                    "INSERT OR REPLACE INTO bodies(link_id, url, content_type, encoding, truncated, size, body, "
+                    "fetched_at, from_archive) VALUES (?,?,?,?,?,?,?,?,?)",
                     (
                         link_id,
                         body.url,
@@ -233,12 +336,18 @@ class Store:
                         int(body.truncated),
                         len(body.body),
                         outcome.compressed_body or compress_body(body.body),
+                        now,
+                        int(outcome.from_archive),
                     ),
                 )
             if outcome.document is not None:
                 _write_document(conn, link_id, outcome.document)
             etag = body.etag if body else None
             last_modified = body.last_modified if body else None
+            if outcome.from_archive and body is not None:
+                # The archive's validators describe its copy, not the live page: never send them there.
+                conn.execute("UPDATE links SET etag=NULL, last_modified=NULL WHERE id=?", (link_id,))
+                etag = last_modified = None
             conn.execute(
                 "UPDATE links SET state=?, reason=?, final_url=?, http_status=?, archived_url=?, archived_timestamp=?, "
                 "etag=COALESCE(?, etag), last_modified=COALESCE(?, last_modified), crawled_at=?, updated_at=? "
@@ -257,6 +366,28 @@ class Store:
                     link_id,
                 ),
             )
+
+    def record_failure(self, link_id: int, reason: str) -> None:
+        """The last resort when a whole outcome could not be stored: the link is `failed` with the reason."""
+        now = time.time()
+        with self.transaction() as conn:
+            conn.execute("UPDATE links SET state=?, reason=?, crawled_at=?, updated_at=? WHERE id=?",
+                         (LinkState.FAILED.value, reason, now, now, link_id))
+
+    def restore_pending(self, link_id: int, reason: str) -> None:
+        """A link that was not really tried (the network was down): pending, so the next crawl takes it up."""
+        with self.transaction() as conn:
+            conn.execute("UPDATE links SET state=?, reason=?, updated_at=? WHERE id=?",
+                         (LinkState.PENDING.value, reason, time.time(), link_id))
+
+    def kept_text_date(self, link_id: int) -> str | None:
+        """When the stored live copy of a link was fetched (YYYY-MM-DD), if it has one with a document."""
+        row = self._conn.execute(
+            "SELECT b.fetched_at FROM bodies b JOIN documents d ON d.link_id = b.link_id "
+            "WHERE b.link_id=? AND b.from_archive=0", (link_id,)).fetchone()
+        if row is None:
+            return None
+        return time.strftime("%Y-%m-%d", time.localtime(row[0])) if row[0] else "an earlier crawl"
 
     def replace_document(self, link_id: int, doc: Document) -> None:
         """Re-extraction path: new text from a stored body, no fetch."""
@@ -329,10 +460,11 @@ class Store:
         return out
 
     def articles(self) -> Iterator[Article]:
-        """Every link with its list context and document, in list order: the index's input."""
+        """Every link still cited by a list, with its list context and document, in list order: the index's input."""
         sections = self._sections_by_link()
         documents = {row["link_id"]: _document_from_row(row) for row in self._conn.execute("SELECT * FROM documents")}
-        rows = self._conn.execute("SELECT * FROM links ORDER BY position").fetchall()
+        rows = self._conn.execute("SELECT * FROM links WHERE state != ? ORDER BY position",
+                                  (LinkState.REMOVED.value,)).fetchall()
         for r in rows:
             doc = documents.get(r["id"])
             yield Article(

@@ -31,7 +31,8 @@ SECOND_PLACEMENT = ("consistent-hashing", ListPlacement("Performance", "Caching"
 DEAD_URL = "https://maps.example.com/geohash-nearby-drivers"
 DEAD_TITLE = "Geohashes and Quadtrees for Nearby-Driver Search"
 PENDING_URL = "https://video.example.net/transcoding-pipeline"
-PENDING_TITLE = "Designing a Video Transcoding Pipeline"
+# A list title full of markup: the page must show it as text, never run it.
+PENDING_TITLE = "Designing a Video Transcoding Pipeline <script>window.pwned = true; alert('pwned')</script>"
 
 
 @dataclass

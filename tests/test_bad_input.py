@@ -112,10 +112,13 @@ def test_with_no_network_the_crawl_ends_quickly_and_says_so(tmp_path: Path, craw
     assert len(report) == 60
     dead = [r for r in report if r["state"] == "dead"]
     not_tried = [r for r in report if r["state"] == "pending"]
-    assert len(dead) + len(not_tried) == 60
-    assert all("DNS" in r["reason"] for r in dead)
-    # after a dozen hosts fail to resolve and none answers, the rest are not even tried: they stay
-    # pending, with the reason, so the same command run again once online takes them up
-    assert not_tried and all("network looks down" in r["reason"] for r in not_tried)
+    # Nothing answered, so a failed lookup is no evidence that a host is gone: no link is dead. After a
+    # dozen hosts fail and none answers, the rest are not even tried. Every link stays pending, with
+    # the reason, so the same command run again once online takes them all up.
+    assert dead == []
+    assert len(not_tried) == 60, [(r["url"], r["state"], r["reason"]) for r in report if r["state"] != "pending"]
+    assert all("network looks down" in r["reason"] for r in not_tried)
+    tried = [r for r in not_tried if "does not resolve" in r["reason"]]
+    assert 0 < len(tried) < 60
     again = run_cli("crawl", str(listing), "--json")
-    assert again.returncode == 0 and json.loads(again.stdout)["crawled"] == len(not_tried)
+    assert again.returncode == 0 and json.loads(again.stdout)["crawled"] == 60

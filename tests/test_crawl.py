@@ -138,11 +138,17 @@ def test_robots_crawl_delay_spaces_requests_to_that_host(crawled: CrawledWeb) ->
                     if r.url.startswith(host + "/") and not r.url.endswith("/robots.txt"))
     assert len(starts) >= 5
     gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
-    assert min(gaps) >= CRAWL_DELAY_S * 0.9, gaps  # per-host default in the tests is 0.01 s
+    # per-host default in the tests is 0.01 s. The times are the server's, read in a thread of this busy
+    # process, so one gap may look short by the server's own scheduling delay; the span cannot.
+    assert starts[-1] - starts[0] >= (len(starts) - 1) * CRAWL_DELAY_S * 0.95, gaps
+    assert min(gaps) >= CRAWL_DELAY_S * 0.5, gaps
 
 
 def test_user_agent_names_linklens(crawled: CrawledWeb) -> None:
-    assert "linklens" in crawled.settings.user_agent and "+http" in crawled.settings.user_agent
+    """What the servers received, on every request: robots.txt, pages and the archive alike."""
+    agents = {r.user_agent for r in crawled.web.request_log()}
+    assert agents == {crawled.settings.user_agent}
+    assert crawled.settings.user_agent.startswith("linklens/") and "+https://" in crawled.settings.user_agent
 
 
 def test_links_report_formats(crawled: CrawledWeb, monkeypatch) -> None:  # type: ignore[no-untyped-def]

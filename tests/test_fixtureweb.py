@@ -177,8 +177,12 @@ def test_content_type_charset_pdf_and_oversized(web: FixtureWeb) -> None:
         assert pdf.headers["content-type"] == "application/pdf" and pdf.content.startswith(b"%PDF-")
         with c.stream("GET", fault_url(web, "oversized")) as r:
             assert int(r.headers["content-length"]) > 12 * 10**6
-            first = next(r.iter_bytes())
-            assert b"<article>" in first or len(first) < 64 * 1024
+            head = b""
+            for chunk in r.iter_bytes():  # the article comes first, before the megabytes of padding
+                head += chunk
+                if len(head) >= 64 * 1024:
+                    break
+            assert b"<article>" in head[: 64 * 1024]
     pypdf = pytest.importorskip("pypdf")
     text = " ".join(pypdf.PdfReader(io.BytesIO(pdf.content)).pages[0].extract_text().split())
     art = web.expected_content()[fault_url(web, "pdf")]

@@ -117,3 +117,16 @@ def test_api_docs_render_with_every_other_host_blocked(browser_page: Page, live_
     assert {"/search", "/sections", "/healthz"} <= paths, paths
     assert "linklens" in page.locator(".title").first.inner_text()
     assert blocked == [], f"/docs tried to load from other hosts: {blocked}"
+
+
+def test_a_list_title_full_of_script_is_shown_as_text(browser_page: Page, live_server: ServerProcess) -> None:
+    from tests.index_fixtures import PENDING_TITLE
+
+    page = browser_page
+    dialogs: list[str] = []
+    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    page.goto(f"{live_server.base_url}/?q=video+transcoding+pipeline")
+    first = page.locator("li.result").first
+    assert first.locator("a.title").inner_text() == PENDING_TITLE  # the tags are its text
+    assert page.locator("li.result script").count() == 0
+    assert page.evaluate("window.pwned === undefined") and dialogs == []

@@ -32,7 +32,8 @@ gzip                   /faults/gzip                    ok            Content-Enc
 pdf                    /papers/<slug>.pdf              ok            application/pdf (real PDF, text extractable)
 blocked                /private/internal-notes (h0)    blocked       robots.txt of host 0 disallows /private/
 reset                  /faults/reset                   failed        request read, then RST (SO_LINGER 0), always
-refused                /faults/refused (closed port)   dead          connection refused, no snapshot
+refused                /faults/refused (closed port)   failed        connection refused (transient: tried again at
+                                                                     the end of the crawl), no snapshot
 video                  /watch?v=dQw4w9WgXcQ            ok            title + og:description only (thin document)
 server-error           /faults/server-error            failed        500 every time, no snapshot
 ftp                    ftp://<host0>/pub/...           unsupported   not HTTP

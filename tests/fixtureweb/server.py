@@ -89,6 +89,7 @@ class RequestRecord:
     status: int | None
     started: float
     finished: float
+    user_agent: str = ""
 
 
 @dataclass(frozen=True)
@@ -434,7 +435,7 @@ class FixtureWeb:
         add("blocked", f"{self.host_urls[0]}/private/internal-notes", "blocked", "Robots Disallowed", None,
             _const(_html(simple("Internal notes", "Crawlers must not fetch this."))))
         add("reset", f"{h(2)}/faults/reset", "failed", "Connection Reset", None, _const(Response(reset=True)))
-        add("refused", refused, "dead", "Connection Refused")
+        add("refused", refused, "failed", "Connection Refused")
         add("video", video, "ok", "Conference Talk Video", pages.VIDEO_PAGE,
             _const(_html(pages.render_video_page(pages.VIDEO_PAGE, video))))
         add("server-error", f"{h(0)}/faults/server-error", "failed", "Server Error", None,
@@ -600,7 +601,8 @@ class FixtureWeb:
                 logged = True
                 with self._lock:
                     self._inflight[netloc] -= 1
-                    self._log.append(RequestRecord(req.url, req.method, status[0], started, time.monotonic()))
+                    self._log.append(RequestRecord(req.url, req.method, status[0], started, time.monotonic(),
+                                                   req.headers.get("user-agent", "")))
 
         try:
             resp = _conditional(req, await self._dispatch(req))

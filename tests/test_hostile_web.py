@@ -1,0 +1,209 @@
+"""`linklens crawl` on a web of servers that lie (tests/hostileweb): it ends, every link gets an honest state.
+
+The crawl runs as a user runs it, in its own process, with short deadlines (so the suite stays
+fast) and a wall-time bound derived from them. Tests named `..._extraction_...` check the part of
+issue 7 done on the extraction side (sniffing, charsets, isolated extraction); the rest checks the
+fetch side.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from ingest.settings import Settings, load_settings
+from ingest.store import Store
+from tests.conftest import FAST_CRAWL_ENV
+from tests.hostileweb import CREME_BRULEE, HostileWeb, Route
+
+# FAST_CRAWL_ENV with a 2 MiB body cap, so the decompression bomb is cut quickly, and a read timeout well
+# above the trickle's 0.1 s between bytes even on a loaded machine, so only the total deadline can cut it.
+HOSTILE_ENV = dict(FAST_CRAWL_ENV, LINKLENS_MAX_BODY_BYTES=str(2 * 2**20), LINKLENS_READ_TIMEOUT_S="1.5",
+                   LINKLENS_REQUEST_TIMEOUT_S="3")
+# What the deadlines allow for the slowest link (never-answers: 2 attempts × 1.5 s read timeout + backoff;
+# refused: 2 attempts now and 2 at the end), plus starting Python and the extraction workers, with
+# room for a loaded 2-core machine. Without deadlines the trickle alone would never end.
+CRAWL_BOUND_S = 60.0
+
+
+@dataclass
+class HostileCrawl:
+    web: HostileWeb
+    env: dict[str, str]
+    settings: Settings
+    list_file: Path
+    seconds: float
+    summary: dict[str, object]
+    rows: dict[str, dict[str, object]]  # route name -> link row
+
+
+def linklens(env: dict[str, str], *args: str, timeout: float = CRAWL_BOUND_S) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "cli.main", *args], env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def rows_by_route(web: HostileWeb, settings: Settings) -> dict[str, dict[str, object]]:
+    with Store.open(settings.store_path) as store:
+        by_url = {str(r["url"]): r for r in store.link_rows()}
+    return {route.name: by_url[route.url] for route in web.routes}
+
+
+@pytest.fixture(scope="module")
+def hostile(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HostileCrawl]:
+    root = tmp_path_factory.mktemp("hostile")
+    with HostileWeb() as web:
+        env = dict(os.environ, **HOSTILE_ENV, LINKLENS_ARCHIVE_URL=web.urls["archive"],
+                   LINKLENS_DATA_DIR=str(root / "data"))
+        list_file = web.write_list(root / "awesome-hostile.md")
+        started = time.monotonic()
+        done = linklens(env, "crawl", str(list_file), "--json")
+        seconds = time.monotonic() - started
+        assert done.returncode == 0, done.stderr
+        with pytest.MonkeyPatch.context() as mp:
+            for key, value in env.items():
+                if key.startswith("LINKLENS_"):
+                    mp.setenv(key, value)
+            settings = load_settings()
+        yield HostileCrawl(web, env, settings, list_file, seconds, json.loads(done.stdout),
+                           rows_by_route(web, settings))
+
+
+def fetch_side(web: HostileWeb) -> list[Route]:
+    return [r for r in web.routes if not r.extract_work]
+
+
+def test_the_crawl_ends_in_bounded_time_with_nothing_pending(hostile: HostileCrawl) -> None:
+    assert hostile.seconds < CRAWL_BOUND_S
+    states = hostile.summary["states"]
+    assert isinstance(states, dict) and "pending" not in states, states
+    assert sum(states.values()) == len(hostile.web.routes)
+
+
+def test_every_link_ends_in_its_expected_state_with_the_reason_in_words(hostile: HostileCrawl) -> None:
+    wrong = {}
+    for route in fetch_side(hostile.web):
+        row = hostile.rows[route.name]
+        reason = str(row["reason"] or "").lower()
+        if row["state"] != route.state or route.reason not in reason:
+            wrong[route.name] = (route.state, route.reason, row["state"], row["reason"])
+    assert not wrong, wrong
+    assert all(row["reason"] for row in hostile.rows.values())
+
+
+def test_good_neighbours_and_recovered_pages_keep_their_text(hostile: HostileCrawl) -> None:
+    checked = 0
+    with Store.open(hostile.settings.store_path) as store:
+        for route in fetch_side(hostile.web):
+            if route.article is None:
+                continue
+            document = store.document(int(hostile.rows[route.name]["id"]))  # type: ignore[arg-type]
+            assert document is not None and not document.thin, route.name
+            flat = " ".join(document.text.split())
+            for paragraph in route.article.paragraphs:
+                assert " ".join(paragraph.split()[:8]) in flat, (route.name, paragraph[:60])
+            checked += 1
+    assert checked >= 9
+
+
+def test_a_lying_content_encoding_is_fetched_once_more_as_identity(hostile: HostileCrawl) -> None:
+    for path in ("/lying-gzip", "/unknown-encoding"):
+        asked = [h.get("accept-encoding") for h in hostile.web.request_headers(path)]
+        assert asked == ["gzip, deflate", "identity"], (path, asked)
+    # one that lies whatever is asked: two requests per attempt, no more, and a reason
+    always = [h.get("accept-encoding") for h in hostile.web.request_headers("/lying-deflate")]
+    assert always == ["gzip, deflate", "identity"]
+
+
+def test_the_decompression_bomb_is_cut_at_the_decoded_size_cap(hostile: HostileCrawl) -> None:
+    row = hostile.rows["gzip-bomb"]
+    with Store.open(hostile.settings.store_path) as store:
+        body = store.body(int(row["id"]))  # type: ignore[arg-type]
+    assert body is not None and body.truncated
+    assert len(body.body) == hostile.settings.max_body_bytes == 2 * 2**20
+
+
+def test_trickling_body_is_cut_by_the_total_deadline_and_not_retried(hostile: HostileCrawl) -> None:
+    row = hostile.rows["trickle"]
+    assert f"in {hostile.settings.request_timeout_s:g} s" in str(row["reason"])
+    assert hostile.web.hits("main", "/trickle") == 1  # a deadline is final: retrying would trickle again
+
+
+def test_meta_refresh_is_followed_like_a_redirect(hostile: HostileCrawl) -> None:
+    row = hostile.rows["meta-refresh"]
+    article = hostile.web.route("meta-refresh").article
+    assert article is not None and str(row["final_url"]).endswith(f"/posts/{article.slug}")
+    assert str(row["final_url"]).startswith(hostile.web.urls["second"])
+
+
+def test_every_redirect_hop_is_checked_against_robots_txt(hostile: HostileCrawl) -> None:
+    assert hostile.web.hits("robots-deny", "/page") == 0  # neither listed nor redirected-to page is fetched
+    assert hostile.web.hits("robots-deny", "/robots.txt") == 1
+    assert hostile.web.hits("robots-503", "/page") == 0
+    assert "redirected to" in str(hostile.rows["redirect-to-disallowed"]["reason"])
+
+
+def test_a_refresh_sends_no_unsendable_validator_and_still_ends(hostile: HostileCrawl) -> None:
+    """The non-ASCII ETag is never stored, so --refresh cannot choke on sending it back."""
+    done = linklens(hostile.env, "crawl", str(hostile.list_file), "--refresh", "--json")
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert "pending" not in summary["states"]
+    etag_requests = hostile.web.request_headers("/etag")
+    assert len(etag_requests) == 2 and "if-none-match" not in etag_requests[1]
+    after = rows_by_route(hostile.web, hostile.settings)
+    assert {n: r["state"] for n, r in after.items() if n in {x.name for x in fetch_side(hostile.web)}} == \
+        {r.name: r.state for r in fetch_side(hostile.web)}
+
+
+@pytest.mark.slow
+def test_good_neighbours_are_searchable(hostile: HostileCrawl) -> None:
+    built = linklens(hostile.env, "index", "--json", timeout=600)
+    assert built.returncode == 0, built.stderr
+    for name in ("good-1", "good-3", "lying-gzip", "http10-no-length"):
+        route = hostile.web.route(name)
+        assert route.article is not None
+        found = linklens(hostile.env, "search", route.article.title, "--json", "--k", "3")
+        assert found.returncode == 0, found.stderr
+        urls = [r["url"] for r in json.loads(found.stdout)["results"]]
+        assert urls and urls[0] == route.url, (name, urls)
+
+
+# -- the extraction side of issue 7 (sniffing, charsets, isolated extraction) ------------------------
+
+
+def test_extraction_binary_bodies_end_unsupported_with_their_type_in_words(hostile: HostileCrawl) -> None:
+    wrong = {}
+    for route in hostile.web.routes:
+        if route.extract_work and route.state == "unsupported":
+            row = hostile.rows[route.name]
+            if row["state"] != route.state or route.reason not in str(row["reason"] or "").lower():
+                wrong[route.name] = (route.state, route.reason, row["state"], row["reason"])
+    assert not wrong, wrong
+    with Store.open(hostile.settings.store_path) as store:
+        for name in ("zip", "octet-stream", "png-as-html", "empty-200"):
+            document = store.document(int(hostile.rows[name]["id"]))  # type: ignore[arg-type]
+            assert document is None or not document.text.strip(), (name, document)
+
+
+def test_extraction_charset_lies_and_a_bom_decode_as_written(hostile: HostileCrawl) -> None:
+    with Store.open(hostile.settings.store_path) as store:
+        for name in ("charset-lie", "bom"):
+            assert hostile.rows[name]["state"] == "ok"
+            document = store.document(int(hostile.rows[name]["id"]))  # type: ignore[arg-type]
+            assert document is not None
+            assert CREME_BRULEE in document.text, (name, document.text[:200])
+            assert "Ã" not in document.text and "\ufffd" not in document.text
+
+
+def test_extraction_pathological_html_ends_and_the_crawl_goes_on(hostile: HostileCrawl) -> None:
+    row = hostile.rows["deep-html"]
+    assert row["state"] == hostile.web.route("deep-html").state, row
+    assert all(hostile.rows[n]["state"] == "ok" for n in ("good-1", "good-2", "good-3"))
