@@ -1,0 +1,94 @@
+"""Bytes to text the way a browser would, except where the bytes prove the label wrong.
+
+Precedence (the WHATWG Encoding Standard's, as `w3lib.encoding` implements it):
+1. a byte order mark;
+2. the charset the HTTP header declares, else the page's `<meta charset>` (or
+   `<?xml encoding>`), labels resolved as browsers do (`iso-8859-1` is windows-1252);
+3. detection: valid UTF-8 is UTF-8, anything else is charset-normalizer's best guess
+   on a sample, windows-1252 when it has none.
+
+One deliberate difference from a browser, in step 2: a declared single- or multi-byte
+legacy charset loses to UTF-8 when the body is valid UTF-8 *and* holds non-ASCII
+bytes. Text in a legacy charset that happens to form valid multi-byte UTF-8 sequences
+is vanishingly rare, while servers that stamp `iso-8859-1` on UTF-8 pages are common;
+a browser would show "crÃ¨me brÃ»lÃ©e" there, and we would index it. The reverse lie
+(UTF-8 declared, legacy bytes) is corrected only when none of the non-ASCII bytes is
+valid UTF-8; a UTF-8 page with a few broken bytes keeps its label and gets U+FFFD.
+"""
+
+from __future__ import annotations
+
+import codecs
+import re
+from dataclasses import dataclass
+
+from charset_normalizer import from_bytes
+from w3lib.encoding import (
+    html_body_declared_encoding,
+    http_content_type_encoding,
+    read_bom,
+    resolve_encoding,
+    to_unicode,
+)
+
+FALLBACK_ENCODING = "cp1252"  # maps every byte; the WHATWG default for most of the web's old pages
+DETECTION_SAMPLE_BYTES = 64 * 1024
+UTF8 = "utf-8"
+_NON_ASCII = re.compile(rb"[\x80-\xff]")
+_DECODED_NON_ASCII = re.compile("[^\x00-\x7f\ufffd]")
+
+
+@dataclass(frozen=True)
+class DecodedText:
+    text: str
+    encoding: str  # Python codec name
+    source: str  # bom | header | meta | utf-8 validity | detection | fallback: which rule decided
+
+
+def decode_text(raw: bytes, content_type: str, *, html: bool = True) -> DecodedText:
+    """Decode a body; never raises. `html=False` skips the `<meta charset>` scan (plain text, markdown)."""
+    bom_encoding, bom = read_bom(raw)
+    if bom_encoding is not None and bom is not None:
+        return DecodedText(to_unicode(raw[len(bom):], bom_encoding), bom_encoding, "bom")
+    declared, source = http_content_type_encoding(content_type), "header"
+    if declared is None and html:
+        declared, source = html_body_declared_encoding(raw), "meta"
+    if declared is not None:
+        if declared != UTF8 and _is_utf8_with_non_ascii(raw):
+            return DecodedText(raw.decode(UTF8, "replace"), UTF8, "utf-8 validity")
+        if declared != UTF8 or not _utf8_label_contradicted(raw):
+            return DecodedText(to_unicode(raw, declared), declared, source)
+    encoding, source = _detect(raw)
+    return DecodedText(to_unicode(raw, encoding), encoding, source)
+
+
+def _is_utf8_with_non_ascii(raw: bytes) -> bool:
+    """Valid UTF-8 holding at least one multi-byte character; a sequence cut by the body-size cap still counts."""
+    if not _NON_ASCII.search(raw):
+        return False
+    try:
+        codecs.getincrementaldecoder(UTF8)().decode(raw, final=False)
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _utf8_label_contradicted(raw: bytes) -> bool:
+    """True when the body has non-ASCII bytes and not one of them forms a valid UTF-8 character."""
+    if not _NON_ASCII.search(raw):
+        return False
+    return _DECODED_NON_ASCII.search(raw.decode(UTF8, "replace")) is None
+
+
+def _detect(raw: bytes) -> tuple[str, str]:
+    if not _NON_ASCII.search(raw) or _is_utf8_with_non_ascii(raw):
+        return UTF8, "utf-8 validity"
+    matches = from_bytes(raw[:DETECTION_SAMPLE_BYTES])
+    best = matches.best()
+    if best is None:
+        return FALLBACK_ENCODING, "fallback"
+    # Short samples often tie (cp1250 and cp1252 read "crème" equally well): a tie goes to the web's default.
+    if any(m.encoding == FALLBACK_ENCODING and (m.chaos, m.coherence) == (best.chaos, best.coherence)
+           for m in matches):
+        return FALLBACK_ENCODING, "detection"
+    return resolve_encoding(best.encoding) or FALLBACK_ENCODING, "detection"
