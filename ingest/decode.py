@@ -5,7 +5,7 @@ Precedence (the WHATWG Encoding Standard's, as `w3lib.encoding` implements it):
 2. the charset the HTTP header declares, else the page's `<meta charset>` (or
    `<?xml encoding>`), labels resolved as browsers do (`iso-8859-1` is windows-1252);
 3. detection: valid UTF-8 is UTF-8, anything else is charset-normalizer's best guess
-   on a sample, windows-1252 when it has none.
+   on a sample, windows-1252 when that guess rests on no evidence (see `_detect`).
 
 One deliberate difference from a browser, in step 2: a declared single- or multi-byte
 legacy charset loses to UTF-8 when the body is valid UTF-8 *and* holds non-ASCII
@@ -23,6 +23,7 @@ import re
 from dataclasses import dataclass
 
 from charset_normalizer import from_bytes
+from charset_normalizer.utils import is_multi_byte_encoding
 from w3lib.encoding import (
     html_body_declared_encoding,
     http_content_type_encoding,
@@ -87,8 +88,12 @@ def _detect(raw: bytes) -> tuple[str, str]:
     best = matches.best()
     if best is None:
         return FALLBACK_ENCODING, "fallback"
-    # Short samples often tie (cp1250 and cp1252 read "crème" equally well): a tie goes to the web's default.
-    if any(m.encoding == FALLBACK_ENCODING and (m.chaos, m.coherence) == (best.chaos, best.coherence)
-           for m in matches):
+    # Short samples carry little evidence: a single-byte guess with no language recognised, or a tie
+    # with windows-1252 (cp1250 reads "crème" as well as cp1252 does), loses to the web's default.
+    # A multi-byte guess (Shift_JIS, GB18030) is evidence in itself: random bytes rarely decode so.
+    single_byte = not is_multi_byte_encoding(best.encoding)
+    if (single_byte and best.coherence == 0.0) or any(
+            m.encoding == FALLBACK_ENCODING and (m.chaos, m.coherence) == (best.chaos, best.coherence)
+            for m in matches):
         return FALLBACK_ENCODING, "detection"
     return resolve_encoding(best.encoding) or FALLBACK_ENCODING, "detection"
