@@ -18,7 +18,6 @@ valid UTF-8; a UTF-8 page with a few broken bytes keeps its label and gets U+FFF
 
 from __future__ import annotations
 
-import codecs
 import re
 from dataclasses import dataclass
 
@@ -35,7 +34,6 @@ from w3lib.encoding import (
 FALLBACK_ENCODING = "cp1252"  # maps every byte; the WHATWG default for most of the web's old pages
 DETECTION_SAMPLE_BYTES = 64 * 1024
 UTF8 = "utf-8"
-_NON_ASCII = re.compile(rb"[\x80-\xff]")
 _DECODED_NON_ASCII = re.compile("[^\x00-\x7f\ufffd]")
 
 
@@ -54,35 +52,38 @@ def decode_text(raw: bytes, content_type: str, *, html: bool = True) -> DecodedT
     declared, source = http_content_type_encoding(content_type), "header"
     if declared is None and html:
         declared, source = html_body_declared_encoding(raw), "meta"
-    if declared is not None:
-        if declared != UTF8 and _is_utf8_with_non_ascii(raw):
-            return DecodedText(raw.decode(UTF8, "replace"), UTF8, "utf-8 validity")
-        if declared != UTF8 or not _utf8_label_contradicted(raw):
-            return DecodedText(to_unicode(raw, declared), declared, source)
+    if declared == UTF8:
+        try:
+            return DecodedText(raw.decode(UTF8), UTF8, source)
+        except UnicodeDecodeError:
+            if not _utf8_label_contradicted(raw):
+                return DecodedText(raw.decode(UTF8, "replace"), UTF8, source)
+    elif declared is not None:
+        as_utf8 = _as_utf8(raw)
+        if as_utf8 is not None and not raw.isascii():
+            return DecodedText(as_utf8, UTF8, "utf-8 validity")
+        return DecodedText(to_unicode(raw, declared), declared, source)
     encoding, source = _detect(raw)
     return DecodedText(to_unicode(raw, encoding), encoding, source)
 
 
-def _is_utf8_with_non_ascii(raw: bytes) -> bool:
-    """Valid UTF-8 holding at least one multi-byte character; a sequence cut by the body-size cap still counts."""
-    if not _NON_ASCII.search(raw):
-        return False
+def _as_utf8(raw: bytes) -> str | None:
+    """The text if `raw` is valid UTF-8; a sequence cut short at the very end (the body-size cap) is allowed."""
     try:
-        codecs.getincrementaldecoder(UTF8)().decode(raw, final=False)
-    except UnicodeDecodeError:
-        return False
-    return True
+        return raw.decode(UTF8)
+    except UnicodeDecodeError as exc:
+        if exc.reason == "unexpected end of data" and exc.end == len(raw):
+            return raw.decode(UTF8, "replace")
+        return None
 
 
 def _utf8_label_contradicted(raw: bytes) -> bool:
     """True when the body has non-ASCII bytes and not one of them forms a valid UTF-8 character."""
-    if not _NON_ASCII.search(raw):
-        return False
-    return _DECODED_NON_ASCII.search(raw.decode(UTF8, "replace")) is None
+    return not raw.isascii() and _DECODED_NON_ASCII.search(raw.decode(UTF8, "replace")) is None
 
 
 def _detect(raw: bytes) -> tuple[str, str]:
-    if not _NON_ASCII.search(raw) or _is_utf8_with_non_ascii(raw):
+    if raw.isascii() or _as_utf8(raw) is not None:
         return UTF8, "utf-8 validity"
     matches = from_bytes(raw[:DETECTION_SAMPLE_BYTES])
     best = matches.best()

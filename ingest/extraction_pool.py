@@ -20,9 +20,12 @@ only cancellation of the caller propagates. A watchdog bounds every wait (time l
 grace + dispatch grace), so even a task pebble lost cannot leave the caller waiting forever.
 
 Kept from the plain ProcessPoolExecutor this replaces: workers fork from a forkserver that
-has already imported trafilatura (cheap to start and to replace), they start at
-construction (warm before the first page arrives), and they compress the body for the
-store along with extracting it.
+has already imported trafilatura, they start at construction (warm before the first page
+arrives), and they compress the body for the store along with extracting it. Why a
+forkserver: `fork` from a process with threads (the HTTP client's resolver, a progress bar,
+pebble's own) can deadlock a child; `spawn` re-imports trafilatura and lxml in every worker
+(~1 s of CPU each, paid again on every replacement). The forkserver pays the import once
+and forks clean workers from it.
 """
 
 from __future__ import annotations
