@@ -124,6 +124,8 @@ class ExtractionPool:
         self.timeout_s = timeout_s
         self.memory_limit_mb = memory_limit_mb
         self._job = job
+        # the watchdog: pebble answers within the time limit, plus its kill grace, plus the pipe both ways
+        self._answer_within_s = timeout_s + KILL_GRACE_S + DISPATCH_GRACE_S
         self._context = multiprocessing.get_context("forkserver")
         self._context.set_forkserver_preload([*WORKER_PRELOAD, __name__])
         self._in_flight: set[Future[Any]] = set()
@@ -170,9 +172,12 @@ class ExtractionPool:
                 break
             if worker.pool is None:
                 worker.pool = self._new_pebble_pool()
-            if worker.warming is not None:
-                await asyncio.wait({asyncio.wrap_future(worker.warming)})  # a failure shows at schedule
+            if worker.warming is not None:  # its failure, if any, shows when scheduling below
+                started, _ = await asyncio.wait({asyncio.wrap_future(worker.warming)}, timeout=self._answer_within_s)
                 worker.warming = None
+                if not started:
+                    self._renew(worker, "the worker did not start")
+                    continue
             pool = worker.pool
             try:
                 future = pool.schedule(self._job, args=(body, title), timeout=self.timeout_s)
@@ -186,7 +191,7 @@ class ExtractionPool:
         return Extraction(failure=KEEP_DYING)
 
     async def _outcome(self, worker: _Worker, future: pebble.ProcessFuture[tuple[Document, bytes]]) -> Extraction:
-        answer_within_s = self.timeout_s + KILL_GRACE_S + DISPATCH_GRACE_S
+        answer_within_s = self._answer_within_s
         self._in_flight.add(future)
         future.add_done_callback(self._in_flight.discard)
         wrapped = asyncio.wrap_future(future)
