@@ -153,39 +153,44 @@ def test_pages_that_broke_the_extractor_keep_their_body_for_a_later_reextract(ho
 
 
 def test_a_rerun_finishes_at_once_and_reextract_goes_through_the_same_isolation(tmp_path: Path) -> None:
-    """After a crawl whose extractor hung and crashed: a plain rerun has nothing to do; `--reextract`
-    (real extractor now) recovers the pages that only the test job broke, times out again on the
-    attribute bomb, and refuses a binary body an older crawl had stored as text."""
-    with ExtractionWeb(load_fixture_articles()[:2], n_hosts=2) as web, pytest.MonkeyPatch.context() as mp:
+    """After a crawl whose extractor crashed, raised and ran out of memory: a plain rerun has nothing
+    to do; `--reextract` through the same misbehaving job fails them again, in isolation, with the same
+    reasons; `--reextract` with the real extractor recovers them and refuses a binary body an older
+    crawl had stored as text. Nothing is fetched after the first crawl."""
+    broken = ("crash", "hog", "raise")
+    with ExtractionWeb(load_fixture_articles()[:2], n_hosts=2, only=(*broken, "markdown")) as web, \
+            pytest.MonkeyPatch.context() as mp:
         for key, value in crawl_env(web, tmp_path / "data").items():
             mp.setenv(key, value)
         first = crawl_with_misbehaving_job(web, tmp_path)
+        reasons = {name: first.case(name)["reason"] for name in broken}
+        assert all(first.case(name)["state"] == "failed" for name in broken), reasons
         hits = web.total_hits()
         rerun = runner.invoke(app, ["crawl", str(first.list_file), "--json"])
         assert rerun.exit_code == 0, rerun.output
         assert json.loads(rerun.stdout)["crawled"] == 0
-        with Store.open(first.settings.store_path) as store:
+        with Store.open(first.settings.store_path) as store, \
+                ExtractionPool(2, TEST_TIMEOUT_S, TEST_MEMORY_MB, job=misbehaving_job) as pool:
             # a link an older linklens stored with a PNG body and junk text
             legacy = first.article("markdown")
             store.record_outcome(legacy.link_id, CrawlOutcome(
                 LinkState.OK, "HTTP 200", body=FetchedBody(legacy.url, "text/html", png_bytes(), False),
                 document=Document(title=None, text="IHDR IDAT IEND junk", kind="text")))
-        again = runner.invoke(app, ["crawl", "--reextract", "--json"])
-        assert again.exit_code == 0, again.output
-        assert web.total_hits() == hits  # nothing fetched
+            Crawler(first.settings, store, executor=pool).reextract()
+            again = {str(r["url"]): r for r in store.link_rows()}
+            assert {name: again[normalise_url(web.case_urls()[name])]["reason"] for name in broken} == reasons
+        real = runner.invoke(app, ["crawl", "--reextract", "--json"])
+        assert real.exit_code == 0, real.output
+        assert web.total_hits() == hits
         with Store.open(first.settings.store_path) as store:
             rows = {str(r["url"]): r for r in store.link_rows()}
             docs = {a.url: a.document for a in store.articles()}
 
-    def row(name: str) -> dict[str, object]:
-        return rows[normalise_url(web.case_urls()[name])]
-
-    for name in ("hang", "crash", "hog", "raise"):
-        assert (row(name)["state"], row(name)["reason"]) == ("ok", "text extracted again from the stored copy"), name
+    for name in broken:
+        row = rows[normalise_url(web.case_urls()[name])]
+        assert (row["state"], row["reason"]) == ("ok", "text extracted again from the stored copy"), name
         document = docs[normalise_url(web.case_urls()[name])]
         assert document is not None and "Sentence 29 about queues" in document.text, name
-    assert (row("attribute-bomb")["state"], row("attribute-bomb")["reason"]) == (
-        "failed", f"extraction timed out after {TEST_TIMEOUT_S:g} s")
-    assert (row("markdown")["state"], row("markdown")["reason"]) == (
+    assert (rows[legacy.url]["state"], rows[legacy.url]["reason"]) == (
         "unsupported", "not text: a PNG image (image/png) labelled text/html")
     assert docs[legacy.url] is not None and docs[legacy.url].text == ""  # type: ignore[union-attr]
