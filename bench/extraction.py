@@ -1,6 +1,6 @@
 """Extraction benchmark: the isolated pool against the plain ProcessPoolExecutor it replaced, same pages.
 
-    python bench/extraction.py [--pages 500] [--rounds 2] [--out results.json]
+    python bench/extraction.py [--pages 200] [--rounds 8] [--out results.json]
 
 Pages are the 400 real articles of ../shared/corpora/sysdesign when that folder exists, plus
 the project's fixture articles, rendered as full blog pages (repeated up to --pages).
@@ -10,7 +10,7 @@ Reported, all in one run:
   4 pages per worker in flight, each page extracted *and* compressed in the worker.
   `ProcessPoolExecutor` is the pre-isolation pool (forkserver, trafilatura preloaded);
   `ExtractionPool` is pebble, one process per worker, one page at a time, time and memory
-  limits. Rounds alternate between the two so machine noise hits both alike;
+  limits. Both stay up and rounds alternate which goes first, so machine noise hits both alike;
 - in-process cost per page of sniffing and decoding next to extraction itself (one core).
 """
 
@@ -74,30 +74,38 @@ async def through(extract: Callable[[FetchedBody], Awaitable[object]], bodies: l
     return len(bodies) / (time.perf_counter() - started)
 
 
-def executor_rate(bodies: list[FetchedBody], workers: int) -> float:
+def compare_pools(bodies: list[FetchedBody], workers: int, rounds: int,
+                  isolated_workers: int) -> tuple[list[float], list[float]]:
+    """Pages/s of each pool per round. Both pools stay up; rounds alternate which goes first, so a
+    neighbour's load on this shared machine lands on both alike."""
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(WORKER_PRELOAD)
-    with ProcessPoolExecutor(workers, mp_context=context) as executor:
-        list(executor.map(extract_and_compress, bodies[:workers], ["t"] * workers))  # start and warm the workers
+    with ProcessPoolExecutor(workers, mp_context=context) as executor, \
+            ExtractionPool(isolated_workers, DEFAULT_EXTRACT_TIMEOUT_S, DEFAULT_EXTRACT_MEMORY_MB) as pool:
 
-        async def run() -> float:
+        async def run() -> tuple[list[float], list[float]]:
             loop = asyncio.get_running_loop()
-            return await through(lambda b: loop.run_in_executor(executor, extract_and_compress, b, "t"),
-                                 bodies, workers)
 
-        return asyncio.run(run())
+            def old(b: FetchedBody) -> Awaitable[object]:
+                return loop.run_in_executor(executor, extract_and_compress, b, "t")
 
+            async def new(b: FetchedBody) -> object:
+                extraction = await pool.extract(b, "t")
+                if extraction.failure:
+                    raise SystemExit(f"isolated pool failed on a good page: {extraction.failure}")
+                return extraction
 
-def isolated_rate(bodies: list[FetchedBody], workers: int) -> float:
-    with ExtractionPool(workers, DEFAULT_EXTRACT_TIMEOUT_S, DEFAULT_EXTRACT_MEMORY_MB) as pool:
-
-        async def run() -> float:
-            await asyncio.gather(*(pool.extract(b, "t") for b in bodies[:workers]))  # warm the workers
-            failures = [e.failure for e in await asyncio.gather(*(pool.extract(b, "t") for b in bodies[:8]))
-                        if e.failure]
-            if failures:
-                raise SystemExit(f"isolated pool failed on good pages: {failures}")
-            return await through(lambda b: pool.extract(b, "t"), bodies, workers)
+            warm = bodies[: 2 * workers]
+            await asyncio.gather(*(old(b) for b in warm), *(new(b) for b in warm))
+            executor_rates, isolated_rates = [], []
+            for i in range(rounds):
+                if i % 2:
+                    isolated_rates.append(await through(new, bodies, workers))
+                    executor_rates.append(await through(old, bodies, workers))
+                else:
+                    executor_rates.append(await through(old, bodies, workers))
+                    isolated_rates.append(await through(new, bodies, workers))
+            return executor_rates, isolated_rates
 
         return asyncio.run(run())
 
@@ -137,25 +145,26 @@ def per_page_costs(bodies: list[FetchedBody]) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--pages", type=int, default=500)
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--pages", type=int, default=200, help="pages per round and pool")
+    parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--isolated-workers", type=int, default=0, help="processes of the isolated pool; 0 = --workers")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
 
     bodies, label = pages(args.pages)
-    executor, isolated = [], []
-    for _ in range(args.rounds):
-        executor.append(executor_rate(bodies, args.workers))
-        isolated.append(isolated_rate(bodies, args.workers))
+    isolated_workers = args.isolated_workers or args.workers
+    executor, isolated = compare_pools(bodies, args.workers, args.rounds, isolated_workers)
     result = {
         "benchmark": "extraction",
         "corpus": label,
         "workers": args.workers,
+        "isolated_workers": isolated_workers,
         "rounds": args.rounds,
         "process_pool_executor_pages_per_s": [round(r, 1) for r in executor],
         "isolated_pool_pages_per_s": [round(r, 1) for r in isolated],
-        "isolated_vs_executor": round(statistics.median(isolated) / statistics.median(executor), 3),
+        "isolated_vs_executor_total": round(sum(isolated) / sum(executor), 3),
+        "isolated_vs_executor_per_round": [round(i / e, 3) for i, e in zip(isolated, executor, strict=True)],
         "per_page": per_page_costs(bodies),
         "cores": os.cpu_count(),
     }

@@ -40,7 +40,7 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pebble
@@ -65,6 +65,8 @@ DISPATCH_GRACE_S = 10.0
 MAX_POOL_RESTARTS = 3
 # Workers are recycled after this many documents, so slow leaks in parsers stay bounded.
 MAX_DOCUMENTS_PER_WORKER = 500
+# Pages sent to one process at a time: the one being parsed and the next, waiting in the pipe.
+PIPELINE_DEPTH = 2
 MAX_DETAIL_CHARS = 200
 
 Job = Callable[[FetchedBody, str], tuple[Document, bytes]]
@@ -92,26 +94,38 @@ def start_worker(memory_limit_bytes: int) -> None:
     warm_up()
 
 
-@dataclass
-class _Worker:
+@dataclass(eq=False)  # compared (and hashed) by identity
+class _Lane:
     """One extraction process, as a pebble pool of one: pebble times it out, kills and replaces it.
 
-    `pool` is None once retired (after a cancelled page or a broken pool); a new one is started
-    before this worker's next page. `warming` is the warm-up page pebble is still running.
+    `pool` is None once retired (after a crash with a neighbour in flight, a cancelled page or a
+    broken pool); the next page starts a new one. `warming` is the warm-up page it starts with.
+    `in_flight` holds the pebble futures of the pages sent to this process and not yet settled.
     """
 
     pool: pebble.ProcessPool | None
     warming: Future[None] | None = None
+    in_flight: set[Future[Any]] = field(default_factory=set)
+
+
+class _AgainAlone:
+    """A page whose outcome was lost to a neighbour's crash: it runs again in a process of its own."""
+
+
+AGAIN_ALONE = _AgainAlone()
 
 
 class ExtractionPool:
     """Worker processes that extract documents, each page under the time and memory limits.
 
-    Why one pebble pool per process, each given one page at a time: pebble blames a worker's
-    death on the task it last saw start there. With several pages queued, that can be the page
-    *before* the crash, whose result was still in the pipe (measured: a PDF reported "crashed",
-    the crashing page reported "timed out"). One page in flight per process makes the blame
-    exact, and leaves nothing queued inside pebble that a dying worker could orphan.
+    Each process is a pebble pool of one, holding at most `PIPELINE_DEPTH` pages: the next page
+    waits in the pipe while the current one is parsed, so a process never idles between pages.
+    Why not one pebble pool of N processes: pebble blames a worker's death on the task it last
+    saw start there, and with a result still in the pipe that is the page *before* the crash
+    (measured: a PDF reported "crashed", the crashing page reported "timed out" 30 s later).
+    Here a crash with a neighbour in flight retires that process and runs the pages it held
+    again, each in a process of its own, where the blame is exact: the crashing page crashes
+    again and is reported; its innocent neighbour is extracted.
 
     `job` is what a worker runs per page; production uses `extract_and_compress`, tests pass a
     function that hangs or crashes on purpose. It must be importable by name (it is pickled by
@@ -128,14 +142,15 @@ class ExtractionPool:
         self._answer_within_s = timeout_s + KILL_GRACE_S + DISPATCH_GRACE_S
         self._context = multiprocessing.get_context("forkserver")
         self._context.set_forkserver_preload([*WORKER_PRELOAD, __name__])
-        self._in_flight: set[Future[Any]] = set()
         self._retiring: list[threading.Thread] = []
         self._breaks_in_a_row = 0
         self._gave_up = False
         self._closed = False
-        self._waiters: deque[asyncio.Future[_Worker]] = deque()
-        self._workers = [self._started_worker() for _ in range(workers)]
-        self._idle = deque(self._workers)
+        self._waiters: deque[asyncio.Future[_Lane]] = deque()
+        self._lanes = [self._started_lane() for _ in range(workers)]
+        self._alone: set[_Lane] = set()
+        # one token per page a process may hold; interleaved, so the first pages spread over all processes
+        self._free = deque(lane for _ in range(PIPELINE_DEPTH) for lane in self._lanes)
 
     def _new_pebble_pool(self) -> pebble.ProcessPool:
         return pebble.ProcessPool(
@@ -146,63 +161,90 @@ class ExtractionPool:
             context=self._context,
         )
 
-    def _started_worker(self) -> _Worker:
+    def _started_lane(self) -> _Lane:
         """Started now (the warm-up page starts the process), while the crawl's first requests are in flight."""
         pool = self._new_pebble_pool()
-        return _Worker(pool, pool.schedule(warm_up))
+        return _Lane(pool, pool.schedule(warm_up))
 
     async def extract(self, body: FetchedBody, title: str) -> Extraction:
         """The document of `body` (and its compressed bytes), or the reason there is none.
 
-        Never raises for what a page does; waits for a free worker first (back-pressure).
+        Never raises for what a page does; waits for room in a worker first (back-pressure).
         """
         if self._closed:
             raise RuntimeError("the extraction pool was shut down")
         if self._gave_up:
             return Extraction(failure=KEEP_DYING)
-        worker = await self._take()
+        lane = await self._take()
         try:
-            return await self._run(worker, body, title)
+            outcome = await self._on_lane(lane, body, title, alone=False)
         finally:
-            self._give(worker)
+            self._give(lane)
+        if isinstance(outcome, Extraction):
+            return outcome
+        alone = _Lane(None)
+        self._alone.add(alone)
+        try:
+            settled = await self._on_lane(alone, body, title, alone=True)
+        finally:
+            self._retire(alone)
+            self._alone.discard(alone)
+        assert isinstance(settled, Extraction)  # alone, nothing can be lost to a neighbour
+        return settled
 
-    async def _run(self, worker: _Worker, body: FetchedBody, title: str) -> Extraction:
+    async def _on_lane(self, lane: _Lane, body: FetchedBody, title: str, alone: bool) -> Extraction | _AgainAlone:
         for _ in range(2):  # a broken pool is replaced and the page tried once more on the new one
             if self._gave_up:
                 break
-            if worker.pool is None:
-                worker.pool = self._new_pebble_pool()
-            if worker.warming is not None:  # its failure, if any, shows when scheduling below
-                started, _ = await asyncio.wait({asyncio.wrap_future(worker.warming)}, timeout=self._answer_within_s)
-                worker.warming = None
-                if not started:
-                    self._renew(worker, "the worker did not start")
-                    continue
-            pool = worker.pool
+            if lane.pool is None:
+                lane.pool = self._new_pebble_pool()
+            if lane.warming is not None and not await self._warmed(lane):
+                continue
+            pool = lane.pool
+            if pool is None:  # retired while we waited for the warm-up
+                continue
             try:
                 future = pool.schedule(self._job, args=(body, title), timeout=self.timeout_s)
             except RuntimeError:  # pebble refuses work once its pool broke
-                self._renew(worker, "the worker pool stopped accepting work")
+                self._renew(lane, pool, "the worker pool stopped accepting work")
                 continue
+            lane.in_flight.add(future)
             try:
-                return await self._outcome(worker, future)
+                return await self._settle(lane, future, alone)
             except BrokenProcessPool as exc:
-                self._renew(worker, str(exc) or type(exc).__name__)
+                self._renew(lane, pool, str(exc) or type(exc).__name__)
+            finally:
+                lane.in_flight.discard(future)
         return Extraction(failure=KEEP_DYING)
 
-    async def _outcome(self, worker: _Worker, future: pebble.ProcessFuture[tuple[Document, bytes]]) -> Extraction:
-        answer_within_s = self._answer_within_s
-        self._in_flight.add(future)
-        future.add_done_callback(self._in_flight.discard)
+    async def _warmed(self, lane: _Lane) -> bool:
+        """Wait for the lane's warm-up page; False (and the lane renewed) if its process never came up."""
+        warming = lane.warming
+        assert warming is not None
+        done, _ = await asyncio.wait({asyncio.wrap_future(warming)}, timeout=self._answer_within_s)
+        if lane.warming is not warming:  # another page on this lane already dealt with it
+            return lane.pool is not None
+        lane.warming = None
+        if not done or warming.cancelled() or warming.exception() is not None:
+            if lane.pool is not None:
+                self._renew(lane, lane.pool, "the worker did not start")
+            return False
+        return True
+
+    async def _settle(self, lane: _Lane, future: pebble.ProcessFuture[tuple[Document, bytes]],
+                      alone: bool) -> Extraction | _AgainAlone:
         wrapped = asyncio.wrap_future(future)
         try:
-            done, _ = await asyncio.wait({wrapped}, timeout=answer_within_s)
+            done, _ = await asyncio.wait({wrapped}, timeout=self._answer_within_s)
         except asyncio.CancelledError:
-            self._abandon(worker, future)
+            self._retire(lane)  # our page may be running there: nothing else may land on that process
             raise
         if not done:
-            self._abandon(worker, future)
-            return Extraction(failure=CRASHED.format(detail=f"no answer from the worker within {answer_within_s:g} s"))
+            self._retire(lane)
+            return Extraction(failure=CRASHED.format(
+                detail=f"no answer from the worker within {self._answer_within_s:g} s"))
+        if wrapped.cancelled():  # a neighbour's crash retired the process this page was on
+            return AGAIN_ALONE
         try:
             document, compressed = wrapped.result()
         except BrokenProcessPool:
@@ -212,6 +254,9 @@ class ExtractionPool:
         except MemoryError:
             return Extraction(failure=OUT_OF_MEMORY.format(megabytes=self.memory_limit_mb))
         except pebble.ProcessExpired as exc:
+            if not alone and lane.in_flight - {future}:
+                self._retire(lane)  # the blame may belong to a neighbour: both run again, alone
+                return AGAIN_ALONE
             return Extraction(failure=CRASHED.format(detail=_death(exc.exitcode)))
         except Exception as exc:  # whatever the job raised in the worker
             logger.debug("extraction job raised", exc_info=exc)
@@ -220,14 +265,14 @@ class ExtractionPool:
         self._breaks_in_a_row = 0
         return Extraction(document=document, compressed_body=compressed)
 
-    def _abandon(self, worker: _Worker, future: Future[Any]) -> None:
-        """The caller stopped waiting: cancel the page and retire its process, so no later page can land on it."""
-        future.cancel()
-        self._retire(worker)
+    def _renew(self, lane: _Lane, broken: pebble.ProcessPool, why: str) -> None:
+        """A broken pebble pool: retire it; the next page starts a new one, unless pools keep breaking.
 
-    def _renew(self, worker: _Worker, why: str) -> None:
-        """A broken pebble pool: retire it; the next page starts a new one, unless pools keep breaking."""
-        self._retire(worker)
+        Every page in flight on a broken pool reports it; only the first counts.
+        """
+        if lane.pool is not broken:
+            return
+        self._retire(lane)
         self._breaks_in_a_row += 1
         if self._breaks_in_a_row > MAX_POOL_RESTARTS:
             logger.error("extraction workers broke %d times in a row (last: %s); extracting nothing more",
@@ -236,8 +281,11 @@ class ExtractionPool:
         else:
             logger.warning("extraction worker pool broke (%s); starting a new one", why)
 
-    def _retire(self, worker: _Worker) -> None:
-        pool, worker.pool, worker.warming = worker.pool, None, None
+    def _retire(self, lane: _Lane) -> None:
+        """Stop the lane's process; pages still in flight on it are cancelled (and run again, alone)."""
+        pool, lane.pool, lane.warming = lane.pool, None, None
+        for future in list(lane.in_flight):
+            future.cancel()
         if pool is None:
             return
         pool.stop()
@@ -246,33 +294,35 @@ class ExtractionPool:
         joiner.start()
         self._retiring.append(joiner)
 
-    async def _take(self) -> _Worker:
-        if self._idle:
-            return self._idle.popleft()
-        waiter: asyncio.Future[_Worker] = asyncio.get_running_loop().create_future()
+    async def _take(self) -> _Lane:
+        if self._free:
+            return self._free.popleft()
+        waiter: asyncio.Future[_Lane] = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
         try:
             return await waiter
         except asyncio.CancelledError:
-            if waiter.done() and not waiter.cancelled():  # handed a worker just as we were cancelled
+            if waiter.done() and not waiter.cancelled():  # handed a lane just as we were cancelled
                 self._give(waiter.result())
             raise
 
-    def _give(self, worker: _Worker) -> None:
+    def _give(self, lane: _Lane) -> None:
         while self._waiters:
             waiter = self._waiters.popleft()
             if not waiter.done():
-                waiter.set_result(worker)
+                waiter.set_result(lane)
                 return
-        self._idle.append(worker)
+        self._free.append(lane)
 
     def shutdown(self, cancel_futures: bool = True) -> None:
         """Stop every worker. With `cancel_futures`, pages in flight are dropped; otherwise finished first."""
         self._closed = True
+        lanes = [*self._lanes, *self._alone]
         if cancel_futures:
-            for future in list(self._in_flight):
-                future.cancel()
-        pools = [w.pool for w in self._workers if w.pool is not None]
+            for lane in lanes:
+                for future in list(lane.in_flight):
+                    future.cancel()
+        pools = [lane.pool for lane in lanes if lane.pool is not None]
         for pool in pools:
             if cancel_futures:
                 pool.stop()

@@ -19,10 +19,24 @@ CRASH = "<!-- linklens-test: crash -->"
 HOG = "<!-- linklens-test: allocate -->"
 RAISE = "<!-- linklens-test: raise -->"
 DIE_IDLE = "<!-- linklens-test: die after answering -->"
+SLOW_RESULT = "<!-- linklens-test: result slow to receive -->"
 CRASH_EXIT_CODE = 3
 DIE_IDLE_AFTER_S = 0.2
 HOG_BYTES = 8 * 2**30  # far past any memory limit a test sets
 HANG_S = 3600.0
+SLOW_RECEIVE_S = 0.5  # several of pebble's 0.1 s manager ticks
+
+
+def _arrive_slowly(value: str) -> str:
+    time.sleep(SLOW_RECEIVE_S)
+    return value
+
+
+class SlowToReceive(str):
+    """A string that takes SLOW_RECEIVE_S to unpickle: the result sits half-received in the main process."""
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return _arrive_slowly, (str(self),)
 
 
 def misbehaving_job(body: FetchedBody, fallback_title: str) -> tuple[Document, bytes]:
@@ -37,7 +51,10 @@ def misbehaving_job(body: FetchedBody, fallback_title: str) -> tuple[Document, b
         raise ValueError("a parser bug on this page")
     if DIE_IDLE.encode() in body.body:  # answer, then die while idle: pebble then declares its whole pool broken
         threading.Timer(DIE_IDLE_AFTER_S, os._exit, args=(CRASH_EXIT_CODE,)).start()
-    return extract_and_compress(body, fallback_title)
+    document, compressed = extract_and_compress(body, fallback_title)
+    if SLOW_RESULT.encode() in body.body:
+        document.sitename = SlowToReceive("received slowly")
+    return document, compressed
 
 
 def marked_page(marker: str, title: str) -> str:

@@ -23,6 +23,7 @@ from tests.extraction_jobs import (
     HANG,
     HOG,
     RAISE,
+    SLOW_RESULT,
     attribute_bomb_page,
     marked_page,
     misbehaving_job,
@@ -74,6 +75,23 @@ def test_pages_that_hang_crash_raise_or_hog_end_with_their_reason_and_the_others
         # Both original workers are gone (one hung and was killed, one exited); only replacements can answer.
         again = extract_all(pool, {f"after-{i}": marked_page("", f"After {i}") for i in range(4)})
         assert all(r.failure is None and r.document is not None for r in again.values()), again
+
+
+def test_a_crash_is_blamed_on_the_page_that_caused_it_not_on_the_one_before() -> None:
+    """One process, two pages in flight: a good page whose result is slow to receive, then a crash.
+    pebble alone notices the dead worker while that result is still arriving and blames the good page
+    (and the crashing page waits out the time limit, then reads "timed out")."""
+    pages: dict[str, str] = {}
+    for i in range(3):
+        pages[f"good-{i}"] = marked_page(SLOW_RESULT, f"Good {i}")
+        pages[f"crash-{i}"] = marked_page(CRASH, f"Crash {i}")
+    with ExtractionPool(1, TEST_TIMEOUT_S, TEST_MEMORY_MB, job=misbehaving_job) as pool:
+        results = extract_all(pool, pages)
+    crashed = f"extractor crashed (worker exited with code {CRASH_EXIT_CODE})"
+    assert {name: r.failure for name, r in results.items()} == {
+        name: crashed if name.startswith("crash") else None for name in pages}
+    goods = [r.document for name, r in results.items() if name.startswith("good")]
+    assert all(document is not None and document.sitename == "received slowly" for document in goods)
 
 
 def test_a_parse_stuck_in_c_is_killed_at_the_time_limit_and_its_neighbour_extracted() -> None:
