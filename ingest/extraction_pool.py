@@ -2,8 +2,8 @@
 
 A parser is the one place where a hostile page runs our CPU and memory: lxml can spin
 for minutes inside C on an attribute bomb, a runaway parse can eat the machine, a bug
-can segfault. So extraction runs in pebble `ProcessPool`s (one process each, see
-`ExtractionPool`), and:
+can segfault. So extraction runs in pebble `ProcessPool`s (one process each, two pages in
+flight, see `ExtractionPool`), and:
 
 - each document has a time limit (`LINKLENS_EXTRACT_TIMEOUT_S`); past it pebble kills
   the worker (SIGTERM, then SIGKILL for one stuck in C) and starts a new one;
@@ -138,8 +138,9 @@ class ExtractionPool:
         self.timeout_s = timeout_s
         self.memory_limit_mb = memory_limit_mb
         self._job = job
-        # the watchdog: pebble answers within the time limit, plus its kill grace, plus the pipe both ways
-        self._answer_within_s = timeout_s + KILL_GRACE_S + DISPATCH_GRACE_S
+        # the watchdog: a page may wait for the one ahead of it in its process, then run; each within the
+        # time limit plus pebble's kill grace; plus the pipe both ways
+        self._answer_within_s = PIPELINE_DEPTH * (timeout_s + KILL_GRACE_S) + DISPATCH_GRACE_S
         self._context = multiprocessing.get_context("forkserver")
         self._context.set_forkserver_preload([*WORKER_PRELOAD, __name__])
         self._retiring: list[threading.Thread] = []
