@@ -5,7 +5,8 @@ Shape of the work:
   links in flight than we can fetch);
 - links are interleaved by host, so one blog with 50 links does not occupy every
   worker while its per-host gate makes them wait;
-- extraction runs in a process pool, so both cores parse while downloads go on;
+- extraction runs in an isolated process pool (time and memory limits per page), so both cores
+  parse while downloads go on and a page that hangs or crashes its parser costs only that page;
 - each link's outcome is stored in one transaction by the event-loop thread (the
   single writer). A link is pending until that commit, so a crawl killed at any
   point resumes exactly where it stopped.
@@ -25,24 +26,23 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import multiprocessing
 import os
 import sqlite3
 import time
 from collections import Counter, defaultdict, deque
 from collections.abc import Callable
-from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from ingest.archive import Archive, Snapshot
-from ingest.extract_job import WORKER_PRELOAD, extract_and_compress, warm_up
+from ingest.extraction_pool import ExtractionPool, is_extraction_failure
 from ingest.fetcher import CONNECTION_FAILURES, NETWORK_DOWN_REASON, Failure, Fetcher, FetchResult
 from ingest.host_pools import HostClients
-from ingest.models import CrawlOutcome, Document, FetchAttempt, LinkState
+from ingest.models import CrawlOutcome, Document, FetchAttempt, FetchedBody, LinkState
 from ingest.politeness import HostGate
 from ingest.robots import RobotsCache
 from ingest.settings import Settings
+from ingest.sniff import refuse_non_text
 from ingest.store import Store
 from ingest.urls import host_of
 
@@ -111,19 +111,10 @@ def interleave_by_host(items: list[tuple[int, str]]) -> list[int]:
     return order
 
 
-def extraction_pool(workers: int) -> ProcessPoolExecutor:
-    """Worker processes for extraction, forked from a forkserver that has already imported trafilatura.
-
-    Why forkserver: `fork` from a process with threads (the HTTP client's resolver, a progress
-    bar) can deadlock a child; `spawn` re-imports trafilatura and lxml in every worker (~1 s of
-    CPU each). The forkserver pays that import once per process and forks clean workers from it.
-    """
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(WORKER_PRELOAD)
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=context)
-    for _ in range(workers):  # start the workers now, while robots.txt and first pages download
-        pool.submit(warm_up)
-    return pool
+def extraction_pool(settings: Settings) -> ExtractionPool:
+    """The crawl's extraction workers: one per core unless configured, each page under the time and memory limits."""
+    workers = settings.extract_workers or os.cpu_count() or 1
+    return ExtractionPool(workers, settings.extract_timeout_s, settings.extract_memory_mb)
 
 
 def crash_reason(stage: str, exc: BaseException) -> str:
@@ -151,7 +142,7 @@ class _Run:
     robots: RobotsCache
     archive: Archive
     gate: HostGate
-    executor: Executor
+    executor: ExtractionPool
     extract_slots: asyncio.Semaphore
     total: int
     started: float
@@ -165,7 +156,7 @@ class _Run:
 class Crawler:
     """Crawls the store's pending links (of one list, or all). One instance per run."""
 
-    def __init__(self, settings: Settings, store: Store, executor: Executor | None = None,
+    def __init__(self, settings: Settings, store: Store, executor: ExtractionPool | None = None,
                  list_id: int | None = None) -> None:
         self._settings = settings
         self._store = store
@@ -182,21 +173,22 @@ class Crawler:
         return asyncio.run(self._reextract(progress))
 
     async def _reextract(self, progress: ProgressCallback | None) -> int:
+        """Every stored body through the same checks as a crawl: sniffing first, then the isolated pool.
+
+        A body that is not text ends its link `unsupported` (its stale document emptied); one that
+        hangs or crashes the extractor ends it `failed`; a link that had failed in extraction and
+        now extracts gets its fetch state back.
+        """
         ids = self._store.link_ids_with_bodies()
         started = time.perf_counter()
         counts: Counter[str] = Counter()
         workers = self._settings.extract_workers or os.cpu_count() or 1
         slots = asyncio.Semaphore(EXTRACT_BACKLOG_PER_WORKER * workers)
-        executor = self._executor or extraction_pool(workers)
+        executor = self._executor or extraction_pool(self._settings)
 
         async def one(link_id: int) -> None:
             async with slots:
-                body = self._store.body(link_id)
-                assert body is not None
-                outcome = CrawlOutcome(LinkState(self._store.link(link_id)["state"]), "", body=body)
-                document = await self._extract(executor, outcome, self._store.link(link_id)["title"])
-                self._store.replace_document(link_id, document)
-                counts["thin" if document.thin else "extracted"] += 1
+                counts[await self._reextract_link(executor, link_id)] += 1
                 if progress:
                     progress(CrawlProgress(sum(counts.values()), len(ids), counts, time.perf_counter() - started))
 
@@ -206,6 +198,26 @@ class Crawler:
             if self._executor is None:
                 executor.shutdown(cancel_futures=True)
         return len(ids)
+
+    async def _reextract_link(self, executor: ExtractionPool, link_id: int) -> str:
+        """Re-extract one stored body and record the verdict; returns it: extracted, thin, unsupported or failed."""
+        link = self._store.link(link_id)
+        body = self._store.body(link_id)
+        assert body is not None
+        outcome = refuse_non_text(_restated(link, LinkState(link["state"]), link["reason"] or "", None, body))
+        if outcome.state is LinkState.UNSUPPORTED:
+            self._store.record_outcome(link_id, outcome)  # refuse_non_text dropped the body: the stored one stays
+            return "unsupported"
+        document = await self._extract(executor, outcome, link["title"])
+        if document is None:
+            self._store.record_outcome(link_id, _restated(link, LinkState.FAILED, outcome.reason, None))
+            return "failed"
+        if link["state"] == LinkState.FAILED and is_extraction_failure(link["reason"]):
+            state, reason = _fetch_state(link)
+            self._store.record_outcome(link_id, _restated(link, state, reason, document))
+        else:
+            self._store.replace_document(link_id, document)
+        return "thin" if document.thin else "extracted"
 
     async def crawl(self, refresh: bool = False, progress: ProgressCallback | None = None,
                     retry_failed: bool = False) -> CrawlSummary:
@@ -221,7 +233,7 @@ class Crawler:
         order = interleave_by_host([(i, self._store.link(i)["url"]) for i in ids])
         own_executor = self._executor is None
         workers = s.extract_workers or os.cpu_count() or 1
-        executor = self._executor or extraction_pool(workers)
+        executor = self._executor or extraction_pool(s)
         gate = HostGate(s.per_host_concurrency, s.per_host_delay_s)
         try:
             async with HostClients(s) as clients:
@@ -349,6 +361,7 @@ class Crawler:
             if isinstance(outcome, _SecondTry):
                 run.second_try[link_id] = outcome
                 return
+            outcome = refuse_non_text(outcome)
             if outcome.body is None or outcome.not_modified:
                 self._finish(run, link_id, outcome)
                 return
@@ -477,21 +490,38 @@ class Crawler:
         )
 
     @staticmethod
-    async def _extract(executor: Executor, outcome: CrawlOutcome, title: str) -> Document:
-        """Extraction (and body compression) in a worker process; sets and returns `outcome.document`.
+    async def _extract(executor: ExtractionPool, outcome: CrawlOutcome, title: str) -> Document | None:
+        """Extraction (and body compression) in an isolated worker; sets and returns `outcome.document`.
 
-        A parser bug on one odd page costs that page its text, not the crawl.
+        A page that hangs, crashes or exhausts its worker ends `failed` with the reason in words;
+        its body is still stored (so `--reextract` can try again later) and the crawl goes on.
         """
         assert outcome.body is not None
-        loop = asyncio.get_running_loop()
-        try:
-            document, outcome.compressed_body = await loop.run_in_executor(
-                executor, extract_and_compress, outcome.body, title)
-        except BrokenProcessPool:
-            raise
-        except Exception as exc:
-            logger.warning("extraction failed for %s: %s", outcome.body.url, exc)
-            outcome.reason += f"; text extraction failed ({type(exc).__name__})"
-            document = Document(title=title, text="", kind="thin", thin=True)
-        outcome.document = document
-        return document
+        extraction = await executor.extract(outcome.body, title)
+        if extraction.failure is not None:
+            logger.warning("extraction failed for %s: %s", outcome.body.url, extraction.failure)
+            outcome.state = LinkState.FAILED
+            outcome.reason = extraction.failure
+        outcome.document = extraction.document
+        outcome.compressed_body = extraction.compressed_body
+        return extraction.document
+
+
+def _restated(link: sqlite3.Row, state: LinkState, reason: str, document: Document | None,
+              body: FetchedBody | None = None) -> CrawlOutcome:
+    """A re-extraction's verdict as an outcome the store can record: the fetch facts stay as they were.
+
+    Without `body` the store leaves the stored body alone.
+    """
+    return CrawlOutcome(state, reason, body=body, final_url=link["final_url"], http_status=link["http_status"],
+                        archived_url=link["archived_url"], archived_timestamp=link["archived_timestamp"],
+                        document=document)
+
+
+def _fetch_state(link: sqlite3.Row) -> tuple[LinkState, str]:
+    """The state a link had before its extraction failed, from the stored fetch facts."""
+    if link["archived_url"]:
+        return LinkState.ARCHIVED, f"text from the web archive snapshot of {link['archived_timestamp']}"
+    if link["final_url"] and link["final_url"] != link["url"]:
+        return LinkState.REDIRECTED, f"redirected to {link['final_url']}"
+    return LinkState.OK, "text extracted again from the stored copy"

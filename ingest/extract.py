@@ -16,7 +16,9 @@ import trafilatura
 from pypdf import PdfReader
 from pypdf.errors import PdfReadError
 
+from ingest.decode import decode_text
 from ingest.models import Document, FetchedBody
+from ingest.sniff import BodyKind, sniff
 from ingest.urls import host_of
 
 logger = logging.getLogger(__name__)
@@ -33,58 +35,32 @@ MEDIA_HOSTS = (
     "infoq.com",
     "dailymotion.com",
 )
-PDF_MAGIC = b"%PDF-"
 MAX_PDF_PAGES = 300
-_CHARSET_IN_META = re.compile(rb"""<meta[^>]+charset=["']?([A-Za-z0-9_\-:.]+)""", re.IGNORECASE)
 _META_CONTENT = r"""<meta[^>]+(?:property|name)=["']{name}["'][^>]*content=["']([^"']*)["']"""
 _TITLE = re.compile(r"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
 
 
 def extract_document(body: FetchedBody, fallback_title: str) -> Document:
-    """Best text we can get from `body`; never raises for bad content, flags it thin instead."""
-    if is_pdf(body):
-        doc = _extract_pdf(body.body)
-    else:
-        html = decode_html(body.body, body.encoding)
-        if _is_media_page(body.url, html):
-            doc = _extract_media(html)
-        elif _looks_like_html(body.content_type, html):
-            doc = _extract_html(html, body.url)
-        else:
-            doc = Document(title=None, text=html.strip(), kind="text")
-    return _mark_thin(doc, fallback_title)
+    """Best text we can get from `body`; never raises for bad content, flags it thin instead.
 
-
-def is_pdf(body: FetchedBody) -> bool:
-    return "pdf" in body.content_type.lower() or body.body.startswith(PDF_MAGIC)
-
-
-def decode_html(raw: bytes, declared: str | None) -> str:
-    """Decode with the header's charset, else the page's meta charset, else UTF-8, else cp1252.
-
-    cp1252 as the last resort because it maps every byte, and most old non-UTF-8
-    pages on the web are Western European.
+    What the body is comes from `sniff` (bytes first, label second), so a PNG labelled
+    text/html yields an empty document rather than junk text; the crawler refuses such
+    bodies before they get here.
     """
-    candidates = [declared]
-    match = _CHARSET_IN_META.search(raw[:4096])
-    if match:
-        candidates.append(match.group(1).decode("ascii", "ignore"))
-    candidates += ["utf-8"]
-    for encoding in candidates:
-        if not encoding:
-            continue
-        try:
-            return raw.decode(encoding)
-        except (LookupError, UnicodeDecodeError):
-            continue
-    return raw.decode("cp1252", errors="replace")
-
-
-def _looks_like_html(content_type: str, text: str) -> bool:
-    if "html" in content_type.lower():
-        return True
-    head = text[:2048].lower()
-    return "<html" in head or "<!doctype html" in head or "<body" in head or "<p>" in head
+    sniffed = sniff(body.body, body.content_type)
+    if sniffed.kind is BodyKind.PDF:
+        doc = _extract_pdf(body.body)
+    elif sniffed.kind is BodyKind.UNSUPPORTED:
+        doc = Document(title=None, text="", kind=BodyKind.UNSUPPORTED.value)
+    else:
+        text = decode_text(body.body, body.content_type, html=sniffed.kind is BodyKind.HTML).text
+        if sniffed.kind is BodyKind.TEXT:
+            doc = Document(title=None, text=text.strip(), kind="text")
+        elif _is_media_page(body.url, text):
+            doc = _extract_media(text)
+        else:
+            doc = _extract_html(text, body.url)
+    return _mark_thin(doc, fallback_title)
 
 
 def _is_media_page(url: str, html: str) -> bool:

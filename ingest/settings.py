@@ -36,6 +36,12 @@ DEFAULT_SECOND_TRY_AFTER_S = 10.0
 # Idle per-origin connection pools kept open; the least recently used beyond this are closed.
 DEFAULT_MAX_HOST_POOLS = 64
 
+DEFAULT_EXTRACT_TIMEOUT_S = 30.0
+# Address space per extraction worker: a 10 MB page peaks near 600 MB; past this a runaway parse gets
+# MemoryError (or dies) instead of taking the machine's memory.
+DEFAULT_EXTRACT_MEMORY_MB = 1024
+MIN_EXTRACT_MEMORY_MB = 256  # below this a worker cannot even load the extractor
+
 
 class Settings(BaseSettings):
     """Every knob of linklens. Environment variables win; defaults suit the public web."""
@@ -65,6 +71,10 @@ class Settings(BaseSettings):
     archive_url: str = DEFAULT_ARCHIVE_URL
     use_archive: bool = True
     extract_workers: int = Field(0, ge=0, description="0 = one per core")
+    extract_timeout_s: float = Field(DEFAULT_EXTRACT_TIMEOUT_S, gt=0,
+                                     description="time limit per document; past it the worker is replaced")
+    extract_memory_mb: int = Field(DEFAULT_EXTRACT_MEMORY_MB, ge=MIN_EXTRACT_MEMORY_MB,
+                                   description="address-space limit of each extraction worker")
 
     # index
     model: str = Field("", description="sentence-transformers name or path; empty = bundled all-MiniLM-L6-v2")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ingest.extract import decode_html, extract_document
+from ingest.extract import extract_document
 from ingest.models import FetchedBody
 from tests.fixtureweb import SAMPLE_ARTICLES, VIDEO_PAGE
 from tests.fixtureweb.pages import render_article_page, render_video_page
@@ -53,12 +53,3 @@ def test_pdf_text_is_extracted() -> None:
 def test_a_broken_pdf_is_thin_not_an_error() -> None:
     doc = extract_document(body(b"%PDF-1.4 garbage", "application/pdf", encoding=None), "Broken paper")
     assert doc.thin and doc.title == "Broken paper"
-
-
-def test_charset_from_meta_when_the_header_has_none() -> None:
-    raw = '<html><head><meta charset="windows-1252"></head><body><p>naïve café</p></body></html>'.encode("cp1252")
-    assert "naïve café" in decode_html(raw, None)
-
-
-def test_undeclared_latin1_falls_back_without_crashing() -> None:
-    assert "café" in decode_html("<p>café</p>".encode("latin-1"), None)

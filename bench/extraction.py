@@ -1,0 +1,178 @@
+"""Extraction benchmark: the isolated pool against the plain ProcessPoolExecutor it replaced, same pages.
+
+    python bench/extraction.py [--pages 200] [--rounds 8] [--out results.json]
+
+Pages are the 400 real articles of ../shared/corpora/sysdesign when that folder exists, plus
+the project's fixture articles, rendered as full blog pages (repeated up to --pages).
+
+Reported, all in one run:
+- throughput (pages/s) of both pools with the crawl's access pattern: asyncio, at most
+  4 pages per worker in flight, each page extracted *and* compressed in the worker.
+  `ProcessPoolExecutor` is the pre-isolation pool (forkserver, trafilatura preloaded);
+  `ExtractionPool` is pebble, one process per worker, one page at a time, time and memory
+  limits. Both stay up and rounds alternate which goes first, so machine noise hits both alike;
+- in-process cost per page of sniffing and decoding next to extraction itself (one core).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing
+import os
+import statistics
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import replace
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from ingest.extract_job import WORKER_PRELOAD, extract_and_compress  # noqa: E402
+from ingest.extraction_pool import ExtractionPool  # noqa: E402
+from ingest.models import FetchedBody  # noqa: E402
+from ingest.settings import DEFAULT_EXTRACT_MEMORY_MB, DEFAULT_EXTRACT_TIMEOUT_S  # noqa: E402
+from tests.fixtureweb import load_fixture_articles, load_sysdesign_articles  # noqa: E402
+from tests.fixtureweb.pages import render_article_page  # noqa: E402
+
+SYSDESIGN = REPO.parent / "shared" / "corpora" / "sysdesign" / "articles.jsonl"
+IN_FLIGHT_PER_WORKER = 4  # the crawl's EXTRACT_BACKLOG_PER_WORKER
+MICROSECONDS = 1e6
+
+
+def pages(count: int) -> tuple[list[FetchedBody], str]:
+    base = load_sysdesign_articles(SYSDESIGN) if SYSDESIGN.exists() else []
+    label = f"{len(base)} sysdesign articles" if base else "no ../shared corpus"
+    own = load_fixture_articles()
+    base += own
+    bodies = []
+    for i in range(count):
+        article = base[i % len(base)]
+        if i >= len(base):
+            article = replace(article, slug=f"{article.slug}-copy{i // len(base)}")
+        url = f"http://bench.test/posts/{article.slug}"
+        html = render_article_page(article, url).encode()
+        bodies.append(FetchedBody(url, "text/html; charset=utf-8", html, False, "utf-8"))
+    return bodies, f"{label} + {len(own)} fixture articles, {count} pages"
+
+
+async def through(extract: Callable[[FetchedBody], Awaitable[object]], bodies: list[FetchedBody],
+                  workers: int) -> float:
+    """Pages per second through `extract` with the crawl's bound on pages in flight."""
+    slots = asyncio.Semaphore(IN_FLIGHT_PER_WORKER * workers)
+
+    async def one(body: FetchedBody) -> None:
+        async with slots:
+            await extract(body)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(one(b) for b in bodies))
+    return len(bodies) / (time.perf_counter() - started)
+
+
+def compare_pools(bodies: list[FetchedBody], workers: int, rounds: int,
+                  isolated_workers: int) -> tuple[list[float], list[float]]:
+    """Pages/s of each pool per round. Both pools stay up; rounds alternate which goes first, so a
+    neighbour's load on this shared machine lands on both alike."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(WORKER_PRELOAD)
+    with ProcessPoolExecutor(workers, mp_context=context) as executor, \
+            ExtractionPool(isolated_workers, DEFAULT_EXTRACT_TIMEOUT_S, DEFAULT_EXTRACT_MEMORY_MB) as pool:
+
+        async def run() -> tuple[list[float], list[float]]:
+            loop = asyncio.get_running_loop()
+
+            def old(b: FetchedBody) -> Awaitable[object]:
+                return loop.run_in_executor(executor, extract_and_compress, b, "t")
+
+            async def new(b: FetchedBody) -> object:
+                extraction = await pool.extract(b, "t")
+                if extraction.failure:
+                    raise SystemExit(f"isolated pool failed on a good page: {extraction.failure}")
+                return extraction
+
+            warm = bodies[: 2 * workers]
+            await asyncio.gather(*(old(b) for b in warm), *(new(b) for b in warm))
+            executor_rates, isolated_rates = [], []
+            for i in range(rounds):
+                if i % 2:
+                    isolated_rates.append(await through(new, bodies, workers))
+                    executor_rates.append(await through(old, bodies, workers))
+                else:
+                    executor_rates.append(await through(old, bodies, workers))
+                    isolated_rates.append(await through(new, bodies, workers))
+            return executor_rates, isolated_rates
+
+        return asyncio.run(run())
+
+
+def per_page_costs(bodies: list[FetchedBody]) -> dict[str, float]:
+    """Microseconds per page of sniffing and decoding, next to milliseconds of extraction, in this process."""
+    from ingest.decode import decode_text
+    from ingest.extract import extract_document
+    from ingest.sniff import sniff
+
+    sample = bodies[: min(200, len(bodies))]
+    sniff_us, decode_us, utf8_us, extract_ms = [], [], [], []
+    for body in sample:
+        t0 = time.perf_counter()
+        sniff(body.body, body.content_type)
+        t1 = time.perf_counter()
+        decode_text(body.body, body.content_type)
+        t2 = time.perf_counter()
+        body.body.decode("utf-8")
+        t3 = time.perf_counter()
+        extract_document(body, "t")
+        t4 = time.perf_counter()
+        sniff_us.append((t1 - t0) * MICROSECONDS)
+        decode_us.append((t2 - t1) * MICROSECONDS)
+        utf8_us.append((t3 - t2) * MICROSECONDS)
+        extract_ms.append((t4 - t3) * 1000)
+    sniff_decode_ms = (statistics.fmean(sniff_us) + statistics.fmean(decode_us)) / 1000
+    return {
+        "page_kb_mean": round(statistics.fmean(len(b.body) for b in sample) / 1024, 1),
+        "sniff_us_p50": round(statistics.median(sniff_us), 1),
+        "decode_us_p50": round(statistics.median(decode_us), 1),
+        "plain_utf8_decode_us_p50": round(statistics.median(utf8_us), 1),
+        "extract_ms_p50": round(statistics.median(extract_ms), 2),
+        "sniff_and_decode_share_of_extraction": round(sniff_decode_ms / statistics.fmean(extract_ms), 4),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pages", type=int, default=200, help="pages per round and pool")
+    parser.add_argument("--rounds", type=int, default=8)
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--isolated-workers", type=int, default=0, help="processes of the isolated pool; 0 = --workers")
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+
+    bodies, label = pages(args.pages)
+    isolated_workers = args.isolated_workers or args.workers
+    executor, isolated = compare_pools(bodies, args.workers, args.rounds, isolated_workers)
+    result = {
+        "benchmark": "extraction",
+        "corpus": label,
+        "workers": args.workers,
+        "isolated_workers": isolated_workers,
+        "rounds": args.rounds,
+        "process_pool_executor_pages_per_s": [round(r, 1) for r in executor],
+        "isolated_pool_pages_per_s": [round(r, 1) for r in isolated],
+        "isolated_vs_executor_total": round(sum(isolated) / sum(executor), 3),
+        "isolated_vs_executor_per_round": [round(i / e, 3) for i, e in zip(isolated, executor, strict=True)],
+        "per_page": per_page_costs(bodies),
+        "cores": os.cpu_count(),
+    }
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.out:
+        args.out.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()

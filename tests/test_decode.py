@@ -1,0 +1,97 @@
+"""Text decoded right: BOM, then the header, then <meta charset>, then detection, with lies caught."""
+
+from __future__ import annotations
+
+import pytest
+
+from ingest.decode import decode_text
+from ingest.extract import extract_document
+from ingest.models import FetchedBody
+
+CREME = "crème brûlée"
+PARAGRAPH = f"<p>The {CREME} at the café was naïve and perfect.</p>"
+
+
+def page(meta: str = "") -> str:
+    return f"<!doctype html><html><head>{meta}<title>Dessert</title></head><body>{PARAGRAPH}</body></html>"
+
+
+def test_utf8_under_an_iso_8859_1_header_with_meta_utf8_reads_as_written() -> None:
+    """The issue's first case. A browser would follow the header and show 'crÃ¨me'; valid UTF-8 wins here."""
+    decoded = decode_text(page('<meta charset="utf-8">').encode(), "text/html; charset=iso-8859-1")
+    assert CREME in decoded.text and "Ã" not in decoded.text
+    assert (decoded.encoding, decoded.source) == ("utf-8", "utf-8 validity")
+
+
+def test_utf8_under_an_iso_8859_1_header_without_meta_reads_as_written() -> None:
+    decoded = decode_text(page().encode(), "text/html; charset=iso-8859-1")
+    assert CREME in decoded.text and "Ã" not in decoded.text
+
+
+def test_a_utf8_bom_beats_a_windows_1252_header() -> None:
+    decoded = decode_text(b"\xef\xbb\xbf" + page().encode(), "text/html; charset=windows-1252")
+    assert CREME in decoded.text and "Ã" not in decoded.text
+    assert not decoded.text.startswith("\ufeff")
+    assert decoded.source == "bom"
+
+
+def test_a_utf16_bom_decodes() -> None:
+    decoded = decode_text(page().encode("utf-16"), "text/html")
+    assert CREME in decoded.text and decoded.source == "bom"
+
+
+def test_the_header_charset_is_used_for_legacy_bytes() -> None:
+    decoded = decode_text(page().encode("latin-1"), "text/html; charset=ISO-8859-1")
+    assert CREME in decoded.text
+    assert (decoded.encoding, decoded.source) == ("cp1252", "header")  # WHATWG: latin-1 means windows-1252
+
+
+def test_meta_charset_when_the_header_has_none() -> None:
+    decoded = decode_text(page('<meta charset="windows-1252">').encode("cp1252"), "text/html")
+    assert CREME in decoded.text and decoded.source == "meta"
+
+
+def test_meta_charset_is_ignored_for_plain_text() -> None:
+    raw = "Notes on <meta charset=koi8-r> tags: café.".encode()
+    assert decode_text(raw, "text/plain", html=False).text == "Notes on <meta charset=koi8-r> tags: café."
+
+
+def test_legacy_bytes_under_a_utf8_label_are_detected() -> None:
+    decoded = decode_text(page().encode("cp1252"), "text/html; charset=utf-8")
+    assert CREME in decoded.text and "\ufffd" not in decoded.text
+    assert decoded.source == "detection"
+
+
+def test_a_utf8_page_with_one_broken_byte_keeps_its_label() -> None:
+    raw = page().encode().replace(b"perfect", b"perf\xffct")
+    decoded = decode_text(raw, "text/html; charset=utf-8")
+    assert CREME in decoded.text and "perf\ufffdct" in decoded.text
+
+
+@pytest.mark.parametrize(("text", "encoding"), [
+    ("Распределённые системы требуют согласованности данных между узлами кластера.", "cp1251"),
+    ("分散システムでは、ノード間のデータの一貫性を保つことが重要です。", "shift_jis"),
+])
+def test_undeclared_legacy_charsets_are_detected(text: str, encoding: str) -> None:
+    decoded = decode_text(f"<p>{text}</p>".encode(encoding), "text/html")
+    assert text in decoded.text and decoded.source == "detection"
+
+
+def test_undeclared_short_western_text_prefers_windows_1252() -> None:
+    """Short samples tie between single-byte charsets; the tie goes to the web's default."""
+    assert decode_text("<p>café</p>".encode("latin-1"), "").text == "<p>café</p>"
+
+
+def test_a_utf8_sequence_cut_by_the_body_cap_still_counts_as_utf8() -> None:
+    raw = page().encode() + "é".encode()[:1]
+    decoded = decode_text(raw, "text/html; charset=iso-8859-1")
+    assert CREME in decoded.text and decoded.encoding == "utf-8"
+
+
+def test_the_extractor_uses_these_rules() -> None:
+    words = " ".join([f"The {CREME} was served {i} times at the café." for i in range(12)])
+    html = f'<!doctype html><html><head><meta charset="utf-8"><title>Dessert</title></head><body><article>' \
+           f"<h1>Dessert</h1><p>{words}</p></article></body></html>"
+    body = FetchedBody("http://blog.test/dessert", "text/html; charset=iso-8859-1", html.encode(), False, "iso-8859-1")
+    document = extract_document(body, "Dessert")
+    assert CREME in document.text and "Ã" not in document.text
