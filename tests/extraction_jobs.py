@@ -8,6 +8,7 @@ through the real extractor, so good neighbours are extracted for real.
 from __future__ import annotations
 
 import os
+import re
 import threading
 import time
 
@@ -21,6 +22,10 @@ RAISE = "<!-- linklens-test: raise -->"
 DIE_IDLE = "<!-- linklens-test: die after answering -->"
 SLOW_RESULT = "<!-- linklens-test: result slow to receive -->"
 CRASH_EXIT_CODE = 3
+# CPython's forkserver answers 255 when it loses a child's exit status (popen_forkserver's poll on an
+# early EOF), which happens now and then on a loaded machine: the crash is still this page's.
+LOST_EXIT_CODE = 255
+CRASHED = re.compile(rf"extractor crashed \(worker exited with code ({CRASH_EXIT_CODE}|{LOST_EXIT_CODE})\)")
 DIE_IDLE_AFTER_S = 0.2
 HOG_BYTES = 8 * 2**30  # far past any memory limit a test sets
 HANG_S = 3600.0
