@@ -60,6 +60,7 @@ K = 10
 LAYOUTS: dict[str, tuple[int, int, bool, str]] = {
     "w180": (180, 30, False, "sysdesign-words180"),
     "w180h": (180, 30, True, "sysdesign-w180-o30-headings"),
+    "w150h": (150, 50, True, "sysdesign-w150-o50-headings"),
     "w90h": (90, 45, True, "sysdesign-w90-o45-headings"),
     "w100": (100, 30, False, "sysdesign-words100"),
     "w250": (250, 60, False, "sysdesign-words250-overlap60"),
@@ -91,6 +92,7 @@ class Config:
     rm3: tuple[int, int, float] | None = None  # (feedback passages, expansion terms, weight of expansion)
     rm3_source: str = "bm25"  # bm25 | dense | hybrid: where the feedback passages come from
     acronyms: str = "none"  # none | bm25 | dense | both: expand acronyms mined from the corpus
+    rocchio: tuple[int, float] | None = None  # dense feedback: (top passages, weight of their mean vector)
     note: str = ""
 
 
@@ -245,7 +247,13 @@ class Pipeline:
         dense_rows = None
         for name in c.retrievers:
             if name == "dense":
-                rows, scores = vectors.search(loaded.dense, self.layout.vector(dense_text), candidates)
+                query_vector = self.layout.vector(dense_text)
+                if c.rocchio is not None:
+                    top, beta = c.rocchio
+                    rows, _ = vectors.search(loaded.dense, query_vector, top)
+                    query_vector = query_vector + beta * vectors.vectors_of(loaded.dense, rows).mean(axis=0)
+                    query_vector = query_vector / np.linalg.norm(query_vector)
+                rows, scores = vectors.search(loaded.dense, query_vector, candidates)
                 scores = np.where(self.layout.card[rows], scores * c.card_weight_dense, scores)
                 dense_rows = rows
                 rankings.append(self._group(rows, scores))
@@ -504,6 +512,8 @@ def configs() -> dict[str, Config]:
     out["query:rm3-dense=5,10,0.3"] = replace(base, rm3=(5, 10, 0.3), rm3_source="dense")
     out["query:rm3-dense=10,20,0.5"] = replace(base, rm3=(10, 20, 0.5), rm3_source="dense")
     out["query:rm3-dense=10,10,0.3"] = replace(base, rm3=(10, 10, 0.3), rm3_source="dense")
+    for top, beta in ((3, 0.3), (5, 0.5), (10, 0.5)):
+        out[f"query:rocchio={top},{beta}"] = replace(base, rocchio=(top, beta))
     out.update(combinations())
     return out
 
