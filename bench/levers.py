@@ -515,7 +515,28 @@ def configs() -> dict[str, Config]:
     for top, beta in ((3, 0.3), (5, 0.5), (10, 0.5)):
         out[f"query:rocchio={top},{beta}"] = replace(base, rocchio=(top, beta))
     out.update(combinations())
+    out.update(on_top_of_final())
     return out
+
+
+def on_top_of_final() -> dict[str, Config]:
+    """Each remaining lever added to FINAL: kept only if it beats FINAL itself beyond noise (reported as vs_final)."""
+    f = FINAL
+    return {
+        "final+headings": replace(f, layout="w180h"),
+        "final+rm3-dense=10,10,0.3": replace(f, rm3=(10, 10, 0.3), rm3_source="dense"),
+        "final+rm3=10,10,0.3": replace(f, rm3=(10, 10, 0.3)),
+        "final+rocchio=3,0.3": replace(f, rocchio=(3, 0.3)),
+        "final+article-mean:0.5": replace(f, retrievers=("dense", "bm25", "mean"), weights=(1.5, 1.0, 0.75)),
+        "final+support=0": replace(f, support_weight=0.0),
+        "final+support=0.2×2": replace(f, support_weight=0.2),
+        "final+card-dense×0.8": replace(f, card_weight_dense=0.8),
+        "final+bm25:context×2": replace(f, context_repeat=2),
+        "final+bm25:k1=1.2,b=0.5": replace(f, bm25_b=0.5),
+        "final+strip-question": replace(f, strip_question="both"),
+        "final+candidates=200": replace(f, candidates=200),
+        "final+headings+rm3-dense": replace(f, layout="w180h", rm3=(10, 10, 0.3), rm3_source="dense"),
+    }
 
 
 def combinations() -> dict[str, Config]:
@@ -584,6 +605,11 @@ def main() -> None:
                 },
                 "unjudged_top10": round(unjudged_share(run, judged), 3),
             }
+            if name.startswith("final+"):
+                ontop = compare(judged, runs["final"], run, K)["metrics"]
+                result["levers"][name]["vs_final"] = {
+                    m: {**v["difference"], "beyond_noise": v["beyond_noise"]} for m, v in ontop.items()
+                }
             log(
                 f"{name}: ndcg {result['levers'][name]['metrics']['ndcg@10']['mean']:.4f} "
                 f"Δ {cmp['metrics']['ndcg@10']['difference']['mean']:+.4f} "
