@@ -50,8 +50,9 @@ _PARAGRAPH_SPLIT = re.compile(r"\n\s*\n")
 # break inside a paragraph (list items, headings) also ends one, and is kept.
 _SENTENCE_SPLIT = re.compile(r"(?<=[.!?])[\"')\]]?\s+(?=[A-Z0-9\"'(\[*#`-])")
 _LINE_SPLIT = re.compile(r"\s*\n\s*")
-# An ATX markdown heading line ("## Failover", optionally closed by #s): what the
-# extractor writes for <h1>-<h6>, and what markdown sources hold.
+# An ATX markdown heading line ("## Failover", optionally closed by #s), as markdown
+# sources hold them. linklens' HTML extraction writes plain text (no heading marks),
+# so crawled HTML pages get no heading path.
 _HEADING = re.compile(r"^(#{1,6})\s+(.+?)(?:\s+#+)?\s*$")
 
 
@@ -168,9 +169,9 @@ def chunk_sections(
     Greedy over sentences: a passage takes whole sentences up to `words`, ending at
     the last paragraph end that keeps it at least PARAGRAPH_CLOSE_SHARE full (with
     `headings`, never right after a heading line); the next passage starts with the
-    previous one's last sentences that fit in `overlap`. Paragraphs stay separated by a blank line
-    inside a passage. Deterministic, so an unchanged text gives unchanged passage
-    ids on a rebuild.
+    previous one's last sentences that fit in `overlap`. Paragraphs stay separated
+    by a blank line inside a passage. Deterministic, so an unchanged text gives
+    unchanged passage ids on a rebuild.
     """
     if words < 1:
         raise ValueError(f"passage words must be positive, got {words}")
