@@ -1,13 +1,17 @@
-"""Relevance levers of issue 8, each measured on the fair set's dev split against today's defaults. JSON out.
+"""Relevance levers of issue 8, each measured on the fair set's dev split against the old hybrid. JSON out.
 
 Run: .venv/bin/python bench/levers.py [--cache-dir /work/wt/relevance-cache] [--split dev] [--only NAME ...]
 
 Tune on dev, report test: this script evaluates the *dev* split only unless told
 otherwise, and it is the record of what was tried. Every lever is a `Config` run
-through one bench-side pipeline that mirrors `Searcher.search` (the first check
-is that its default config reproduces the searcher's hybrid run exactly), and
-every config is compared query by query with today's hybrid (`index.eval_stats.
-compare`: mean difference and its paired 95% bootstrap interval, per metric).
+through one bench-side pipeline that mirrors `Searcher.search`, checked twice:
+its default config reproduces the searcher's hybrid under the settings before
+issue 8 (RRF, dense 1 : BM25 1; `baseline_reproduces_searcher_before`), and
+`FINAL` reproduces the searcher's hybrid under today's defaults
+(`final_reproduces_searcher_today`). Every config is compared query by query with
+the old hybrid (`index.eval_stats.compare`: mean difference and its paired 95%
+bootstrap interval, per metric); the `final+…` configs, each remaining lever on
+top of the final configuration, are also compared with it (`vs_final`).
 
 Passage layouts (size, overlap, heading path in the context) need their own
 embeddings: each is built once into its own cache folder under `--cache-dir`
