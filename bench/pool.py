@@ -266,6 +266,7 @@ def open_indexes(stack: ExitStack, cache_root: Path, rows: list[dict]) -> Iterat
                 embedder,
                 passage_words=words,
                 passage_overlap_words=overlap_words,
+                **relevance.BEFORE_ISSUE_8,  # the hybrid that was pooled: RRF 1 : 1
             )
         )
         searcher = Searcher.open(settings)

@@ -1,61 +1,61 @@
-"""Relevance benchmark: dense, BM25 and hybrid search side by side on judged query sets. Prints JSON.
+"""Relevance benchmark: dense, BM25, the old hybrid and today's final configuration side by side. Prints JSON.
 
-Run: .venv/bin/python bench/relevance.py [--out FILE] [--skip-sysdesign] [--cache-dir DIR] [--per-query] [--sweep]
+Run: .venv/bin/python bench/relevance.py [--out FILE] [--skip-sysdesign] [--cache-dir DIR] [--per-query]
+     [--fair-split dev|test] [--save-runs FILE] [--no-latency]
 
-Two judged sets, each evaluated with `index.evaluate.evaluate` (nDCG@10, Recall@10,
-MRR@10 per mode), i.e. through the same `Searcher.search` users get:
+Three judged sets, each evaluated through the same `Searcher.search` users get:
 * fixture: tests/fixtures/articles.json filled into a store exactly as the tests do
   (`tests.index_fixtures.fill_store`), judged by tests/fixtures/queries.jsonl;
 * sysdesign: the 400 articles of ../shared/corpora/sysdesign/articles.jsonl (when
   present), one link per article at https://sysdesign.example/<id>, judged by
-  bench/sysdesign_queries.jsonl (keyed by article id). The corpus text is read at
-  run time only; nothing of it is written into the repository.
+  bench/sysdesign_queries.jsonl (90 questions of our own, keyed by article id). The
+  corpus text is read at run time only; nothing of it is written into the repository;
+* fair (issue 8): the same sysdesign index on bench/fair_judged.jsonl, questions
+  written before reading the articles and judged by pooling (bench/pool.py,
+  bench/merge_grades.py), on its dev and test splits with 95% bootstrap intervals,
+  per section and per query kind (`index.eval_stats.summarise`).
+Configurations: `dense`, `bm25`, `hybrid` (the hybrid before issue 8: reciprocal
+rank fusion, dense 1 : BM25 1) and `final` (today's defaults: standardised score
+fusion, dense 1.5 : BM25 1; chosen on dev with bench/levers.py), plus the paired
+comparison final − hybrid per split (`index.eval_stats.compare`). Tune on dev;
+report test. `--fair-split dev` evaluates dev only. `--save-runs FILE` saves the
+fair runs for `linklens eval --compare`.
+
+Latency: the in-process p50/p99 of `Searcher.search(query, k=10)` (query encoding
+included) over the fair set's 170 questions, final and old hybrid in the same run,
+timed while holding /tmp/linklens-bench.lock (the lock every reported benchmark
+takes, so two benchmarks never overlap on the shared cores); `--no-latency` skips it.
 Each build happens in a temporary data folder. Embeddings are cached under
 `--cache-dir` (default: a temporary folder), one sub-folder per corpus and passage
-size, so a second run with the same folder embeds nothing (~3 min saved on sysdesign).
-
-The fair set (issue 8): when bench/fair_judged.jsonl exists (questions written
-before reading the articles, judged by pooling; see bench/pool.py and
-bench/merge_grades.py), the same sysdesign index is evaluated on its dev and test
-splits with 95% bootstrap intervals, per section and per query kind
-(`index.eval_stats.summarise`), for dense, BM25 and hybrid. `--fair-split dev`
-evaluates dev only (tune on dev; report test). `--save-runs FILE` saves those runs
-for a paired comparison later: `linklens eval bench/fair_judged.jsonl --url-template
-https://sysdesign.example/{id} --compare FILE#hybrid OTHER.json#hybrid`.
-
+size, so a second run with the same folder embeds nothing (~4 min saved on sysdesign).
 `--per-query` adds, per sysdesign query and mode, the rank of the first relevant
-article and nDCG@10, to see which queries fail. `--sweep` also measures hybrid under
-other settings on sysdesign: rrf_k, candidates (search-time only), dense/BM25 weights
-in the reciprocal rank fusion (bench-side re-implementation of the fusion step,
-checked to reproduce `Searcher.search` at weights 1:1), and LINKLENS_PASSAGE_WORDS
-(a rebuild per value). Progress goes to stderr; only the JSON result goes to stdout.
+article and nDCG@10. Progress goes to stderr; only the JSON result goes to stdout.
 """
 
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from index import lexical, vectors  # noqa: E402
 from index.build import build_index  # noqa: E402
 from index.embedder import Embedder  # noqa: E402
-from index.eval_stats import summarise  # noqa: E402
+from index.eval_stats import compare, summarise  # noqa: E402
 from index.evaluate import (  # noqa: E402
     EVAL_MODES,
     JudgedQuery,
+    Run,
     evaluate,
     load_judgements,
     ndcg_at_k,
@@ -63,9 +63,8 @@ from index.evaluate import (  # noqa: E402
     rank_queries,
     save_runs,
 )
-from index.fusion import group_by_article  # noqa: E402
 from index.model_ref import configured_model  # noqa: E402
-from index.search import CANDIDATES_PER_RESULT, Searcher  # noqa: E402
+from index.search import Searcher  # noqa: E402
 from ingest.models import CrawlOutcome, Document, LinkState, ListedLink, ListPlacement  # noqa: E402
 from ingest.settings import Settings, load_settings  # noqa: E402
 from ingest.store import Store  # noqa: E402
@@ -76,14 +75,15 @@ SYSDESIGN_CORPUS = REPO.parent / "shared" / "corpora" / "sysdesign" / "articles.
 SYSDESIGN_QUERIES = REPO / "bench" / "sysdesign_queries.jsonl"
 FAIR_JUDGED = REPO / "bench" / "fair_judged.jsonl"
 FAIR_SPLITS = ("dev", "test")
+FAIR_QUERIES = REPO / "bench" / "fair_queries.jsonl"
 SYSDESIGN_URL = "https://sysdesign.example/{id}"
 K = 10
 PRIMARY = "ndcg@10"
-# --sweep grids (defaults: rrf_k 60, candidates 100, weights 1:1, passage_words 180).
-SWEEP_RRF_K = (5, 10, 20, 30, 60, 120)
-SWEEP_CANDIDATES = (50, 100, 200, 400)
-SWEEP_WEIGHTS = ((1.0, 1.0), (1.5, 1.0), (2.0, 1.0), (1.0, 1.5), (1.0, 2.0))
-SWEEP_PASSAGE_WORDS = (100, 120, 250, 350)
+# The settings that give the searcher the hybrid before issue 8 (reciprocal rank fusion, 1 : 1).
+BEFORE_ISSUE_8 = {"fusion": "rrf", "dense_weight": 1.0}
+BENCH_LOCK = Path("/tmp/linklens-bench.lock")
+LATENCY_ROUNDS = 5
+LATENCY_WARMUP = 20
 
 
 def log(message: str) -> None:
@@ -164,11 +164,11 @@ def query_counts(judged: Sequence[JudgedQuery]) -> dict[str, object]:
 
 
 def verdict(metrics: dict[str, dict[str, float]]) -> dict[str, object]:
-    """Does hybrid beat both single modes, per metric (strictly greater)?"""
+    """Does the final configuration beat both single modes, per metric (strictly greater)?"""
     per_metric = {
-        name: metrics["hybrid"][name] > max(metrics["dense"][name], metrics["bm25"][name]) for name in metrics["hybrid"]
+        name: metrics["final"][name] > max(metrics["dense"][name], metrics["bm25"][name]) for name in metrics["final"]
     }
-    return {"hybrid_beats_both": per_metric[PRIMARY], "per_metric": per_metric}
+    return {"final_beats_both": per_metric[PRIMARY], "per_metric": per_metric}
 
 
 def per_query(searcher: Searcher, judged: Sequence[JudgedQuery]) -> list[dict[str, object]]:
@@ -183,91 +183,33 @@ def per_query(searcher: Searcher, judged: Sequence[JudgedQuery]) -> list[dict[st
     return out
 
 
-# -- bench-side fusion variants (for --sweep) --------------------------------------------
+# -- the sets -----------------------------------------------------------------------------
 
 
-@dataclass
-class _Hit:
-    url: str
+class Configurations:
+    """The searchers behind the four configurations: today's defaults, and the hybrid before issue 8."""
 
+    def __init__(self, settings: Settings) -> None:
+        self.today = Searcher.open(settings)
+        self.before = Searcher.open(settings.model_copy(update=BEFORE_ISSUE_8))
 
-@dataclass
-class _Response:
-    results: list[_Hit]
+    def runs(self, judged: Sequence[JudgedQuery]) -> dict[str, Run]:
+        return {
+            "dense": rank_queries(self.today, judged, "dense", K),
+            "bm25": rank_queries(self.today, judged, "bm25", K),
+            "hybrid": rank_queries(self.before, judged, "hybrid", K),
+            "final": rank_queries(self.today, judged, "hybrid", K),
+        }
 
+    def metrics(self, judged: Sequence[JudgedQuery]) -> dict[str, dict[str, float]]:
+        """Mean metrics per configuration (the old sets' shape: no intervals)."""
+        today = evaluate(self.today, judged, k=K)
+        before = evaluate(self.before, judged, k=K, modes=("hybrid",))
+        return {"dense": today["dense"], "bm25": today["bm25"], "hybrid": before["hybrid"], "final": today["hybrid"]}
 
-class WeightedHybrid:
-    """Quacks like a Searcher for `evaluate`: hybrid with RRF weights, rrf_k and candidates of its own.
-
-    Mirrors `Searcher.search` (same encoder, indexes, article grouping and RRF form)
-    but scores an article w_dense / (rrf_k + dense rank) + w_bm25 / (rrf_k + bm25 rank).
-    Every `mode` is answered with this hybrid.
-    """
-
-    def __init__(self, searcher: Searcher, dense_weight: float, bm25_weight: float, rrf_k: int, candidates: int):
-        self._searcher = searcher
-        self.weights = (dense_weight, bm25_weight)
-        self.rrf_k = rrf_k
-        self.candidates = candidates
-        self._vectors: dict[str, np.ndarray] = {}
-
-    def urls(self) -> frozenset[str]:
-        return self._searcher.urls()
-
-    def search(self, query: str, k: int = K, mode: str | None = None) -> _Response:
-        loaded = self._searcher._loaded  # bench-only look inside, as bench/index.py does
-        text = " ".join(query.split())
-        vector = self._vectors.get(text)
-        if vector is None:
-            vector = self._vectors[text] = loaded.encoder.encode(text)
-        candidates = max(self.candidates, CANDIDATES_PER_RESULT * k)
-        rows, scores = vectors.search(loaded.dense, vector, candidates, None)
-        dense = group_by_article(rows, scores, loaded.row_article)
-        rows, scores = loaded.lexical.top(lexical.terms(text), candidates, None)
-        bm25 = group_by_article(rows, scores, loaded.row_article)
-        fused = np.zeros(len(loaded.articles))
-        for ranking, weight in zip((dense, bm25), self.weights, strict=True):
-            fused[ranking.articles] += weight / (self.rrf_k + np.arange(1, len(ranking) + 1))
-        present = np.union1d(dense.articles, bm25.articles)
-        order = np.lexsort((present, -fused[present]))
-        return _Response([_Hit(loaded.articles[i].url) for i in present[order][:k]])
-
-
-def hybrid_metrics(searcher: Any, judged: Sequence[JudgedQuery]) -> dict[str, float]:
-    return evaluate(searcher, judged, k=K, modes=("hybrid",))["hybrid"]
-
-
-def sweep(settings: Settings, judged: Sequence[JudgedQuery], baseline: dict[str, float]) -> dict[str, object]:
-    """Search-time variants over one built index (no rebuild)."""
-    out: dict[str, object] = {}
-    searcher = Searcher.open(settings)
-    try:
-        check = hybrid_metrics(WeightedHybrid(searcher, 1.0, 1.0, settings.rrf_k, settings.candidates), judged)
-        out["bench_fusion_reproduces_searcher"] = check == baseline
-        out["rrf_k"] = {}
-        for rrf_k in SWEEP_RRF_K:
-            s = Searcher(settings.model_copy(update={"rrf_k": rrf_k}), searcher._loaded)
-            out["rrf_k"][str(rrf_k)] = hybrid_metrics(s, judged)  # type: ignore[index]
-        out["candidates"] = {}
-        for candidates in SWEEP_CANDIDATES:
-            s = Searcher(settings.model_copy(update={"candidates": candidates}), searcher._loaded)
-            out["candidates"][str(candidates)] = hybrid_metrics(s, judged)  # type: ignore[index]
-        out["weights_dense_bm25"] = {}
-        for rrf_k in (settings.rrf_k, 10):
-            for wd, wb in SWEEP_WEIGHTS:
-                fused = WeightedHybrid(searcher, wd, wb, rrf_k, settings.candidates)
-                out["weights_dense_bm25"][f"{wd}:{wb} rrf_k={rrf_k}"] = hybrid_metrics(fused, judged)  # type: ignore[index]
-    finally:
-        searcher.close()
-    return out
-
-
-# -- the two sets -----------------------------------------------------------------------
-
-
-def run_set(settings: Settings, judged: Sequence[JudgedQuery]) -> tuple[dict[str, dict[str, float]], Searcher]:
-    searcher = Searcher.open(settings)
-    return evaluate(searcher, judged, k=K), searcher
+    def close(self) -> None:
+        self.today.close()
+        self.before.close()
 
 
 def main() -> None:
@@ -277,10 +219,10 @@ def main() -> None:
     parser.add_argument("--cache-dir", type=Path, help="Keep embedding caches here between runs.")
     parser.add_argument("--queries", type=Path, default=SYSDESIGN_QUERIES, help="sysdesign judgements (by id).")
     parser.add_argument("--per-query", action="store_true", help="Per-query ranks and nDCG on sysdesign.")
-    parser.add_argument("--sweep", action="store_true", help="Also try other settings for hybrid on sysdesign.")
     parser.add_argument("--fair", type=Path, default=FAIR_JUDGED, help="The fair judged set (by article id).")
     parser.add_argument("--fair-split", choices=FAIR_SPLITS, help="Only this split of the fair set (default: both).")
     parser.add_argument("--save-runs", type=Path, help="Save the fair set's runs here, for linklens eval --compare.")
+    parser.add_argument("--no-latency", action="store_true", help="Skip timing the final configuration.")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="linklens-relevance-cache-") as tmp_cache:
@@ -292,8 +234,8 @@ def main() -> None:
     print(text)
 
 
-def fair(args: argparse.Namespace, searcher: Searcher) -> dict[str, object] | str:
-    """Dev and test of the fair set with intervals, per section and kind; saved as runs when asked."""
+def fair(args: argparse.Namespace, configurations: Configurations) -> dict[str, object] | str:
+    """Dev and test of the fair set: intervals, per section and kind, final vs hybrid paired; runs saved if asked."""
     if not args.fair.exists():
         return f"skipped: {args.fair} not judged yet (bench/pool.py, then bench/merge_grades.py)"
     everything = load_judgements(args.fair, url_template=SYSDESIGN_URL)
@@ -302,17 +244,61 @@ def fair(args: argparse.Namespace, searcher: Searcher) -> dict[str, object] | st
     for split in (args.fair_split,) if args.fair_split else FAIR_SPLITS:
         judged = only_split(everything, split)
         log(f"fair set, {split}: {len(judged)} queries")
-        runs = {mode: rank_queries(searcher, judged, mode, K) for mode in EVAL_MODES}
-        out[split] = summarise(judged, runs, K)
-        saved.update({f"{split}-{mode}": run for mode, run in runs.items()})
+        runs = configurations.runs(judged)
+        out[split] = {
+            **summarise(judged, runs, K),
+            "final_vs_hybrid": compare(judged, runs["hybrid"], runs["final"], K, labels=("hybrid", "final")),
+        }
+        saved.update({f"{split}-{label}": run for label, run in runs.items()})
     if args.save_runs:
-        save_runs(args.save_runs, saved, K, {"snapshot": searcher.stats(), "judgements": str(args.fair)})
+        save_runs(args.save_runs, saved, K, {"snapshot": configurations.today.stats(), "judgements": str(args.fair)})
         log(f"saved {len(saved)} runs to {args.save_runs}")
     return out
 
 
+def latency(configurations: Configurations) -> dict[str, object]:
+    """In-process search latency (query encoding included) of the final configuration and the old hybrid.
+
+    Timed while holding the shared bench lock, both in the same run and interleaved
+    query by query, so their ratio is meaningful on a noisy machine even when the
+    absolute figures are not.
+    """
+    queries = [json.loads(line)["query"] for line in FAIR_QUERIES.read_text(encoding="utf-8").splitlines() if line]
+    out: dict[str, object] = {"queries": len(queries), "rounds": LATENCY_ROUNDS, "k": K}
+    BENCH_LOCK.touch(exist_ok=True)
+    with BENCH_LOCK.open("r+") as lock:
+        log(f"latency: waiting for {BENCH_LOCK}")
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            pairs = (("final", configurations.today), ("hybrid", configurations.before))
+            timings: dict[str, list[float]] = {label: [] for label, _ in pairs}
+            for _, searcher in pairs:
+                for q in queries[:LATENCY_WARMUP]:
+                    searcher.search(q, k=K)
+            for round_ in range(LATENCY_ROUNDS):
+                for i, q in enumerate(queries):
+                    # interleaved, alternating which goes first, so both see the same machine
+                    for label, searcher in pairs if (i + round_) % 2 == 0 else pairs[::-1]:
+                        started = time.perf_counter()
+                        searcher.search(q, k=K)
+                        timings[label].append((time.perf_counter() - started) * 1000)
+            for label, values in timings.items():
+                out[label] = {
+                    "p50_ms": round(float(np.percentile(values, 50)), 3),
+                    "p99_ms": round(float(np.percentile(values, 99)), 3),
+                }
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+    out["final_over_hybrid_p50"] = round(out["final"]["p50_ms"] / out["hybrid"]["p50_ms"], 3)  # type: ignore[index]
+    return out
+
+
 def run(args: argparse.Namespace, cache_root: Path) -> dict[str, object]:
-    result: dict[str, object] = {"k": K}
+    result: dict[str, object] = {"k": K, "configurations": {
+        "dense": "dense only", "bm25": "BM25 only",
+        "hybrid": "before issue 8: reciprocal rank fusion (rrf_k 60), dense 1 : BM25 1",
+        "final": "today's defaults: standardised score fusion, dense 1.5 : BM25 1",
+    }}  # fmt: skip
     embedder = Embedder(configured_model(load_settings(data_dir=cache_root)))
     fixtures = fixture_judged_queries()
     counts: dict[str, object] = {"fixture": query_counts(fixtures)}
@@ -320,8 +306,9 @@ def run(args: argparse.Namespace, cache_root: Path) -> dict[str, object]:
 
     log("fixture set: building")
     with built_index(cache_root / "fixture", fill_store, embedder) as settings:
-        metrics, searcher = run_set(settings, fixtures)
-        searcher.close()
+        configurations = Configurations(settings)
+        metrics = configurations.metrics(fixtures)
+        configurations.close()
     result["fixture"] = metrics
     summary["fixture"] = verdict(metrics)
 
@@ -337,31 +324,18 @@ def run(args: argparse.Namespace, cache_root: Path) -> dict[str, object]:
         default_words = load_settings(data_dir=cache_root).passage_words
         cache = cache_root / f"sysdesign-words{default_words}"
         with built_index(cache, lambda store: fill_sysdesign(store, rows), embedder) as settings:
-            metrics, searcher = run_set(settings, judged)
-            if args.per_query:
-                result["sysdesign_per_query"] = per_query(searcher, judged)
-            result["fair"] = fair(args, searcher)
-            searcher.close()
+            configurations = Configurations(settings)
+            try:
+                metrics = configurations.metrics(judged)
+                if args.per_query:
+                    result["sysdesign_per_query"] = per_query(configurations.today, judged)
+                result["fair"] = fair(args, configurations)
+                if not args.no_latency:
+                    result["latency"] = latency(configurations)
+            finally:
+                configurations.close()
             result["sysdesign"] = metrics
             summary["sysdesign"] = verdict(metrics)
-            if args.sweep:
-                log("sweep: rrf_k, candidates, fusion weights")
-                result["sweep"] = sweep(settings, judged, metrics["hybrid"])
-        if args.sweep:
-            result["sweep"]["passage_words"] = {}  # type: ignore[index]
-            for words in SWEEP_PASSAGE_WORDS:
-                log(f"sweep: passage_words={words} (rebuild)")
-                overlap = min(load_settings(data_dir=cache_root).passage_overlap_words, words // 3)
-                with built_index(
-                    cache_root / f"sysdesign-words{words}",
-                    lambda store: fill_sysdesign(store, rows),
-                    embedder,
-                    passage_words=words,
-                    passage_overlap_words=overlap,
-                ) as settings:
-                    metrics, searcher = run_set(settings, judged)
-                    searcher.close()
-                result["sweep"]["passage_words"][str(words)] = metrics  # type: ignore[index]
     result["queries"] = counts
     result["summary"] = summary
     return result

@@ -227,7 +227,10 @@ def eval(  # noqa: A001 - the command is called eval
 def _search_settings() -> dict[str, object]:
     """The settings a run depends on, recorded in saved runs."""
     cfg = settings()
-    names = ("model", "passage_words", "passage_overlap_words", "candidates", "rrf_k", "fusion")
+    names = (
+        "model", "passage_words", "passage_overlap_words", "passage_headings", "candidates", "rrf_k", "fusion",
+        "dense_weight",
+    )  # fmt: skip
     return {name: getattr(cfg, name) for name in names}
 
 

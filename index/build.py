@@ -75,7 +75,11 @@ def build_index(
     if not articles:
         raise SourceError(f"the page store {store.path} holds no links yet — run: linklens crawl LIST first")
     passages = [
-        p for a in articles for p in article_passages(a, settings.passage_words, settings.passage_overlap_words)
+        p
+        for a in articles
+        for p in article_passages(
+            a, settings.passage_words, settings.passage_overlap_words, settings.passage_headings
+        )
     ]
     if embedder is None or embedder.ref != ref:
         embedder = Embedder(ref)

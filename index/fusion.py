@@ -1,12 +1,21 @@
-"""From ranked passages to ranked articles: grouping, and reciprocal rank fusion of dense and BM25.
+"""From ranked passages to ranked articles: grouping, and fusion of the dense and BM25 article rankings.
 
 Why fuse at the article level: an article with four passages about caching
 would otherwise fill a passage-level list and push other articles out of both
 rankings before they are fused. Each retriever's passage list is first turned
 into an article ranking (an article ranks by its best passage, plus a small
-bonus for further matching passages), and the two article rankings are fused
-with RRF: score = Σ 1 / (rrf_k + rank). RRF needs no score calibration between
-cosine and BM25, which have unrelated scales.
+bonus for further matching passages), and the two article rankings are fused.
+
+How they are fused (`fuse`; issue 8, measured on the fair set's dev split):
+cosine and BM25 have unrelated scales, so each ranking's article scores are
+standardised over its own candidates (z-scores, shifted so the ranking's
+weakest candidate counts 0, like an article the ranking did not return) and
+summed with a weight per retriever (dense 1.5 : BM25 1 by default). Unlike
+reciprocal rank fusion (Σ 1 / (rrf_k + rank), still available), this keeps how
+*far* apart two candidates are: a BM25 list whose best match is barely better
+than its tenth moves the fused order little, a clear lexical winner a lot.
+On the dev split it gained +0.039 nDCG@10 over RRF 1:1 (paired 95% interval
++0.012 to +0.066; README, "Relevance").
 
 Everything is numpy arrays: this runs on every search, and Python objects per
 candidate cost more than the FAISS scan of a 10k-passage index.
@@ -25,6 +34,11 @@ import numpy as np
 # 0.3, 0.5 tried; 0.1 × 2 passages is best for dense, BM25 and hybrid alike).
 SUPPORT_WEIGHT = 0.1
 SUPPORT_PASSAGES = 2
+ZSCORE = "zscore"
+RRF = "rrf"
+FUSION_METHODS = (ZSCORE, RRF)
+# A ranking whose scores are all equal has no spread to standardise by.
+MIN_SPREAD = 1e-9
 
 
 @dataclass(frozen=True)
@@ -67,17 +81,55 @@ def group_by_article(rows: np.ndarray, scores: np.ndarray, row_article: np.ndarr
     return ArticleRanking(ids[ranking], totals[ranking], rows[order[starts]][ranking])
 
 
-def reciprocal_rank_fusion(rankings: Sequence[ArticleRanking], rrf_k: int, articles: int) -> ArticleRanking:
-    """Fuse article rankings with RRF; an article's passage is the one from the ranking that ranks it best.
+def reciprocal_rank_fusion(
+    rankings: Sequence[ArticleRanking], rrf_k: int, articles: int, weights: Sequence[float] | None = None
+) -> ArticleRanking:
+    """Fuse article rankings with (weighted) RRF; an article's passage is the one from the ranking that ranks it best.
 
     `articles` is the number of articles in the index (the arrays are indexed by article).
     """
+    weights = [1.0] * len(rankings) if weights is None else weights
+    parts = [w / (rrf_k + np.arange(1, len(r) + 1)) for r, w in zip(rankings, weights, strict=True)]
+    return _combine(rankings, parts, articles)
+
+
+def fuse(
+    rankings: Sequence[ArticleRanking], weights: Sequence[float], method: str, rrf_k: int, articles: int
+) -> ArticleRanking:
+    """Fuse article rankings with `method` ("zscore" or "rrf"), ranking i weighted by `weights[i]`."""
+    if method == ZSCORE:
+        return standardised_score_fusion(rankings, weights, articles)
+    if method == RRF:
+        return reciprocal_rank_fusion(rankings, rrf_k, articles, weights)
+    raise ValueError(f"unknown fusion method {method!r} — use one of: {', '.join(FUSION_METHODS)}")
+
+
+def standardised_score_fusion(
+    rankings: Sequence[ArticleRanking], weights: Sequence[float], articles: int
+) -> ArticleRanking:
+    """Σ weight × (score − the ranking's lowest) / the ranking's standard deviation, per article.
+
+    An article missing from a ranking gets 0 from it, the same as that ranking's
+    weakest candidate; the passage shown is the one from the ranking that ranks
+    the article best (the first ranking on a tie), as in `reciprocal_rank_fusion`.
+    """
+    parts = []
+    for ranking, weight in zip(rankings, weights, strict=True):
+        scores = ranking.scores.astype(np.float64)
+        spread = float(scores.std()) if len(scores) else 0.0
+        low = float(scores.min()) if len(scores) else 0.0
+        parts.append(weight * (scores - low) / max(spread, MIN_SPREAD))
+    return _combine(rankings, parts, articles)
+
+
+def _combine(rankings: Sequence[ArticleRanking], parts: Sequence[np.ndarray], articles: int) -> ArticleRanking:
+    """Sum each ranking's per-article contribution; show the passage of the ranking that ranks an article best."""
     fused = np.zeros(articles)
     best_rank = np.full(articles, np.iinfo(np.int64).max)
     shown = np.full(articles, -1, dtype=np.int64)
-    for ranking in rankings:
+    for ranking, part in zip(rankings, parts, strict=True):
         ranks = np.arange(1, len(ranking) + 1)
-        fused[ranking.articles] += 1.0 / (rrf_k + ranks)  # an article appears once per ranking
+        fused[ranking.articles] += part  # an article appears once per ranking
         better = ranks < best_rank[ranking.articles]
         best_rank[ranking.articles[better]] = ranks[better]
         shown[ranking.articles[better]] = ranking.rows[better]

@@ -10,7 +10,11 @@ Guarantees:
 * consecutive passages of one document share up to `overlap` words of whole
   sentences, so an idea cut in two is still whole in one passage;
 * every passage carries its article's title and list section as `context`, which
-  is what the embedder and BM25 see in front of the text;
+  is what the embedder and BM25 see in front of the text; with `headings`, the
+  context also names the path of markdown headings the passage starts under
+  ("Title — Section › Replication › Failover"), so a passage deep in a long
+  article still says what it is about, and a cut never leaves a heading as the
+  last line of a passage;
 * every article gets a *title card* passage (list title, sections, document title,
   description, author, site), so a link whose page is dead or empty is still found
   by what the list says about it;
@@ -36,6 +40,7 @@ TAIL_MERGE_SHARE = 0.35
 # than cutting the next paragraph in the middle.
 PARAGRAPH_CLOSE_SHARE = 0.6
 CONTEXT_SEPARATOR = " — "
+HEADING_SEPARATOR = " › "
 CARD_KIND = "card"
 BODY_KIND = "body"
 
@@ -45,6 +50,10 @@ _PARAGRAPH_SPLIT = re.compile(r"\n\s*\n")
 # break inside a paragraph (list items, headings) also ends one, and is kept.
 _SENTENCE_SPLIT = re.compile(r"(?<=[.!?])[\"')\]]?\s+(?=[A-Z0-9\"'(\[*#`-])")
 _LINE_SPLIT = re.compile(r"\s*\n\s*")
+# An ATX markdown heading line ("## Failover", optionally closed by #s), as markdown
+# sources hold them. linklens' HTML extraction writes plain text (no heading marks),
+# so crawled HTML pages get no heading path.
+_HEADING = re.compile(r"^(#{1,6})\s+(.+?)(?:\s+#+)?\s*$")
 
 
 @dataclass(frozen=True)
@@ -89,14 +98,24 @@ def article_context(article: Article) -> str:
 
 
 def article_passages(
-    article: Article, words: int = DEFAULT_PASSAGE_WORDS, overlap: int = DEFAULT_OVERLAP_WORDS
+    article: Article,
+    words: int = DEFAULT_PASSAGE_WORDS,
+    overlap: int = DEFAULT_OVERLAP_WORDS,
+    headings: bool = False,
 ) -> list[Passage]:
-    """The title card followed by the body passages of the article's document, if it has text."""
+    """The title card followed by the body passages of the article's document, if it has text.
+
+    With `headings`, a body passage's context ends with the heading path it starts
+    under (headings repeating the article title are left out).
+    """
     context = article_context(article)
     out = [Passage(article.link_id, 0, CARD_KIND, context, title_card_text(article))]
     text = article.document.text if article.document else ""
-    for ordinal, chunk in enumerate(chunk_text(text, words, overlap), start=1):
-        out.append(Passage(article.link_id, ordinal, BODY_KIND, context, chunk))
+    title = article_title(article).casefold()
+    for ordinal, chunk in enumerate(chunk_sections(text, words, overlap, headings), start=1):
+        path = [h for h in chunk.headings if h.casefold() != title] if headings else []
+        full = HEADING_SEPARATOR.join([context, *path])
+        out.append(Passage(article.link_id, ordinal, BODY_KIND, full, chunk.text))
     return out
 
 
@@ -129,28 +148,53 @@ def _sentence(text: str) -> str:
     return text if text.endswith((".", "!", "?")) else text + "."
 
 
+@dataclass(frozen=True)
+class Chunk:
+    """A passage's text and the markdown headings (outermost first) in force where it starts."""
+
+    text: str
+    headings: tuple[str, ...]
+
+
 def chunk_text(text: str, words: int = DEFAULT_PASSAGE_WORDS, overlap: int = DEFAULT_OVERLAP_WORDS) -> list[str]:
+    """Cut `text` into passages of about `words` words sharing about `overlap` words of sentences."""
+    return [chunk.text for chunk in chunk_sections(text, words, overlap)]
+
+
+def chunk_sections(
+    text: str, words: int = DEFAULT_PASSAGE_WORDS, overlap: int = DEFAULT_OVERLAP_WORDS, headings: bool = False
+) -> list[Chunk]:
     """Cut `text` into passages of about `words` words sharing about `overlap` words of sentences.
 
     Greedy over sentences: a passage takes whole sentences up to `words`, ending at
-    the last paragraph end that keeps it at least PARAGRAPH_CLOSE_SHARE full; the
-    next passage starts with the previous one's last sentences that fit in
-    `overlap`. Paragraphs stay separated by a blank line inside a passage.
-    Deterministic, so an unchanged text gives unchanged passage ids on a rebuild.
+    the last paragraph end that keeps it at least PARAGRAPH_CLOSE_SHARE full (with
+    `headings`, never right after a heading line); the next passage starts with the
+    previous one's last sentences that fit in `overlap`. Paragraphs stay separated
+    by a blank line inside a passage. Deterministic, so an unchanged text gives
+    unchanged passage ids on a rebuild.
     """
     if words < 1:
         raise ValueError(f"passage words must be positive, got {words}")
     overlap = max(0, min(overlap, words // 2))
-    units: list[tuple[str, int]] = []  # (sentence, line number; a paragraph break adds 2)
+    units: list[_Unit] = []
     line = 0
+    path: list[tuple[int, str]] = []  # (level, heading) from the outermost in
     for paragraph in _PARAGRAPH_SPLIT.split(text.strip()):
         line += 2
         for text_line in _LINE_SPLIT.split(paragraph.strip()):
             line += 1
-            units.extend((s, line) for s in _limit_sentences(_sentences(text_line), words))
+            heading = _HEADING.match(text_line)
+            if heading:
+                level = len(heading.group(1))
+                path = [(lv, h) for lv, h in path if lv < level] + [(level, heading.group(2).strip())]
+            under = tuple(h for _, h in path)
+            units.extend(
+                _Unit(s, line, under, headings and heading is not None)
+                for s in _limit_sentences(_sentences(text_line), words)
+            )
     if not units:
         return []
-    sizes = [word_count(s) for s, _ in units]
+    sizes = [word_count(u.text) for u in units]
     spans: list[tuple[int, int]] = []
     start = 0
     while True:
@@ -163,10 +207,20 @@ def chunk_text(text: str, words: int = DEFAULT_PASSAGE_WORDS, overlap: int = DEF
         (prev_start, prev_end), (_, last_end) = spans[-2], spans[-1]
         if sum(sizes[prev_end:last_end]) < TAIL_MERGE_SHARE * words:
             spans[-2:] = [(prev_start, last_end)]
-    return [_join(units[a:b]) for a, b in spans]
+    return [Chunk(_join(units[a:b]), units[a].headings) for a, b in spans]
 
 
-def _passage_end(units: list[tuple[str, int]], sizes: list[int], start: int, words: int) -> int:
+@dataclass(frozen=True)
+class _Unit:
+    """A sentence (or a heading line) with its line number; a paragraph break adds 2 to the count."""
+
+    text: str
+    line: int
+    headings: tuple[str, ...]
+    is_heading: bool
+
+
+def _passage_end(units: list[_Unit], sizes: list[int], start: int, words: int) -> int:
     """Exclusive end of the passage starting at `start`: as full as allowed, at a paragraph end if one fits."""
     end = start + 1
     total = sizes[start]
@@ -177,7 +231,8 @@ def _passage_end(units: list[tuple[str, int]], sizes: list[int], start: int, wor
         return end
     cut, total = end, sum(sizes[start:end])
     while cut - 1 > start:
-        if units[cut][1] - units[cut - 1][1] > 1 and total >= PARAGRAPH_CLOSE_SHARE * words:
+        paragraph_end = units[cut].line - units[cut - 1].line > 1
+        if paragraph_end and not units[cut - 1].is_heading and total >= PARAGRAPH_CLOSE_SHARE * words:
             return cut
         cut -= 1
         total -= sizes[cut]
@@ -194,14 +249,14 @@ def _overlap_start(sizes: list[int], start: int, end: int, overlap: int) -> int:
     return first
 
 
-def _join(units: list[tuple[str, int]]) -> str:
+def _join(units: list[_Unit]) -> str:
     """Sentences of one line joined by a space, lines by a line break, paragraphs by a blank line."""
     out: list[str] = []
-    for i, (sentence, line) in enumerate(units):
+    for i, unit in enumerate(units):
         if i:
-            gap = line - units[i - 1][1]
+            gap = unit.line - units[i - 1].line
             out.append(" " if gap == 0 else "\n" if gap == 1 else "\n\n")
-        out.append(sentence)
+        out.append(unit.text)
     return "".join(out)
 
 

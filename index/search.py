@@ -2,7 +2,7 @@
 
 Query path: encode the query with the snapshot's ONNX encoder, take the top
 `candidates` passages from FAISS and from BM25, rank articles in each, fuse the
-two article rankings with RRF, cut to k, and render each result with a snippet
+two article rankings (standardised scores, dense weighted 1.5 : 1), cut to k, and render each result with a snippet
 of its best passage. Importing this module and searching never imports torch,
 sentence-transformers or transformers (a test checks `sys.modules`).
 
@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from index import lexical, snapshot, vectors
-from index.fusion import ArticleRanking, group_by_article, reciprocal_rank_fusion
+from index.fusion import RRF, ZSCORE, ArticleRanking, fuse, group_by_article
 from index.limits import DEFAULT_K, MAX_K, MIN_K
 from index.meta import META_FILE, ArticleRow, MetaReader
 from index.model_ref import configured_model
@@ -37,7 +37,9 @@ from ingest.settings import Settings
 logger = logging.getLogger(__name__)
 
 MODES = ("hybrid", "dense", "bm25")
-FUSION_MODES = {"rrf": "hybrid", "dense": "dense", "bm25": "bm25"}
+FUSION_MODES = {ZSCORE: "hybrid", RRF: "hybrid", "dense": "dense", "bm25": "bm25"}
+# The weight of the BM25 ranking in hybrid fusion; the dense ranking's is the setting `dense_weight`.
+BM25_WEIGHT = 1.0
 # Candidates per retriever grow with k so that grouping passages into articles
 # still leaves k articles.
 CANDIDATES_PER_RESULT = 5
@@ -220,10 +222,7 @@ class Searcher:
         if mode in ("bm25", "hybrid"):
             rows, scores = loaded.lexical.top(stems, candidates, row_mask)
             rankings.append(group_by_article(rows, scores, loaded.row_article))
-        if len(rankings) == 1:
-            ranked = rankings[0]
-        else:
-            ranked = reciprocal_rank_fusion(rankings, self._settings.rrf_k, len(loaded.articles))
+        ranked = rankings[0] if len(rankings) == 1 else self._fuse(rankings, len(loaded.articles))
         results = _render(loaded, ranked.head(k), frozenset(stems))
         return SearchResponse(text, _elapsed_ms(started), results)
 
@@ -280,6 +279,12 @@ class Searcher:
     def close(self) -> None:
         """Release the snapshot's files. Searches must not run after this."""
         self._loaded.meta.close()
+
+    def _fuse(self, rankings: list[ArticleRanking], articles: int) -> ArticleRanking:
+        """Dense and BM25 article rankings fused: z-scores by default, RRF when LINKLENS_FUSION=rrf."""
+        s = self._settings
+        method = RRF if s.fusion == RRF else ZSCORE
+        return fuse(rankings, (s.dense_weight, BM25_WEIGHT), method, s.rrf_k, articles)
 
     def _mode(self, mode: str | None) -> str:
         chosen = FUSION_MODES[self._settings.fusion] if mode is None else mode

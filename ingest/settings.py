@@ -82,12 +82,16 @@ class Settings(BaseSettings):
     passage_prefix: str | None = Field(None, description="text put before every passage; unset = the model's own")
     passage_words: int = Field(180, ge=40, le=1000)
     passage_overlap_words: int = Field(30, ge=0, le=500)
+    passage_headings: bool = Field(False, description="put a passage's markdown heading path in its context")
     ann_threshold: int = Field(20_000, ge=1, description="passages above which an HNSW index replaces the exact one")
     index_kind: str = Field("auto", pattern="^(auto|flat|hnsw)$")
     keep_snapshots: int = Field(3, ge=1)
     candidates: int = Field(100, ge=10, le=2000)
     rrf_k: int = Field(60, ge=1)
-    fusion: str = Field("rrf", pattern="^(rrf|dense|bm25)$")
+    fusion: str = Field(
+        "zscore", pattern="^(zscore|rrf|dense|bm25)$", description="hybrid by zscore or rrf fusion; or dense, bm25"
+    )
+    dense_weight: float = Field(1.5, ge=0, le=100, description="weight of the dense ranking in hybrid (BM25's is 1)")
 
     # serve
     host: str = "127.0.0.1"

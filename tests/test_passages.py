@@ -159,3 +159,55 @@ def test_a_link_without_a_list_title_uses_the_page_title() -> None:
     article = make_article("Body.", title="The page title")
     article.list_title = ""
     assert article_passages(article)[0].context.startswith("The page title — ")
+
+
+def headed_text() -> str:
+    """Markdown with a title heading, two levels of section headings and ~24-word paragraphs."""
+
+    def paragraph(tag: str) -> str:
+        return " ".join(f"{tag}S{s} word word word word end." for s in range(4))
+
+    return "\n\n".join(
+        [
+            "# Sharding Pinterest",
+            paragraph("Intro"),
+            "## Replication",
+            paragraph("Rep"),
+            "### Failover",
+            paragraph("FailA"),
+            paragraph("FailB"),
+            "## Backups ##",
+            paragraph("Back"),
+        ]
+    )
+
+
+def test_with_headings_a_passage_names_the_headings_it_starts_under() -> None:
+    article = make_article(headed_text())
+    plain_context = article_passages(article)[0].context
+    body = article_passages(article, words=30, overlap=0, headings=True)[1:]
+    by_first = {sentences_of_tag(p.text)[0]: p.context for p in body}
+    assert by_first["IntroS0"] == plain_context  # the title heading repeats the list title: left out
+    assert by_first["RepS0"] == f"{plain_context} › Replication"
+    assert by_first["FailAS0"] == by_first["FailBS0"] == f"{plain_context} › Replication › Failover"
+    assert by_first["BackS0"] == f"{plain_context} › Backups"  # a level-2 heading closes the level-3 one
+    assert all(p.id != q.id for p, q in zip(body, article_passages(article, 30, 0)[1:], strict=False))
+
+
+def test_with_headings_no_passage_ends_on_a_heading_line() -> None:
+    article = make_article(headed_text())
+    for words in (30, 40, 60):
+        for p in article_passages(article, words=words, overlap=0, headings=True)[1:]:
+            assert not p.text.splitlines()[-1].startswith("#"), (words, p.text)
+
+
+def test_without_headings_passages_are_unchanged_by_the_heading_support() -> None:
+    article = make_article(headed_text())
+    body = article_passages(article, words=30, overlap=0)[1:]
+    assert {p.context for p in body} == {article_passages(article)[0].context}
+    assert [p.text for p in body] == chunk_text(headed_text(), words=30, overlap=0)
+    assert any(p.text.splitlines()[-1].startswith("#") for p in body)  # the cut the heading mode avoids
+
+
+def sentences_of_tag(passage: str) -> list[str]:
+    return re.findall(r"[A-Za-z]+S\d+", passage)

@@ -20,17 +20,24 @@ URLS = slug_urls()
 
 
 @pytest.mark.parametrize(
-    ("query", "slug"),
+    ("query", "slug", "rank"),
     [
-        ("one noisy customer overloads a single database node", "hot-shards-key-salting"),
-        ("stop retrying a failing dependency for a while", "circuit-breakers"),
-        ("probabilistic set membership with false positives", "bloom-filters"),
-        ("how many 9s of uptime can we promise", "slos-error-budgets"),
+        ("one noisy customer overloads a single database node", "hot-shards-key-salting", 1),
+        # Second since issue 8's score fusion: dense puts retries-backoff-jitter first by a wide
+        # margin (cosine 0.54 vs 0.42), BM25 circuit-breakers by a narrow one (3.82 vs 3.26); RRF
+        # saw only ranks and let circuit-breakers win by 0.0003. The fusion keeps margins, which
+        # gained on the fair set (dev +0.039, test +0.030 nDCG@10) and on these fixture queries
+        # as a whole (nDCG@10 0.964 → 0.972, MRR 0.983 → 0.992); this question is what it costs.
+        ("stop retrying a failing dependency for a while", "circuit-breakers", 2),
+        ("probabilistic set membership with false positives", "bloom-filters", 1),
+        ("how many 9s of uptime can we promise", "slos-error-budgets", 1),
     ],
 )
-def test_paraphrased_questions_find_their_article_first(searcher: Searcher, query: str, slug: str) -> None:
-    results = searcher.search(query, k=5).results
-    assert results[0].url == URLS[slug], [r.url for r in results]
+def test_paraphrased_questions_find_their_article_near_the_top(
+    searcher: Searcher, query: str, slug: str, rank: int
+) -> None:
+    urls = [r.url for r in searcher.search(query, k=5).results]
+    assert URLS[slug] in urls[:rank], urls
 
 
 def test_the_response_has_exactly_the_documented_shape(searcher: Searcher) -> None:
