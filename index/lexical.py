@@ -4,8 +4,9 @@ Why BM25 beside the embeddings: names, acronyms and rare terms ("Raft",
 "memcached", "P99") are matched exactly by BM25 while a small embedding model
 blurs them; fusing both beats either alone on the judged queries.
 
-bm25s builds and saves the index (its standard folder format). Loading and
-scoring are done here with numpy alone: importing bm25s pulls in scipy (~0.4 s
+`index.bm25_build` writes the index in bm25s' folder format from a stream of
+passages (bm25s itself needs the whole corpus in memory). Loading and scoring
+are done here with numpy alone, the arrays memory-mapped: importing bm25s pulls in scipy (~0.4 s
 of every `linklens search`), and one `np.bincount` over the postings of the
 query's terms is several times faster than bm25s' per-term `np.add.at`.
 """
@@ -18,15 +19,11 @@ import threading
 from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import Stemmer
 
 from index.stopwords import STOPWORDS_EN_PLUS
-
-if TYPE_CHECKING:
-    import bm25s
 
 STEMMER_LANGUAGE = "english"
 # NLTK's English list: questions are full of "how", "what", "when" that Lucene's
@@ -69,7 +66,7 @@ def query_stems(text: str) -> frozenset[str]:
 
 
 class LexicalIndex:
-    """A BM25 index over passages (row i = passage i), loaded fully into memory."""
+    """A BM25 index over passages (row i = passage i); its arrays are memory-mapped, shared between processes."""
 
     def __init__(self, data: np.ndarray, indices: np.ndarray, indptr: np.ndarray, vocab: dict[str, int], rows: int):
         self._data = np.asarray(data, dtype=np.float32)
@@ -79,22 +76,11 @@ class LexicalIndex:
         self.rows = rows
 
     @classmethod
-    def build(cls, texts: Sequence[str]) -> tuple[LexicalIndex, bm25s.BM25]:
-        """Index `texts`; returns the index and the bm25s retriever that can `save` it."""
-        import bm25s
-
-        retriever = bm25s.BM25(k1=BM25_K1, b=BM25_B, method=BM25_METHOD)
-        retriever.index([terms(t) for t in texts], show_progress=False)
-        s = retriever.scores
-        index = cls(s["data"], s["indices"], s["indptr"], dict(retriever.vocab_dict), len(texts))
-        return index, retriever
-
-    @classmethod
     def load(cls, folder: Path, rows: int) -> LexicalIndex:
-        """Read a folder written by `bm25s.BM25.save` (arrays as .npy, vocabulary as JSON)."""
-        data = np.load(folder / "data.csc.index.npy")
-        indices = np.load(folder / "indices.csc.index.npy")
-        indptr = np.load(folder / "indptr.csc.index.npy")
+        """Read a folder in bm25s' format (arrays as .npy, vocabulary as JSON); the arrays are memory-mapped."""
+        data = np.load(folder / "data.csc.index.npy", mmap_mode="r")
+        indices = np.load(folder / "indices.csc.index.npy", mmap_mode="r")
+        indptr = np.load(folder / "indptr.csc.index.npy", mmap_mode="r")
         vocab = json.loads((folder / "vocab.index.json").read_text(encoding="utf-8"))
         return cls(data, indices, indptr, vocab, rows)
 
