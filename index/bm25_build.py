@@ -105,6 +105,8 @@ class StreamingBM25:
         cursor = indptr[:-2].copy()
         with open(spill, "rb") as f:
             for count in self._chunks:
+                if count == 0:
+                    continue
                 records = np.fromfile(f, dtype=SPILL_DTYPE, count=count)
                 tf = records["tf"].astype(np.float32)
                 row = records["row"]

@@ -112,6 +112,7 @@ def params_for(kind: str, passages: int) -> IndexParams:
         )
     if kind == IVF:
         nlist = max(IVF_MIN_LISTS, int(IVF_LISTS_PER_SQRT * math.sqrt(max(passages, 1))))
+        nlist = max(1, min(nlist, passages // IVF_TRAIN_PER_LIST))  # k-means needs IVF_TRAIN_PER_LIST per list
         nprobe = min(nlist, max(IVF_MIN_NPROBE, round(IVF_NPROBE_SHARE * nlist)))
         return IndexParams(IVF, CODES, nlist=nlist, nprobe=nprobe, rerank="exact float32")
     if kind == FLAT:
@@ -203,8 +204,8 @@ class DenseIndex:
         vectors = np.load(folder / VECTORS_FILE, mmap_mode="r")
         ann = None
         if params.kind != FLAT:
-            # IFC maps the codes of HNSW storage; MMAP maps IVF inverted lists. Both read-only.
-            flags = faiss.IO_FLAG_MMAP_IFC | faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY
+            # MMAP_IFC maps the codes of HNSW storage (the graph is read); MMAP maps IVF inverted lists.
+            flags = faiss.IO_FLAG_MMAP_IFC if params.kind == HNSW else faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY
             ann = faiss.read_index(str(folder / ANN_FILE), flags)
         return cls(vectors, ann, params)
 
