@@ -272,14 +272,17 @@ def _write_snapshot(
     articles, passages = meta.finish()
     if not articles:
         raise SourceError("there is nothing to index — run: linklens crawl LIST first")
-    rows, dimension = vector_file.finish()
+    _, dimension = vector_file.finish()
+    logger.info("streamed %d articles, %d passages in %.1fs", articles, passages, time.perf_counter() - started)
     bm25.finish()
+    logger.info("BM25 written at %.1fs", time.perf_counter() - started)
     chosen = vectors.choose_kind(passages, kind or settings.index_kind, settings.ann_threshold, settings.lean_threshold)
     params = vectors.params_for(chosen, passages)
     ann = vectors.build_ann(work / snapshot.VECTORS_FILE, params, core_count())
     if ann is not None:
         vectors.save_ann(ann, work / snapshot.ANN_FILE)
         del ann
+    logger.info("%s index built at %.1fs", chosen, time.perf_counter() - started)
     encoder_dir = query_encoder()
     if encoder_dir is not None:
         from index.onnx_export import link_into
