@@ -31,11 +31,11 @@ TOPICS = ("queues", "caches", "replicas", "shards", "leases", "quorums", "indexe
 
 
 def slow_links() -> list[ListedLink]:
+    def title(n: int) -> str:
+        return f"Note {n} on {TOPICS[n % len(TOPICS)]} and {TOPICS[n // 8 % 8]}"
+
     return [
-        ListedLink(
-            f"https://notes{n % 20}.example.org/n/{n}",
-            [ListPlacement("Generated", None, f"Note {n} on {TOPICS[n % len(TOPICS)]} and {TOPICS[n // 8 % 8]}", 10**5 + n)],
-        )
+        ListedLink(f"https://notes{n % 20}.example.org/n/{n}", [ListPlacement("Generated", None, title(n), 10**5 + n)])
         for n in range(SLOW_LINKS)
     ]
 
