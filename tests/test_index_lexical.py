@@ -85,3 +85,29 @@ def test_top_returns_positive_hits_best_first_within_the_mask(tmp_path: Path) ->
     masked_rows, _ = index.top(terms("hot cache key"), n=10, allowed=mask)
     assert set(masked_rows.tolist()) == {0, 1}
     assert index.top(terms("the"), n=10)[0].size == 0
+
+
+def test_pruned_top_equals_ranking_every_score(tmp_path: Path) -> None:
+    """`top` skips rows that cannot make the cut; it must return exactly the full ranking's head."""
+    rng = np.random.default_rng(5)
+    common = ["system", "data", "service", "request"]
+    rare = [f"rare{i}" for i in range(40)]
+    texts = [
+        " ".join(rng.choice(common, 12).tolist() + rng.choice(rare, int(rng.integers(0, 3))).tolist())
+        for _ in range(3000)
+    ]
+    index = streamed(tmp_path / "bm25", texts, 700)
+    ids = [index._vocab[t] for t in terms("rare3 system")]
+    assert index._candidates(ids, 50, None) is not None  # the pruned path, not the full scoring
+    mask = rng.random(len(texts)) < 0.3
+    for query in ("rare3 system", "rare7 rare7 data service", "system data", "rare11 rare12 request", "rare39"):
+        q = terms(query)
+        for allowed in (None, mask):
+            scores = index.scores(q)
+            if allowed is not None:
+                scores = np.where(allowed, scores, 0.0)
+            hits = np.flatnonzero(scores > 0)
+            expected = hits[np.lexsort((hits, -scores[hits]))][:50]
+            rows, values = index.top(q, 50, allowed)
+            assert rows.tolist() == expected.tolist(), query
+            assert np.array_equal(values, scores[expected].astype(np.float32))
