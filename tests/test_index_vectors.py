@@ -139,3 +139,25 @@ def test_the_kind_setting_is_used_when_no_kind_is_given(built: BuiltIndex, tmp_p
         fill_store(store)
         assert build_index(settings, store).index_kind == "hnsw"
         assert build_index(settings, store, kind="flat").index_kind == "flat"
+
+
+def test_the_filter_memo_is_bounded_in_bytes_least_recently_used_first() -> None:
+    from index.filters import FilterMemo
+
+    def row_filter(rows: int) -> vectors.RowFilter:
+        mask = np.zeros(1000, dtype=bool)
+        mask[:rows] = True
+        return vectors.RowFilter(mask, np.flatnonzero(mask).astype(np.int32))
+
+    one = row_filter(250)  # 1000 mask bytes + 1000 row-id bytes
+    memo = FilterMemo(max_bytes=5 * one.nbytes)
+    for name in "abcde":
+        memo.put((name, None), one)
+    assert memo.get(("a", None)) is one  # touched: now the most recent
+    memo.put(("f", None), one)
+    assert memo.get(("b", None)) is None and memo.get(("a", None)) is one
+    assert len(memo) == 5 and memo.bytes == 5 * one.nbytes
+    memo.put(("big", None), row_filter(1000))  # 5000 bytes: evicts three to fit
+    assert memo.bytes <= memo.max_bytes and memo.get(("big", None)) is not None
+    memo.put(("huge", None), vectors.RowFilter(np.zeros(10**5, bool), np.zeros(0, np.int32)))
+    assert memo.get(("huge", None)) is None  # larger than the whole budget: never kept
