@@ -53,11 +53,12 @@ HNSW_EF_SEARCH_MIN = 400
 HNSW_EF_SEARCH_FACTOR = 2
 # Inverted lists: about 2·√n lists, each probed list ~n/nlist codes. NPROBE_SHARE of
 # the lists are scanned per query. Measured at 100k (632 lists), recall@10 vs exact:
-# nprobe 16 → 0.98, 32 → 0.997, 64 → 0.999 (p50 1.2, 1.9, 2.8 ms).
+# nprobe 16 → 0.98, 32 → 0.997, 64 → 0.999 (p50 1.2, 1.9, 2.8 ms); at 1M (1999 lists):
+# nprobe 15 → 0.983, 20 → 0.990, 30 → 0.993, 60 → 1.0 (CPU p50 1.7, 2.1, 2.6, 4.1 ms).
 IVF_LISTS_PER_SQRT = 2
 IVF_MIN_LISTS = 64
-IVF_NPROBE_SHARE = 0.03
-IVF_MIN_NPROBE = 16
+IVF_NPROBE_SHARE = 0.01
+IVF_MIN_NPROBE = 20
 # k-means learns from this many vectors per list (FAISS warns below 39), at most TRAIN_MAX.
 IVF_TRAIN_PER_LIST = 40
 IVF_TRAIN_MAX = 131_072
