@@ -145,8 +145,8 @@ class LexicalIndex:
         budget = self.rows // PRUNE_MAX_SHARE_DIVISOR
         taken: list[int] = []
         size = 0
-        seen = np.zeros(0, dtype=np.int64)
-        partial = np.zeros(0, dtype=np.float64)
+        seen: np.ndarray = np.zeros(0, dtype=np.int64)
+        partial: np.ndarray = np.zeros(0, dtype=np.float64)
         threshold = 0.0
         for term in by_bound:
             length = int(self._indptr[term + 1] - self._indptr[term])
