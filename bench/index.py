@@ -307,7 +307,7 @@ def narrow_filters(searcher: Searcher, query_vectors: np.ndarray) -> dict[str, o
                 exact, _ = loaded.dense.exact(q, CANDIDATES, allowed.rows.astype(np.int64))
                 same += int(rows.tolist() == exact.tolist())
                 overlap.append(len(set(rows[:10].tolist()) & set(exact[:10].tolist())) / 10)
-            narrow = allowed.share <= loaded.dense.params.exact_filter_max_share
+            narrow = loaded.dense.ann is None or allowed.share <= loaded.dense.params.exact_filter_max_share
             path = "exact" if narrow else "ann+post-filter"
             entry: dict[str, object] = {"share": round(allowed.share, 5), "path": path}
             entry.update(times.summary("dense"))
