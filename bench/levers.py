@@ -156,7 +156,7 @@ class Layout:
             for a in self.loaded.articles:
                 own = np.arange(a.first_row + 1, a.first_row + a.passage_count)
                 rows = own if len(own) else np.array([a.first_row])
-                out.append(vectors.vectors_of(self.loaded.dense, rows).mean(axis=0))
+                out.append(self.loaded.dense.vectors_of(rows).mean(axis=0))
             means = np.stack(out)
             self._means = means / np.linalg.norm(means, axis=1, keepdims=True)
         return self._means
@@ -255,7 +255,7 @@ class Pipeline:
                 if c.rocchio is not None:
                     top, beta = c.rocchio
                     rows, _ = vectors.search(loaded.dense, query_vector, top)
-                    query_vector = query_vector + beta * vectors.vectors_of(loaded.dense, rows).mean(axis=0)
+                    query_vector = query_vector + beta * loaded.dense.vectors_of(rows).mean(axis=0)
                     query_vector = query_vector / np.linalg.norm(query_vector)
                 rows, scores = vectors.search(loaded.dense, query_vector, candidates)
                 scores = np.where(self.layout.card[rows], scores * c.card_weight_dense, scores)

@@ -44,7 +44,7 @@ sys.path.insert(0, str(REPO / "bench"))
 
 import relevance  # noqa: E402
 
-from index import lexical, vectors  # noqa: E402
+from index import lexical  # noqa: E402
 from index.embedder import Embedder  # noqa: E402
 from index.fusion import group_by_article  # noqa: E402
 from index.model_ref import configured_model  # noqa: E402
@@ -101,7 +101,7 @@ class Index:
             rows = []
             for a in self.loaded.articles:
                 own = np.arange(a.first_row + 1, a.first_row + a.passage_count)
-                rows.append(vectors.vectors_of(self.loaded.dense, own if len(own) else np.array([a.first_row])))
+                rows.append(self.loaded.dense.vectors_of(own if len(own) else np.array([a.first_row])))
             means = np.stack([r.mean(axis=0) for r in rows])
             self._means = means / np.linalg.norm(means, axis=1, keepdims=True)
         return self._means
@@ -110,7 +110,7 @@ class Index:
         return [r.url.rsplit("/", 1)[1] for r in self.searcher.search(query, k=POOL_DEPTH, mode=mode).results]
 
     def dense_cards(self, query: str) -> list[str]:
-        rows, scores = vectors.search(self.loaded.dense, self.loaded.encoder.encode(query), POOL_DEPTH, self.card_rows)
+        rows, scores = self.loaded.dense.exact(self.loaded.encoder.encode(query), POOL_DEPTH, self.card_rows)
         return self._articles(rows, scores)
 
     def bm25_cards(self, query: str) -> list[str]:
@@ -151,7 +151,7 @@ class Index:
             if not len(body):
                 chosen[article_id] = []
                 continue
-            cosine = vectors.vectors_of(loaded.dense, body) @ vector
+            cosine = loaded.dense.vectors_of(body) @ vector
             rows = [int(body[i]) for i in np.argsort(-cosine, kind="stable")[:EXCERPTS_DENSE]]
             for i in np.argsort(-bm25[body], kind="stable"):
                 if bm25[body[i]] > 0 and int(body[i]) not in rows:

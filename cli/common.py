@@ -29,8 +29,17 @@ class RunState:
 
 
 def configure_logging(verbose: int) -> None:
+    """One stderr handler at the chosen level.
+
+    The level is set on the handler too: some libraries lower their own logger's
+    level (bm25s sets DEBUG on import), and a handler without a level would print
+    their debug lines at default verbosity.
+    """
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
-    logging.basicConfig(level=level, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setLevel(level)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=level, handlers=[handler])
 
 
 def settings() -> Settings:

@@ -23,8 +23,8 @@ from ingest.settings import Settings
 BOLD_MARK = "**"
 
 
-def run_index(cfg: Settings, rebuild: bool, quiet: bool = False) -> dict[str, object]:
-    """Build a snapshot from the page store, with a progress bar while embedding."""
+def run_index(cfg: Settings, rebuild: bool, quiet: bool = False, kind: str | None = None) -> dict[str, object]:
+    """Build a snapshot from the page store, with a progress bar over the articles."""
     from dataclasses import asdict
 
     from index.build import build_index
@@ -34,12 +34,12 @@ def run_index(cfg: Settings, rebuild: bool, quiet: bool = False) -> dict[str, ob
         raise SourceError(f"nothing crawled yet in {cfg.data_dir} — run: linklens build (or linklens crawl first)")
     with Store.open(cfg.store_path) as store:
         if quiet:
-            report = build_index(cfg, store, rebuild=rebuild)
+            report = build_index(cfg, store, rebuild=rebuild, kind=kind)
         else:
-            with Progress(TextColumn("[bold]embed"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                          console=err, transient=True) as bar:
-                task = bar.add_task("embed", total=None)
-                report = build_index(cfg, store, rebuild=rebuild,
+            with Progress(TextColumn("[bold]index"), BarColumn(), MofNCompleteColumn(), TextColumn("articles"),
+                          TimeElapsedColumn(), console=err, transient=True) as bar:
+                task = bar.add_task("index", total=None)
+                report = build_index(cfg, store, rebuild=rebuild, kind=kind,
                                      progress=lambda done, total: bar.update(task, completed=done, total=total))
     return asdict(report)
 
@@ -52,16 +52,24 @@ def print_build(report: dict[str, object]) -> None:
     )
 
 
+INDEX_KINDS = ("auto", "flat", "hnsw", "ivf")
+
+
 @friendly_errors
 def index(
     rebuild: bool = typer.Option(False, "--rebuild", help="Ignore the embedding cache and re-embed everything."),
+    kind: str = typer.Option(
+        None, "--kind", help="Dense index: flat (exact), hnsw, ivf (memory-lean) or auto (by size: LINKLENS_INDEX_KIND)"
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the build report as JSON."),
 ) -> None:
     """Build a new index snapshot from what was crawled; only new or changed passages are embedded.
 
-    Example: linklens index
+    Example: linklens index            (or: linklens index --kind hnsw)
     """
-    report = run_index(settings(), rebuild, quiet=as_json)
+    if kind is not None and kind not in INDEX_KINDS:
+        raise typer.BadParameter(f"unknown kind {kind!r} — use one of: {', '.join(INDEX_KINDS)}", param_hint="--kind")
+    report = run_index(settings(), rebuild, quiet=as_json, kind=None if kind in (None, "auto") else kind)
     if as_json:
         out.print_json(json.dumps(report))
     else:

@@ -1,9 +1,13 @@
 """The snapshot's `meta.sqlite3`: articles and passages, read back by the searcher.
 
-Passage rows are numbered like the FAISS and BM25 rows (0..n-1), and an
+Passage rows are numbered like the vector and BM25 rows (0..n-1), and an
 article's passages are contiguous (title card first), so an article's vectors
-are a row range. Only articles are held in memory by the searcher; passage
-texts are read from here for the few results shown.
+are a row range. Beside it, `columns/` holds what the searcher needs for every
+article on every query (first row, host and section ids, the row → article map)
+as memory-mapped .npy arrays, plus `facets.json` (host and section names, section
+counts). Nothing per article is turned into Python objects at load time, which
+keeps loading a million-passage snapshot within milliseconds; the text of the
+few results shown is read from SQLite.
 """
 
 from __future__ import annotations
@@ -15,10 +19,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from index.passages import Passage, article_title
 from ingest.models import Article
 
 META_FILE = "meta.sqlite3"
+COLUMNS_DIR = "columns"
+FACETS_FILE = "facets.json"
+SECTION_SEPARATOR = " / "
 
 SCHEMA = """
 CREATE TABLE articles (
@@ -51,7 +60,6 @@ CREATE TABLE passages (
     context TEXT NOT NULL,
     text TEXT NOT NULL
 );
-CREATE INDEX passages_article ON passages(article_id, ordinal);
 """
 
 
@@ -71,29 +79,129 @@ class ArticleRow:
     passage_count: int
 
 
-def write(path: Path, articles: Sequence[Article], passages: Sequence[Passage]) -> None:
-    """Write both tables; `passages` must be grouped by article in `articles` order."""
-    counts: dict[int, int] = {}
-    for p in passages:
-        counts[p.link_id] = counts.get(p.link_id, 0) + 1
-    rows = []
-    first_row = 0
-    for position, article in enumerate(articles):
-        count = counts.get(article.link_id, 0)
-        rows.append(_article_row(article, position, first_row, count))
-        first_row += count
-    conn = sqlite3.connect(path)
-    try:
-        conn.executescript(SCHEMA)
+class MetaWriter:
+    """Writes `meta.sqlite3` and the article columns batch by batch, holding only small per-article numbers.
+
+    Batches must come in list order, each article's passages contiguous and in
+    order (title card first), so that passage rows number 0..n-1 across batches.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self._conn = sqlite3.connect(folder / META_FILE)
+        # The snapshot folder is fsynced as a whole before it is published; a
+        # crash before that leaves a temporary folder nobody reads.
+        self._conn.execute("PRAGMA journal_mode=OFF")
+        self._conn.execute("PRAGMA synchronous=OFF")
+        self._conn.executescript(SCHEMA)
+        self._rows = 0
+        self._ids: list[int] = []
+        self._first_rows: list[int] = []
+        self._counts: list[int] = []
+        self._hosts: dict[str, int] = {}
+        self._host_of: list[int] = []
+        self._labels: dict[str, int] = {}
+        self._label_ptr: list[int] = [0]
+        self._label_ids: list[int] = []
+        self._members: dict[str, int] = {}
+        self._children: dict[str, list[str]] = {}
+        self.documents = 0
+
+    def add(self, articles: Sequence[Article], passages: Sequence[Passage]) -> None:
+        counts: dict[int, int] = {}
+        for p in passages:
+            counts[p.link_id] = counts.get(p.link_id, 0) + 1
+        rows = []
+        first_row = self._rows
+        for article in articles:
+            count = counts.get(article.link_id, 0)
+            rows.append(_article_row(article, len(self._ids), first_row, count))
+            self._add_columns(article, first_row, count)
+            first_row += count
         if rows:
-            conn.executemany(f"INSERT INTO articles VALUES ({','.join('?' * len(rows[0]))})", rows)
-        conn.executemany(
+            self._conn.executemany(f"INSERT INTO articles VALUES ({','.join('?' * len(rows[0]))})", rows)
+        self._conn.executemany(
             "INSERT INTO passages VALUES (?,?,?,?,?,?,?)",
-            ((row, p.id, p.link_id, p.ordinal, p.kind, p.context, p.text) for row, p in enumerate(passages)),
+            ((self._rows + i, p.id, p.link_id, p.ordinal, p.kind, p.context, p.text) for i, p in enumerate(passages)),
         )
-        conn.commit()
-    finally:
-        conn.close()
+        if first_row != self._rows + len(passages):
+            raise ValueError("passages of a batch must belong to its articles, grouped in article order")
+        self._rows = first_row
+
+    def _add_columns(self, article: Article, first_row: int, count: int) -> None:
+        self._ids.append(article.link_id)
+        self._first_rows.append(first_row)
+        self._counts.append(count)
+        self._host_of.append(self._hosts.setdefault(article.host, len(self._hosts)))
+        for label in dict.fromkeys(article.sections):
+            self._label_ids.append(self._labels.setdefault(label, len(self._labels)))
+            top = label.split(SECTION_SEPARATOR)[0]
+            subs = self._children.setdefault(top, [])
+            if label != top and label not in subs:
+                subs.append(label)
+        self._label_ptr.append(len(self._label_ids))
+        for label in {label.split(SECTION_SEPARATOR)[0] for label in article.sections} | set(article.sections):
+            self._members[label] = self._members.get(label, 0) + 1
+        if article.document is not None and article.document.text.strip():
+            self.documents += 1
+
+    def finish(self) -> tuple[int, int]:
+        """Index and close the database, write the columns; returns (articles, passages)."""
+        self._conn.execute("CREATE INDEX passages_article ON passages(article_id, ordinal)")
+        self._conn.commit()
+        self._conn.close()
+        columns = self.folder / COLUMNS_DIR
+        columns.mkdir()
+        np.save(columns / "article_ids.npy", np.asarray(self._ids, dtype=np.int64))
+        np.save(columns / "article_first_row.npy", np.asarray(self._first_rows, dtype=np.int64))
+        np.save(columns / "article_passages.npy", np.asarray(self._counts, dtype=np.int32))
+        np.save(columns / "article_host.npy", np.asarray(self._host_of, dtype=np.int32))
+        np.save(columns / "article_label_ptr.npy", np.asarray(self._label_ptr, dtype=np.int64))
+        np.save(columns / "article_label_ids.npy", np.asarray(self._label_ids, dtype=np.int32))
+        counts = np.asarray(self._counts, dtype=np.int64)
+        np.save(columns / "row_article.npy", np.repeat(np.arange(len(counts), dtype=np.int32), counts))
+        sections = [[label, self._members[label]] for top, subs in self._children.items() for label in (top, *subs)]
+        facets = {"hosts": list(self._hosts), "labels": list(self._labels), "sections": sections}
+        (columns / FACETS_FILE).write_text(json.dumps(facets, ensure_ascii=False), encoding="utf-8")
+        return len(self._ids), self._rows
+
+    def abort(self) -> None:
+        self._conn.close()
+
+
+class ArticleColumns:
+    """Per-article and per-passage numbers the searcher filters and groups by, memory-mapped."""
+
+    def __init__(self, folder: Path) -> None:
+        columns = folder / COLUMNS_DIR
+
+        def load(name: str) -> np.ndarray:
+            return np.load(columns / f"{name}.npy", mmap_mode="r")
+
+        self.ids = load("article_ids")
+        self.first_row = load("article_first_row")
+        self.passages = load("article_passages")
+        self.host = load("article_host")
+        self.label_ptr = load("article_label_ptr")
+        self.label_ids = load("article_label_ids")
+        self.row_article = load("row_article")
+        facets = json.loads((columns / FACETS_FILE).read_text(encoding="utf-8"))
+        self.hosts: list[str] = facets["hosts"]
+        self.labels: list[str] = facets["labels"]
+        self.sections: list[tuple[str, int]] = [(label, int(count)) for label, count in facets["sections"]]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def with_hosts(self, host_ids: np.ndarray) -> np.ndarray:
+        """Mask of the articles whose host is one of `host_ids`."""
+        return np.isin(self.host, host_ids)
+
+    def with_labels(self, label_ids: np.ndarray) -> np.ndarray:
+        """Mask of the articles placed under at least one of `label_ids`."""
+        hit = np.isin(self.label_ids, label_ids)
+        owners = np.repeat(np.arange(len(self.ids)), np.diff(self.label_ptr))
+        return np.bincount(owners[hit], minlength=len(self.ids)) > 0
 
 
 def _article_row(a: Article, position: int, first_row: int, passage_count: int) -> tuple[object, ...]:
@@ -110,6 +218,26 @@ def _article_row(a: Article, position: int, first_row: int, passage_count: int) 
     )  # fmt: skip
 
 
+ARTICLE_SELECT = (
+    "SELECT id, position, url, title, sections, host, state, archived_url, first_row, passage_count FROM articles"
+)
+
+
+def _article_from_row(r: sqlite3.Row) -> ArticleRow:
+    return ArticleRow(
+        id=r["id"],
+        position=r["position"],
+        url=r["url"],
+        title=r["title"],
+        sections=tuple(json.loads(r["sections"])),
+        host=r["host"],
+        state=r["state"],
+        archived_url=r["archived_url"],
+        first_row=r["first_row"],
+        passage_count=r["passage_count"],
+    )
+
+
 class MetaReader:
     """Read-only access shared by the searcher's threads (one connection, one lock)."""
 
@@ -122,26 +250,23 @@ class MetaReader:
         self._conn.close()
 
     def articles(self) -> list[ArticleRow]:
+        """Every article, in list order (for tools; the searcher reads only the ones it shows)."""
         with self._lock:
-            rows = self._conn.execute(
-                "SELECT id, position, url, title, sections, host, state, archived_url, first_row, passage_count "
-                "FROM articles ORDER BY position"
-            ).fetchall()
-        return [
-            ArticleRow(
-                id=r["id"],
-                position=r["position"],
-                url=r["url"],
-                title=r["title"],
-                sections=tuple(json.loads(r["sections"])),
-                host=r["host"],
-                state=r["state"],
-                archived_url=r["archived_url"],
-                first_row=r["first_row"],
-                passage_count=r["passage_count"],
-            )
-            for r in rows
-        ]
+            rows = self._conn.execute(f"{ARTICLE_SELECT} ORDER BY position").fetchall()
+        return [_article_from_row(r) for r in rows]
+
+    def articles_by_id(self, ids: Sequence[int]) -> dict[int, ArticleRow]:
+        """The rows of the given article ids (those that exist)."""
+        if not ids:
+            return {}
+        marks = ",".join("?" * len(ids))
+        with self._lock:
+            rows = self._conn.execute(f"{ARTICLE_SELECT} WHERE id IN ({marks})", list(ids)).fetchall()
+        return {r["id"]: _article_from_row(r) for r in rows}
+
+    def urls(self) -> list[str]:
+        with self._lock:
+            return [r[0] for r in self._conn.execute("SELECT url FROM articles ORDER BY position")]
 
     def passage_texts(self, rows: Sequence[int]) -> dict[int, str]:
         if not rows:

@@ -18,19 +18,21 @@ import os
 import threading
 import time
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import numpy as np
 
 from index import lexical, snapshot, vectors
+from index.filters import Filters
 from index.fusion import RRF, ZSCORE, ArticleRanking, fuse, group_by_article
 from index.limits import DEFAULT_K, MAX_K, MIN_K
-from index.meta import META_FILE, ArticleRow, MetaReader
+from index.meta import META_FILE, ArticleColumns, ArticleRow, MetaReader
 from index.model_ref import configured_model
 from index.query_encoder import ENCODER_FILE, PrefixedQueryEncoder, QueryEncoder, open_query_encoder
 from index.snippets import make_snippet
+from index.vectors import RowFilter
 from ingest.errors import BadQueryError
 from ingest.settings import Settings
 
@@ -44,9 +46,7 @@ BM25_WEIGHT = 1.0
 # still leaves k articles.
 CANDIDATES_PER_RESULT = 5
 SCORE_DIGITS = 6
-SECTION_SEPARATOR = " / "
 WARMUP_QUERY = "warm up the query encoder"
-MAX_MEMOISED_FILTERS = 256
 
 
 @dataclass(frozen=True)
@@ -87,7 +87,7 @@ class SearchResponse:
 
 
 class _Loaded:
-    """Everything read from one snapshot folder. Its indexes are never mutated; it memoises filter masks."""
+    """Everything read from one snapshot folder: memory maps and a few small tables. Never mutated but for its memo."""
 
     encoder: PrefixedQueryEncoder
 
@@ -96,60 +96,39 @@ class _Loaded:
         self.folder = folder
         self.manifest = snapshot.Manifest.load(folder)
         snapshot.check_model(self.manifest, ref.id)
-        self.dense = vectors.load(folder / snapshot.VECTORS_FILE)
+        self.dense = vectors.DenseIndex.open(folder, vectors.IndexParams.from_dict(self.manifest.index))
         self.lexical = lexical.LexicalIndex.load(folder / snapshot.BM25_DIR, self.manifest.passages)
         self.meta = MetaReader(folder / META_FILE)
-        self.articles: list[ArticleRow] = self.meta.articles()
-        self.index_of = {a.id: i for i, a in enumerate(self.articles)}
-        self.row_article = np.repeat(
-            np.arange(len(self.articles), dtype=np.int32), [a.passage_count for a in self.articles]
-        )
+        self.columns = ArticleColumns(folder)
+        self.row_article = self.columns.row_article
+        self.article_count = len(self.columns)
         self.encoder_identity = _file_identity(folder / ENCODER_FILE)
         if reuse is not None and reuse.encoder_identity is not None and reuse.encoder_identity == self.encoder_identity:
             raw: QueryEncoder = reuse.encoder.inner  # same hard-linked export: skip a new session
         else:
             raw = open_query_encoder(folder, ref.location, self.manifest.dimension)
         self.encoder = PrefixedQueryEncoder(raw, self.manifest.query_prefix)
-        self.sections = _section_counts(self.articles)
-        self._section_keys = {label.casefold() for label, _ in self.sections}
-        self._filters: dict[tuple[str | None, str | None], tuple[np.ndarray, np.ndarray]] = {}
+        self.sections = self.columns.sections
+        self.filters = Filters(self.columns)
 
     @property
     def snapshot_id(self) -> str:
         return self.manifest.snapshot_id
 
-    def filter_rows(self, section: str | None, host: str | None) -> tuple[np.ndarray, np.ndarray] | None:
-        """(row mask, sorted row ids) of the passages the filters allow; None when there is no filter.
+    @cached_property
+    def articles(self) -> list[ArticleRow]:
+        """Every article row, in list order. Not used on the query path (tools and benchmarks only)."""
+        return self.meta.articles()
 
-        Memoised per filter (a server sees the same few filters again and again);
-        the memo is bounded and belongs to this snapshot, so it dies with it.
-        """
-        section = (section or "").strip() or None
-        host = (host or "").strip() or None
-        if section is None and host is None:
-            return None
-        key = (None if section is None else section.casefold(), None if host is None else _bare_host(host))
-        if key[0] is not None and key[0] not in self._section_keys:
-            names = ", ".join(repr(label) for label, _ in self.sections)
-            raise BadQueryError(f"unknown section {section!r} — valid sections: {names}")
-        found = self._filters.get(key)
-        if found is None:
-            allowed = self._allowed_articles(*key)
-            row_mask = allowed[self.row_article]
-            found = (row_mask, np.flatnonzero(row_mask))
-            if len(self._filters) < MAX_MEMOISED_FILTERS:
-                self._filters[key] = found
-        return found
+    def filter_rows(self, section: str | None, host: str | None) -> RowFilter | None:
+        """The passages the filters allow; None when there is no filter (memoised within a byte budget)."""
+        return self.filters.rows(section, host)
 
-    def _allowed_articles(self, section_key: str | None, host: str | None) -> np.ndarray:
-        mask = np.ones(len(self.articles), dtype=bool)
-        if section_key is not None:
-            mask &= np.fromiter((_in_section(a, section_key) for a in self.articles), bool, len(self.articles))
-        if host is not None:
-            mask &= np.fromiter(
-                (a.host == host or a.host.endswith("." + host) for a in self.articles), bool, len(self.articles)
-            )
-        return mask
+    def article_rows(self, indexes: list[int]) -> list[ArticleRow]:
+        """The stored rows of articles by their position in the list."""
+        ids = [int(self.columns.ids[i]) for i in indexes]
+        found = self.meta.articles_by_id(ids)
+        return [found[i] for i in ids]
 
 
 class Searcher:
@@ -211,18 +190,17 @@ class Searcher:
         mode = self._mode(mode)
         loaded = self._loaded
         allowed = loaded.filter_rows(section, host)
-        row_mask, row_ids = (None, None) if allowed is None else allowed
         stems = lexical.terms(text)
         candidates = max(self._settings.candidates, CANDIDATES_PER_RESULT * k)
         rankings: list[ArticleRanking] = []
         if mode in ("dense", "hybrid"):
             vector = loaded.encoder.encode(text)
-            rows, scores = vectors.search(loaded.dense, vector, candidates, row_ids)
+            rows, scores = loaded.dense.search(vector, candidates, allowed)
             rankings.append(group_by_article(rows, scores, loaded.row_article))
         if mode in ("bm25", "hybrid"):
-            rows, scores = loaded.lexical.top(stems, candidates, row_mask)
+            rows, scores = loaded.lexical.top(stems, candidates, None if allowed is None else allowed.mask)
             rankings.append(group_by_article(rows, scores, loaded.row_article))
-        ranked = rankings[0] if len(rankings) == 1 else self._fuse(rankings, len(loaded.articles))
+        ranked = rankings[0] if len(rankings) == 1 else self._fuse(rankings, loaded.article_count)
         results = _render(loaded, ranked.head(k), frozenset(stems))
         return SearchResponse(text, _elapsed_ms(started), results)
 
@@ -231,16 +209,15 @@ class Searcher:
         started = time.perf_counter()
         _check_k(k)
         loaded = self._loaded
-        index = loaded.index_of.get(article_id)
-        if index is None:
+        article = loaded.meta.articles_by_id([article_id]).get(article_id)
+        if article is None:
             raise BadQueryError(f"no article {article_id} in snapshot {loaded.snapshot_id} — find ids with a search")
-        article = loaded.articles[index]
         own_rows = np.arange(article.first_row, article.first_row + article.passage_count)
-        centre = vectors.vectors_of(loaded.dense, own_rows).mean(axis=0)
+        centre = loaded.dense.vectors_of(own_rows).mean(axis=0)
         centre /= max(float(np.linalg.norm(centre)), 1e-12)
         candidates = max(self._settings.candidates, CANDIDATES_PER_RESULT * k) + article.passage_count
-        rows, scores = vectors.search(loaded.dense, centre, candidates)
-        ranked = group_by_article(rows, scores, loaded.row_article).without(index)
+        rows, scores = loaded.dense.search(centre, candidates)
+        ranked = group_by_article(rows, scores, loaded.row_article).without(article.position)
         return SearchResponse(article.title, _elapsed_ms(started), _render(loaded, ranked.head(k), frozenset()))
 
     def article(self, article_id: int) -> dict[str, Any] | None:
@@ -257,7 +234,7 @@ class Searcher:
 
     def urls(self) -> frozenset[str]:
         """Every article URL in the snapshot (evaluation checks its judgements against it)."""
-        return frozenset(a.url for a in self._loaded.articles)
+        return frozenset(self._loaded.meta.urls())
 
     def stats(self) -> dict[str, Any]:
         m = self._loaded.manifest
@@ -269,6 +246,7 @@ class Searcher:
             "articles": m.articles,
             "documents": m.documents,
             "index_kind": m.index_kind,
+            "index": dict(m.index),
             "query_encoder": m.query_encoder,
             "max_seq_length": m.max_seq_length,
             "query_prefix": m.query_prefix,
@@ -300,11 +278,9 @@ class Searcher:
 def _render(loaded: _Loaded, ranked: ArticleRanking, stems: frozenset[str]) -> list[SearchResult]:
     rows = ranked.rows.tolist()
     texts = loaded.meta.passage_texts(rows)
+    articles = loaded.article_rows(ranked.articles.tolist())
     out = []
-    for rank, (index, score, row) in enumerate(
-        zip(ranked.articles.tolist(), ranked.scores.tolist(), rows, strict=True), start=1
-    ):
-        a = loaded.articles[index]
+    for rank, (a, score, row) in enumerate(zip(articles, ranked.scores.tolist(), rows, strict=True), start=1):
         out.append(
             SearchResult(
                 rank=rank,
@@ -328,36 +304,6 @@ def _check_k(k: int) -> None:
 
 def _elapsed_ms(started: float) -> float:
     return round((time.perf_counter() - started) * 1000, 3)
-
-
-def _in_section(article: ArticleRow, key: str) -> bool:
-    return any(
-        label.casefold() == key or label.split(SECTION_SEPARATOR)[0].casefold() == key for label in article.sections
-    )
-
-
-def _bare_host(host: str) -> str:
-    """'WWW.Example.com' and 'https://www.example.com/x' both filter by 'example.com'."""
-    if "://" in host:  # not ingest.urls.host_of: importing courlan would cost every search process ~0.1 s
-        host = urlsplit(host.strip()).hostname or ""
-    host = host.strip().lower().rstrip(".")
-    return host[4:] if host.startswith("www.") else host
-
-
-def _section_counts(articles: list[ArticleRow]) -> list[tuple[str, int]]:
-    """Top-level sections in list order, each followed by its subsection labels, with distinct-article counts."""
-    members: dict[str, set[int]] = {}
-    children: dict[str, list[str]] = {}
-    for a in articles:
-        for label in a.sections:
-            top = label.split(SECTION_SEPARATOR)[0]
-            members.setdefault(top, set()).add(a.id)
-            subs = children.setdefault(top, [])
-            if label != top:
-                members.setdefault(label, set()).add(a.id)
-                if label not in subs:
-                    subs.append(label)
-    return [(label, len(members[label])) for top, subs in children.items() for label in (top, *subs)]
 
 
 def _file_identity(path: Path) -> tuple[int, int] | None:

@@ -1,39 +1,49 @@
 """Index snapshots: immutable folders under `snapshots_dir`, one `CURRENT` pointer.
 
 Layout of `snapshots_dir/<id>/` (id = UTC build time + short corpus hash):
-`manifest.json`, `vectors.faiss`, `bm25/`, `meta.sqlite3`, and the query encoder
-(`query_encoder.onnx`, `tokenizer.json`, `query_encoder.json`) when the model
-could be exported.
+`manifest.json`, `vectors.npy` (+ `ann.faiss` for the approximate kinds), `bm25/`,
+`meta.sqlite3`, `columns/`, and the query encoder (`query_encoder.onnx`,
+`tokenizer.json`, `query_encoder.json`) when the model could be exported.
 
 Why immutable folders and a pointer: a build never touches what a server is
-reading. It writes a hidden temporary folder, renames it into place (atomic),
-then replaces `CURRENT` with `os.replace` (atomic). A reader sees the old
-snapshot or the new one, never half of one; a killed build leaves only a
-temporary folder, cleaned up by the next build.
+reading, and N servers can map the same files. A build writes a hidden temporary
+folder, renames it into place (atomic), then replaces `CURRENT` with `os.replace`
+(atomic). A reader sees the old snapshot or the new one, never half of one; a
+build killed at any point (even SIGKILL) leaves only a temporary folder, which
+nothing reads and the next build removes.
+
+One build at a time per data folder: `build_lock` holds an exclusive `flock` on
+`snapshots_dir/.build.lock` for the whole build. The kernel releases it when the
+holder dies, so a killed build never leaves a stale lock.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
 import shutil
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
-from ingest.errors import NotBuiltError, SnapshotMismatchError
+from ingest.errors import BuildLockedError, NotBuiltError, SnapshotMismatchError
 
 logger = logging.getLogger(__name__)
 
 MANIFEST_FILE = "manifest.json"
-VECTORS_FILE = "vectors.faiss"
+VECTORS_FILE = "vectors.npy"
+ANN_FILE = "ann.faiss"
 BM25_DIR = "bm25"
 CURRENT_FILE = "CURRENT"
 TEMP_PREFIX = ".building-"
-# A temporary folder older than this is a crashed build's, not a running one's.
-STALE_TEMP_S = 6 * 3600
-MANIFEST_FORMAT = 1
+LOCK_FILE = ".build.lock"
+# Format 2: memory-mapped vectors.npy + ann.faiss, columns/, streaming-built BM25.
+MANIFEST_FORMAT = 2
 
 
 @dataclass(frozen=True)
@@ -53,6 +63,7 @@ class Manifest:
     build_seconds: float
     passage_words: int
     passage_overlap_words: int
+    index: dict[str, Any] = field(default_factory=dict)  # the dense index's kind and parameters
     versions: dict[str, str] = field(default_factory=dict)
     # How the model read the text (`index.model_ref.ModelProfile`); the searcher puts
     # `query_prefix` in front of every query. 0 = not recorded (a snapshot from before).
@@ -87,30 +98,67 @@ def new_snapshot_id(corpus_hash: str, now: float | None = None) -> str:
     return f"{stamp}-{corpus_hash[:8]}"
 
 
-def start(snapshots_dir: Path, base_id: str) -> tuple[Path, str]:
-    """A fresh temporary folder to write a snapshot into, and the id it will be published as.
+@contextmanager
+def build_lock(snapshots_dir: Path) -> Iterator[None]:
+    """Hold the data folder's build lock; BuildLockedError at once if another build holds it.
 
-    Cleans crashed builds' leftovers first. Two builds within the same second over
-    the same corpus get `-2`, `-3`... suffixes.
+    Refusing rather than waiting: the running build already covers everything
+    crawled before it started, so a second one queued behind it would only
+    repeat its work minutes later on the same cores; the message says who holds
+    the lock, and running the command again after it finishes is explicit.
     """
     snapshots_dir.mkdir(parents=True, exist_ok=True)
-    _remove_stale_temps(snapshots_dir)
+    path = snapshots_dir / LOCK_FILE
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
+            raise BuildLockedError(
+                f"another build ({holder}) is writing a snapshot in {snapshots_dir} — wait for it to finish, "
+                "then run the command again"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()}, started {time.strftime('%H:%M:%S')}".encode(), 0)
+        try:
+            yield
+        finally:
+            os.ftruncate(fd, 0)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+def start(snapshots_dir: Path) -> Path:
+    """A fresh temporary folder to write a snapshot into; call under `build_lock`.
+
+    Under the lock no other build runs, so any temporary folder left is a killed
+    build's: it is removed first.
+    """
+    snapshots_dir.mkdir(parents=True, exist_ok=True)
+    for leftover in snapshots_dir.glob(f"{TEMP_PREFIX}*"):
+        logger.info("removing %s, left by a build that did not finish", leftover.name)
+        shutil.rmtree(leftover, ignore_errors=True)
+    work = snapshots_dir / f"{TEMP_PREFIX}{os.getpid()}-{time.time_ns()}"
+    work.mkdir()
+    return work
+
+
+def free_id(snapshots_dir: Path, base_id: str) -> str:
+    """`base_id`, or with a `-2`, `-3`... suffix when a build in the same second over the same corpus took it."""
     snapshot_id = base_id
     suffix = 1
     while (snapshots_dir / snapshot_id).exists():
         suffix += 1
         snapshot_id = f"{base_id}-{suffix}"
-    work = snapshots_dir / f"{TEMP_PREFIX}{snapshot_id}-{os.getpid()}"
-    if work.exists():
-        shutil.rmtree(work)
-    work.mkdir()
-    return work, snapshot_id
+    return snapshot_id
 
 
 def publish(snapshots_dir: Path, work: Path, snapshot_id: str) -> None:
     """Flush the finished temporary folder, rename it into place, point CURRENT at it."""
     _fsync_tree(work)
-    os.rename(work, snapshots_dir / snapshot_id)  # fails rather than merge if a concurrent build took the id
+    os.rename(work, snapshots_dir / snapshot_id)  # fails rather than merge if the id was taken
     _fsync_dir(snapshots_dir)
     set_current(snapshots_dir, snapshot_id)
 
@@ -172,16 +220,6 @@ def prune(snapshots_dir: Path, keep: int) -> list[str]:
         shutil.rmtree(snapshots_dir / snapshot_id, ignore_errors=True)
         logger.info("deleted old snapshot %s", snapshot_id)
     return doomed
-
-
-def _remove_stale_temps(snapshots_dir: Path) -> None:
-    cutoff = time.time() - STALE_TEMP_S
-    for p in snapshots_dir.glob(f"{TEMP_PREFIX}*"):
-        try:
-            if p.stat().st_mtime < cutoff:
-                shutil.rmtree(p, ignore_errors=True)
-        except FileNotFoundError:
-            pass
 
 
 def _write_durably(path: Path, text: str) -> None:

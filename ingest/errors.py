@@ -30,6 +30,12 @@ class NotBuiltError(LinklensError):
     http_status = 503
 
 
+class BuildLockedError(LinklensError):
+    """Another build is writing a snapshot in the same data folder."""
+
+    http_status = 409
+
+
 class SnapshotMismatchError(LinklensError):
     """A snapshot was built with another model than the one configured."""
 

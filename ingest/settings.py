@@ -84,7 +84,10 @@ class Settings(BaseSettings):
     passage_overlap_words: int = Field(30, ge=0, le=500)
     passage_headings: bool = Field(False, description="put a passage's markdown heading path in its context")
     ann_threshold: int = Field(20_000, ge=1, description="passages above which an HNSW index replaces the exact one")
-    index_kind: str = Field("auto", pattern="^(auto|flat|hnsw)$")
+    lean_threshold: int = Field(
+        500_000, ge=1, description="passages above which the memory-lean IVF index replaces HNSW"
+    )
+    index_kind: str = Field("auto", pattern="^(auto|flat|hnsw|ivf)$")
     keep_snapshots: int = Field(3, ge=1)
     candidates: int = Field(100, ge=10, le=2000)
     rrf_k: int = Field(60, ge=1)

@@ -459,25 +459,42 @@ class Store:
                 labels.append(label)
         return out
 
+    def article_count(self) -> int:
+        """How many articles `articles()` yields: links still cited by a list."""
+        return int(self._conn.execute("SELECT COUNT(*) FROM links WHERE state != ?",
+                                      (LinkState.REMOVED.value,)).fetchone()[0])
+
     def articles(self) -> Iterator[Article]:
-        """Every link still cited by a list, with its list context and document, in list order: the index's input."""
+        """Every link still cited by a list, with its list context and document, in list order: the index's input.
+
+        Streamed: documents are read row by row with their link (one query, a
+        separate connection so other calls on this store do not disturb it), so
+        a corpus of any size passes through in constant memory.
+        """
         sections = self._sections_by_link()
-        documents = {row["link_id"]: _document_from_row(row) for row in self._conn.execute("SELECT * FROM documents")}
-        rows = self._conn.execute("SELECT * FROM links WHERE state != ? ORDER BY position",
-                                  (LinkState.REMOVED.value,)).fetchall()
-        for r in rows:
-            doc = documents.get(r["id"])
-            yield Article(
-                link_id=r["id"],
-                url=r["url"],
-                host=host_of(r["final_url"] or r["url"]),
-                list_title=r["title"],
-                sections=sections.get(r["id"], []),
-                state=LinkState(r["state"]),
-                final_url=r["final_url"],
-                archived_url=r["archived_url"],
-                document=doc,
+        reader = open_wal(self.path, check_same_thread=False)
+        reader.row_factory = sqlite3.Row
+        try:
+            rows = reader.execute(
+                "SELECT l.id AS link_id, l.url AS link_url, l.title AS list_title, l.state AS link_state, "
+                "l.final_url AS link_final_url, l.archived_url AS link_archived_url, d.text AS doc_text, d.* "
+                "FROM links l LEFT JOIN documents d ON d.link_id = l.id WHERE l.state != ? ORDER BY l.position",
+                (LinkState.REMOVED.value,),
             )
+            for r in rows:
+                yield Article(
+                    link_id=r["link_id"],
+                    url=r["link_url"],
+                    host=host_of(r["link_final_url"] or r["link_url"]),
+                    list_title=r["list_title"],
+                    sections=sections.get(r["link_id"], []),
+                    state=LinkState(r["link_state"]),
+                    final_url=r["link_final_url"],
+                    archived_url=r["link_archived_url"],
+                    document=None if r["doc_text"] is None else _document_from_row(r),
+                )
+        finally:
+            reader.close()
 
 
 def _write_document(conn: sqlite3.Connection, link_id: int, doc: Document) -> None:

@@ -178,3 +178,14 @@ def test_build_with_no_network_still_indexes_the_titles(tmp_path: Path, built: B
     assert report["index"]["articles"] == 2
     proc = linklens("search", "database sharding", "--json", data_dir=data)
     assert json.loads(proc.stdout)["results"][0]["title"] == "How Sharding Works"
+
+
+def test_index_kind_override_and_a_quiet_default_log(indexed: CrawledWeb) -> None:
+    proc = linklens("index", "--kind", "hnsw", data_dir=indexed.settings.data_dir)
+    assert proc.returncode == 0, proc.stderr
+    assert "hnsw index" in proc.stderr
+    assert "DEBUG" not in proc.stderr and "INFO" not in proc.stderr, proc.stderr  # e.g. bm25s' own debug lines
+    stats = linklens("search", "hot shards", "--json", data_dir=indexed.settings.data_dir)
+    assert stats.returncode == 0, stats.stderr
+    bad = linklens("index", "--kind", "annoy", data_dir=indexed.settings.data_dir)
+    assert bad.returncode == 2 and "annoy" in bad.stderr and "Traceback" not in bad.stderr

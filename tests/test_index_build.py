@@ -7,6 +7,7 @@ import os
 import sqlite3
 import threading
 
+import numpy as np
 import pytest
 
 from index import snapshot
@@ -57,13 +58,16 @@ def test_the_manifest_describes_the_snapshot(built: BuiltIndex) -> None:
         manifest["versions"]
     )
     assert (manifest["passage_words"], manifest["passage_overlap_words"]) == (180, 30)
+    assert manifest["index"]["kind"] == "flat" and 0 < manifest["index"]["exact_filter_max_share"] < 1
 
 
 def test_the_snapshot_holds_indexes_metadata_and_the_query_encoder(built: BuiltIndex) -> None:
     folder = current_folder(built.settings)
     for name in (
-        "vectors.faiss",
+        "vectors.npy",
         "meta.sqlite3",
+        "columns/row_article.npy",
+        "columns/facets.json",
         "query_encoder.onnx",
         "query_encoder.weights",
         "tokenizer.json",
@@ -71,6 +75,8 @@ def test_the_snapshot_holds_indexes_metadata_and_the_query_encoder(built: BuiltI
     ):
         assert (folder / name).is_file(), name
     assert (folder / "bm25" / "vocab.index.json").is_file()
+    assert not (folder / "ann.faiss").exists()  # the flat kind scans vectors.npy
+    assert np.load(folder / "vectors.npy", mmap_mode="r").shape == (built.report.passages, 384)
     exported = export_dir(built.settings.cache_dir, configured_model(built.settings)) / "query_encoder.onnx"
     assert os.stat(exported).st_ino == os.stat(folder / "query_encoder.onnx").st_ino  # hard link, not a copy
     with sqlite3.connect(folder / "meta.sqlite3") as conn:
@@ -121,7 +127,7 @@ def test_with_nothing_fetched_the_index_holds_title_cards(seeded_settings: Setti
         )
     assert report.documents == 0
     assert report.passages == report.articles == FIXTURE_LINKS
-    assert calls[-1] == (report.embedded, report.embedded) and report.embedded > 0
+    assert calls[-1] == (report.articles, report.articles) and report.embedded > 0
     searcher = Searcher.open(seeded_settings)
     top = searcher.search("Raft elections and logs", k=3).results[0]
     assert top.url == slug_urls()["raft-leader-election"]
@@ -144,7 +150,7 @@ def test_current_switches_atomically_and_old_snapshots_are_pruned(seeded_setting
     assert (seeded_settings.snapshots_dir / "CURRENT").read_text() == ids[-1] + "\n"
     assert snapshot.list_ids(seeded_settings.snapshots_dir) == ids[1:]
     assert reports[-1].pruned == [ids[0]]
-    leftovers = [p.name for p in seeded_settings.snapshots_dir.iterdir() if p.name.startswith(".")]
+    leftovers = [p.name for p in seeded_settings.snapshots_dir.iterdir() if p.name.startswith(snapshot.TEMP_PREFIX)]
     assert leftovers == []
 
 
@@ -213,12 +219,12 @@ def test_a_failed_build_leaves_the_current_snapshot_untouched(
         def disk_full(*args: object) -> None:
             raise OSError(28, "No space left on device")
 
-        monkeypatch.setattr("index.meta.write", disk_full)
+        monkeypatch.setattr("index.bm25_build.StreamingBM25.finish", disk_full)
         with pytest.raises(OSError, match="No space left"):
             build_index(seeded_settings, store)
     assert snapshot.current_id(seeded_settings.snapshots_dir) == good.snapshot_id
     assert snapshot.list_ids(seeded_settings.snapshots_dir) == [good.snapshot_id]
-    assert [p.name for p in seeded_settings.snapshots_dir.iterdir() if p.name.startswith(".")] == []
+    assert [p.name for p in seeded_settings.snapshots_dir.iterdir() if p.name.startswith(snapshot.TEMP_PREFIX)] == []
     assert Searcher.open(seeded_settings).snapshot_id == good.snapshot_id
 
 

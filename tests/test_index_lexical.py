@@ -1,13 +1,17 @@
-"""BM25: our numpy loader and scorer agree with bm25s itself, and the analyzer stems and drops stopwords."""
+"""BM25: the streaming builder gives bm25s' scores, our memory-mapped loader reads them, the analyzer is right."""
 
 from __future__ import annotations
 
+import json
+import mmap
 from pathlib import Path
 
 import bm25s
 import bm25s.stopwords
 import numpy as np
+import pytest
 
+from index.bm25_build import StreamingBM25
 from index.lexical import LexicalIndex, terms
 from index.stopwords import STOPWORDS_EN_PLUS
 
@@ -17,7 +21,25 @@ TEXTS = [
     "A cache stampede happens when a hot key expires and requests pile up.",
     "Raft elects a leader with randomized election timeouts.",
     "",
+    "Cache, cache, cache: a hot cache key cached in every cache server of the ring.",
 ]
+QUERIES = ("cache hot key", "leader election", "sharding tenants", "unknownword", "ring servers")
+
+
+def is_mapped(array: np.ndarray) -> bool:
+    """True when the array's memory is a file mapping (shared by every process that maps the file)."""
+    base = array
+    while base is not None and not isinstance(base, mmap.mmap):
+        base = getattr(base, "base", None)
+    return isinstance(base, mmap.mmap)
+
+
+def streamed(folder: Path, texts: list[str], batch: int) -> LexicalIndex:
+    builder = StreamingBM25(folder)
+    for start in range(0, len(texts), batch):
+        builder.add(texts[start : start + batch])
+    builder.finish()
+    return LexicalIndex.load(folder, len(texts))
 
 
 def test_the_analyzer_stems_lowercases_and_drops_stopwords() -> None:
@@ -30,26 +52,63 @@ def test_the_copied_stopword_list_is_bm25s_list() -> None:
     assert tuple(bm25s.stopwords.STOPWORDS_EN_PLUS) == STOPWORDS_EN_PLUS
 
 
-def test_saved_and_loaded_scores_equal_bm25s_scores(tmp_path: Path) -> None:
-    built, retriever = LexicalIndex.build(TEXTS)
-    retriever.save(str(tmp_path), show_progress=False)
-    loaded = LexicalIndex.load(tmp_path, len(TEXTS))
-    reference = bm25s.BM25.load(str(tmp_path), show_progress=False)
-    for query in ("cache hot key", "leader election", "sharding tenants", "unknownword"):
+@pytest.mark.parametrize("batch", [1, 2, len(TEXTS)])
+def test_streamed_scores_equal_bm25s_scores_whatever_the_batches(tmp_path: Path, batch: int) -> None:
+    ours = streamed(tmp_path / "bm25", TEXTS, batch)
+    reference = bm25s.BM25(k1=1.2, b=0.75, method="lucene")
+    reference.index([terms(t) for t in TEXTS], show_progress=False)
+    for query in QUERIES:
         q = terms(query)
-        ours = loaded.scores(q)
-        assert np.allclose(ours, built.scores(q))
         known = [t for t in q if t in reference.vocab_dict]
         expected = reference.get_scores(known) if known else np.zeros(len(TEXTS))
-        assert np.allclose(ours, expected, atol=1e-6), query
+        assert np.allclose(ours.scores(q), expected, atol=1e-6), query
+    assert not (tmp_path / "bm25" / ".postings.spill").exists()
 
 
-def test_top_returns_positive_hits_best_first_within_the_mask() -> None:
-    index, _ = LexicalIndex.build(TEXTS)
+def test_the_folder_is_bm25s_format_and_memory_mapped(tmp_path: Path) -> None:
+    ours = streamed(tmp_path / "bm25", TEXTS, 2)
+    assert is_mapped(ours._data) and is_mapped(ours._indices)
+    loaded_by_bm25s = bm25s.BM25.load(str(tmp_path / "bm25"))
+    for query in QUERIES:
+        known = [t for t in terms(query) if t in loaded_by_bm25s.vocab_dict]
+        if known:
+            assert np.allclose(loaded_by_bm25s.get_scores(known), ours.scores(terms(query)), atol=1e-6)
+    assert json.loads((tmp_path / "bm25" / "params.index.json").read_text())["num_docs"] == len(TEXTS)
+
+
+def test_top_returns_positive_hits_best_first_within_the_mask(tmp_path: Path) -> None:
+    index = streamed(tmp_path / "bm25", TEXTS, 3)
     rows, scores = index.top(terms("hot cache key"), n=10)
-    assert list(rows) == [2, 0, 1]  # all three terms, then "cache" and "key", then "hot" alone
+    # all three terms many times, then all three once, then "cache" and "key", then "hot" alone
+    assert list(rows) == [5, 2, 0, 1]
     assert np.all(scores > 0) and list(scores) == sorted(scores, reverse=True)
-    mask = np.array([True, True, False, True, True])
+    mask = np.array([True, True, False, True, True, False])
     masked_rows, _ = index.top(terms("hot cache key"), n=10, allowed=mask)
-    assert 2 not in masked_rows and len(masked_rows) > 0
+    assert set(masked_rows.tolist()) == {0, 1}
     assert index.top(terms("the"), n=10)[0].size == 0
+
+
+def test_pruned_top_equals_ranking_every_score(tmp_path: Path) -> None:
+    """`top` skips rows that cannot make the cut; it must return exactly the full ranking's head."""
+    rng = np.random.default_rng(5)
+    common = ["system", "data", "service", "request"]
+    rare = [f"rare{i}" for i in range(40)]
+    texts = [
+        " ".join(rng.choice(common, 12).tolist() + rng.choice(rare, int(rng.integers(0, 3))).tolist())
+        for _ in range(3000)
+    ]
+    index = streamed(tmp_path / "bm25", texts, 700)
+    ids = [index._vocab[t] for t in terms("rare3 system")]
+    assert index._candidates(ids, 50, None) is not None  # the pruned path, not the full scoring
+    mask = rng.random(len(texts)) < 0.3
+    for query in ("rare3 system", "rare7 rare7 data service", "system data", "rare11 rare12 request", "rare39"):
+        q = terms(query)
+        for allowed in (None, mask):
+            scores = index.scores(q)
+            if allowed is not None:
+                scores = np.where(allowed, scores, 0.0)
+            hits = np.flatnonzero(scores > 0)
+            expected = hits[np.lexsort((hits, -scores[hits]))][:50]
+            rows, values = index.top(q, 50, allowed)
+            assert rows.tolist() == expected.tolist(), query
+            assert np.array_equal(values, scores[expected].astype(np.float32))

@@ -73,7 +73,7 @@ def test_prefixes_are_used_by_the_build_and_by_the_query_encoder(seeded_settings
     manifest = snapshot.Manifest.load(folder)
     assert (manifest.query_prefix, manifest.passage_prefix, manifest.max_seq_length) == ("find: ", "text: ", 256)
     texts = [p.indexed_text for a in articles for p in article_passages(a)]
-    stored = vectors.vectors_of(vectors.load(folder / snapshot.VECTORS_FILE), np.arange(len(texts)))
+    stored = vectors.read_rows(folder / snapshot.VECTORS_FILE, 0, len(texts))
     prefixed = built.embedder.encode(["text: " + t for t in texts])
     plain = built.embedder.encode(texts)
     assert np.min(np.sum(stored * prefixed, axis=1)) > 0.9999

@@ -1,0 +1,108 @@
+"""Section and host filters: which passage rows a filter allows, memoised within a byte budget.
+
+A filter is evaluated over the snapshot's article columns (host ids, section
+label ids; see `meta.ArticleColumns`), then spread to passage rows. The result
+(a row mask and the sorted row ids) costs ~5 bytes per passage for a narrow
+filter and more for a broad one, so the memo is bounded by the bytes it holds,
+not by a count: MEMO_BYTES per loaded snapshot, least recently used dropped first.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from urllib.parse import urlsplit
+
+import numpy as np
+
+from index.meta import SECTION_SEPARATOR, ArticleColumns
+from index.vectors import RowFilter
+from ingest.errors import BadQueryError
+
+# Per loaded snapshot. At a million passages one filter costs 1-5 MB, so a few dozen fit.
+MEMO_BYTES = 64 * 2**20
+
+FilterKey = tuple[str | None, str | None]
+
+
+class FilterMemo:
+    """RowFilters by (section key, host key), least recently used evicted beyond `max_bytes`. Thread-safe."""
+
+    def __init__(self, max_bytes: int = MEMO_BYTES) -> None:
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self._items: OrderedDict[FilterKey, RowFilter] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def get(self, key: FilterKey) -> RowFilter | None:
+        with self._lock:
+            found = self._items.get(key)
+            if found is not None:
+                self._items.move_to_end(key)
+            return found
+
+    def put(self, key: FilterKey, value: RowFilter) -> None:
+        if value.nbytes > self.max_bytes:
+            return
+        with self._lock:
+            old = self._items.pop(key, None)
+            if old is not None:
+                self.bytes -= old.nbytes
+            self._items[key] = value
+            self.bytes += value.nbytes
+            while self.bytes > self.max_bytes:
+                _, dropped = self._items.popitem(last=False)
+                self.bytes -= dropped.nbytes
+
+
+class Filters:
+    """Turns `section`/`host` arguments into RowFilters over one snapshot's columns."""
+
+    def __init__(self, columns: ArticleColumns, memo_bytes: int = MEMO_BYTES) -> None:
+        self.columns = columns
+        self.memo = FilterMemo(memo_bytes)
+        self._section_keys = {label.casefold() for label, _ in columns.sections}
+
+    def rows(self, section: str | None, host: str | None) -> RowFilter | None:
+        """The passages the filters allow; None when there is no filter. BadQueryError on an unknown section."""
+        section = (section or "").strip() or None
+        host = (host or "").strip() or None
+        if section is None and host is None:
+            return None
+        key = (None if section is None else section.casefold(), None if host is None else bare_host(host))
+        if key[0] is not None and key[0] not in self._section_keys:
+            names = ", ".join(repr(label) for label, _ in self.columns.sections)
+            raise BadQueryError(f"unknown section {section!r} — valid sections: {names}")
+        found = self.memo.get(key)
+        if found is None:
+            allowed = self._allowed_articles(*key)
+            mask = allowed[self.columns.row_article]
+            found = RowFilter(mask, np.flatnonzero(mask).astype(np.int32))
+            self.memo.put(key, found)
+        return found
+
+    def _allowed_articles(self, section_key: str | None, host: str | None) -> np.ndarray:
+        mask = np.ones(len(self.columns), dtype=bool)
+        if section_key is not None:
+            labels = [i for i, label in enumerate(self.columns.labels) if _label_matches(label, section_key)]
+            mask &= self.columns.with_labels(np.asarray(labels, dtype=np.int32))
+        if host is not None:
+            hosts = [i for i, name in enumerate(self.columns.hosts) if name == host or name.endswith("." + host)]
+            mask &= self.columns.with_hosts(np.asarray(hosts, dtype=np.int32))
+        return mask
+
+
+def _label_matches(label: str, key: str) -> bool:
+    """A filter names a full 'Section / Subsection' label or a top-level section (keeping its subsections)."""
+    return label.casefold() == key or label.split(SECTION_SEPARATOR)[0].casefold() == key
+
+
+def bare_host(host: str) -> str:
+    """'WWW.Example.com' and 'https://www.example.com/x' both filter by 'example.com'."""
+    if "://" in host:  # not ingest.urls.host_of: importing courlan would cost every search process ~0.1 s
+        host = urlsplit(host.strip()).hostname or ""
+    host = host.strip().lower().rstrip(".")
+    return host[4:] if host.startswith("www.") else host
