@@ -82,31 +82,24 @@ def group_by_article(rows: np.ndarray, scores: np.ndarray, row_article: np.ndarr
 
 
 def reciprocal_rank_fusion(
-    rankings: Sequence[ArticleRanking], rrf_k: int, articles: int, weights: Sequence[float] | None = None
+    rankings: Sequence[ArticleRanking], rrf_k: int, weights: Sequence[float] | None = None
 ) -> ArticleRanking:
-    """Fuse article rankings with (weighted) RRF; an article's passage is the one from the ranking that ranks it best.
-
-    `articles` is the number of articles in the index (the arrays are indexed by article).
-    """
+    """Fuse article rankings with (weighted) RRF; an article's passage is from the ranking that ranks it best."""
     weights = [1.0] * len(rankings) if weights is None else weights
     parts = [w / (rrf_k + np.arange(1, len(r) + 1)) for r, w in zip(rankings, weights, strict=True)]
-    return _combine(rankings, parts, articles)
+    return _combine(rankings, parts)
 
 
-def fuse(
-    rankings: Sequence[ArticleRanking], weights: Sequence[float], method: str, rrf_k: int, articles: int
-) -> ArticleRanking:
+def fuse(rankings: Sequence[ArticleRanking], weights: Sequence[float], method: str, rrf_k: int) -> ArticleRanking:
     """Fuse article rankings with `method` ("zscore" or "rrf"), ranking i weighted by `weights[i]`."""
     if method == ZSCORE:
-        return standardised_score_fusion(rankings, weights, articles)
+        return standardised_score_fusion(rankings, weights)
     if method == RRF:
-        return reciprocal_rank_fusion(rankings, rrf_k, articles, weights)
+        return reciprocal_rank_fusion(rankings, rrf_k, weights)
     raise ValueError(f"unknown fusion method {method!r} — use one of: {', '.join(FUSION_METHODS)}")
 
 
-def standardised_score_fusion(
-    rankings: Sequence[ArticleRanking], weights: Sequence[float], articles: int
-) -> ArticleRanking:
+def standardised_score_fusion(rankings: Sequence[ArticleRanking], weights: Sequence[float]) -> ArticleRanking:
     """Σ weight × (score − the ranking's lowest) / the ranking's standard deviation, per article.
 
     An article missing from a ranking gets 0 from it, the same as that ranking's
@@ -119,21 +112,28 @@ def standardised_score_fusion(
         spread = float(scores.std()) if len(scores) else 0.0
         low = float(scores.min()) if len(scores) else 0.0
         parts.append(weight * (scores - low) / max(spread, MIN_SPREAD))
-    return _combine(rankings, parts, articles)
+    return _combine(rankings, parts)
 
 
-def _combine(rankings: Sequence[ArticleRanking], parts: Sequence[np.ndarray], articles: int) -> ArticleRanking:
-    """Sum each ranking's per-article contribution; show the passage of the ranking that ranks an article best."""
-    fused = np.zeros(articles)
-    best_rank = np.full(articles, np.iinfo(np.int64).max)
-    shown = np.full(articles, -1, dtype=np.int64)
+def _combine(rankings: Sequence[ArticleRanking], parts: Sequence[np.ndarray]) -> ArticleRanking:
+    """Sum each ranking's per-article contribution; show the passage of the ranking that ranks an article best.
+
+    Works on the union of the rankings' articles (a few hundred), not on arrays as
+    long as the index's article list: at 200,000 articles those cost ~0.8 ms a search.
+    """
+    everyone = np.concatenate([r.articles for r in rankings]) if rankings else np.zeros(0, np.int64)
+    present, slots = np.unique(everyone, return_inverse=True)
+    fused = np.zeros(len(present))
+    best_rank = np.full(len(present), np.iinfo(np.int64).max)
+    shown = np.full(len(present), -1, dtype=np.int64)
+    start = 0
     for ranking, part in zip(rankings, parts, strict=True):
+        slot = slots[start : start + len(ranking)]
+        start += len(ranking)
         ranks = np.arange(1, len(ranking) + 1)
-        fused[ranking.articles] += part  # an article appears once per ranking
-        better = ranks < best_rank[ranking.articles]
-        best_rank[ranking.articles[better]] = ranks[better]
-        shown[ranking.articles[better]] = ranking.rows[better]
-    present = np.flatnonzero(shown >= 0)
-    order = np.lexsort((present, -fused[present]))
-    ids = present[order]
-    return ArticleRanking(ids, fused[ids], shown[ids])
+        fused[slot] += part  # an article appears once per ranking
+        better = ranks < best_rank[slot]
+        best_rank[slot[better]] = ranks[better]
+        shown[slot[better]] = ranking.rows[better]
+    order = np.lexsort((present, -fused))
+    return ArticleRanking(present[order].astype(np.int64, copy=False), fused[order], shown[order])

@@ -101,7 +101,6 @@ class _Loaded:
         self.meta = MetaReader(folder / META_FILE)
         self.columns = ArticleColumns(folder)
         self.row_article = self.columns.row_article
-        self.article_count = len(self.columns)
         self.encoder_identity = _file_identity(folder / ENCODER_FILE)
         if reuse is not None and reuse.encoder_identity is not None and reuse.encoder_identity == self.encoder_identity:
             raw: QueryEncoder = reuse.encoder.inner  # same hard-linked export: skip a new session
@@ -200,7 +199,7 @@ class Searcher:
         if mode in ("bm25", "hybrid"):
             rows, scores = loaded.lexical.top(stems, candidates, None if allowed is None else allowed.mask)
             rankings.append(group_by_article(rows, scores, loaded.row_article))
-        ranked = rankings[0] if len(rankings) == 1 else self._fuse(rankings, loaded.article_count)
+        ranked = rankings[0] if len(rankings) == 1 else self._fuse(rankings)
         results = _render(loaded, ranked.head(k), frozenset(stems))
         return SearchResponse(text, _elapsed_ms(started), results)
 
@@ -258,11 +257,11 @@ class Searcher:
         """Release the snapshot's files. Searches must not run after this."""
         self._loaded.meta.close()
 
-    def _fuse(self, rankings: list[ArticleRanking], articles: int) -> ArticleRanking:
+    def _fuse(self, rankings: list[ArticleRanking]) -> ArticleRanking:
         """Dense and BM25 article rankings fused: z-scores by default, RRF when LINKLENS_FUSION=rrf."""
         s = self._settings
         method = RRF if s.fusion == RRF else ZSCORE
-        return fuse(rankings, (s.dense_weight, BM25_WEIGHT), method, s.rrf_k, articles)
+        return fuse(rankings, (s.dense_weight, BM25_WEIGHT), method, s.rrf_k)
 
     def _mode(self, mode: str | None) -> str:
         chosen = FUSION_MODES[self._settings.fusion] if mode is None else mode

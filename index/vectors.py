@@ -209,7 +209,8 @@ class DenseIndex:
 
     @classmethod
     def open(cls, folder: Path, params: IndexParams) -> DenseIndex:
-        vectors = np.load(folder / VECTORS_FILE, mmap_mode="r")
+        # A plain ndarray over the mapping: np.memmap's Python-level indexing costs ~8 µs a lookup.
+        vectors = np.asarray(np.load(folder / VECTORS_FILE, mmap_mode="r"))
         ann = None
         if params.kind != FLAT:
             # MMAP_IFC maps the codes of HNSW storage (the graph is read); MMAP maps IVF inverted lists.

@@ -28,14 +28,14 @@ LEXICAL = ranking([1, 0, 3], [14.0, 2.0, 1.0], first_row=100)
 
 
 def test_a_clear_lexical_winner_moves_the_order_where_rrf_only_sees_ranks() -> None:
-    fused = standardised_score_fusion([DENSE, LEXICAL], (1.0, 1.0), articles=4)
+    fused = standardised_score_fusion([DENSE, LEXICAL], (1.0, 1.0))
     assert fused.articles[0] == 1  # BM25's large margin outweighs dense's 0.01
-    rrf = reciprocal_rank_fusion([DENSE, LEXICAL], rrf_k=60, articles=4)
+    rrf = reciprocal_rank_fusion([DENSE, LEXICAL], rrf_k=60)
     assert rrf.scores[0] == pytest.approx(rrf.scores[1])  # ranks 1+2 and 2+1: RRF cannot tell them apart
 
 
 def test_scores_are_standardised_per_ranking_and_a_missing_article_counts_as_the_weakest() -> None:
-    fused = standardised_score_fusion([DENSE, LEXICAL], (1.0, 1.0), articles=4)
+    fused = standardised_score_fusion([DENSE, LEXICAL], (1.0, 1.0))
     dense = np.array([0.62, 0.61, 0.60, 0.30])
     lexical = np.array([14.0, 2.0, 1.0])
     z_dense = (dense - dense.min()) / dense.std()
@@ -46,35 +46,35 @@ def test_scores_are_standardised_per_ranking_and_a_missing_article_counts_as_the
 
 
 def test_the_weights_decide_which_retriever_leads() -> None:
-    dense_led = standardised_score_fusion([DENSE, LEXICAL], (100.0, 1.0), articles=4)
+    dense_led = standardised_score_fusion([DENSE, LEXICAL], (100.0, 1.0))
     assert dense_led.articles.tolist() == [0, 1, 2, 3]
-    bm25_led = standardised_score_fusion([DENSE, LEXICAL], (0.01, 1.0), articles=4)
+    bm25_led = standardised_score_fusion([DENSE, LEXICAL], (0.01, 1.0))
     assert bm25_led.articles.tolist()[:2] == [1, 0]
-    weighted_rrf = reciprocal_rank_fusion([DENSE, LEXICAL], rrf_k=60, articles=4, weights=(2.0, 1.0))
+    weighted_rrf = reciprocal_rank_fusion([DENSE, LEXICAL], rrf_k=60, weights=(2.0, 1.0))
     assert weighted_rrf.articles[0] == 0 and weighted_rrf.scores[0] == pytest.approx(2 / 61 + 1 / 62)
 
 
 def test_the_shown_passage_comes_from_the_ranking_that_ranks_the_article_best() -> None:
-    fused = standardised_score_fusion([DENSE, LEXICAL], (1.0, 1.0), articles=4)
+    fused = standardised_score_fusion([DENSE, LEXICAL], (1.0, 1.0))
     shown = dict(zip(fused.articles.tolist(), fused.rows.tolist(), strict=True))
     assert shown == {0: 0, 1: 101, 2: 2, 3: 103}  # 1 and 3 rank higher in BM25's list than in dense's
 
 
 def test_a_ranking_without_spread_adds_nothing_and_never_divides_by_zero() -> None:
     flat = ranking([2, 3], [5.0, 5.0], first_row=100)
-    fused = standardised_score_fusion([DENSE, flat], (1.0, 1.0), articles=4)
+    fused = standardised_score_fusion([DENSE, flat], (1.0, 1.0))
     assert np.isfinite(fused.scores).all()
     assert fused.articles.tolist() == [0, 1, 2, 3]
     empty = ArticleRanking(np.zeros(0, np.int64), np.zeros(0), np.zeros(0, np.int64))
-    assert standardised_score_fusion([DENSE, empty], (1.0, 1.0), articles=4).articles.tolist() == [0, 1, 2, 3]
+    assert standardised_score_fusion([DENSE, empty], (1.0, 1.0)).articles.tolist() == [0, 1, 2, 3]
 
 
 def test_fuse_dispatches_by_method_and_refuses_an_unknown_one() -> None:
-    by_zscore = fuse([DENSE, LEXICAL], (1.0, 1.0), ZSCORE, rrf_k=60, articles=4)
-    by_rrf = fuse([DENSE, LEXICAL], (1.0, 1.0), RRF, rrf_k=60, articles=4)
+    by_zscore = fuse([DENSE, LEXICAL], (1.0, 1.0), ZSCORE, rrf_k=60)
+    by_rrf = fuse([DENSE, LEXICAL], (1.0, 1.0), RRF, rrf_k=60)
     assert by_zscore.articles[0] == 1 and by_rrf.articles[0] == 0
     with pytest.raises(ValueError, match="unknown fusion method 'combsum'"):
-        fuse([DENSE, LEXICAL], (1.0, 1.0), "combsum", rrf_k=60, articles=4)
+        fuse([DENSE, LEXICAL], (1.0, 1.0), "combsum", rrf_k=60)
 
 
 @pytest.mark.parametrize(("key", "value"), [("fusion", "combsum"), ("dense_weight", -1.0)])

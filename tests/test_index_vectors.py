@@ -68,7 +68,7 @@ def brute_force(data: np.ndarray, query: np.ndarray, n: int, rows: np.ndarray) -
 def test_each_kind_finds_neighbours_with_exact_scores(kind: str, tmp_path: Path) -> None:
     data = clustered(ROWS, seed=1)
     index = dense_index(tmp_path, data, kind)
-    assert isinstance(index.vectors, np.memmap)  # memory-mapped, not read into the process
+    assert isinstance(index.vectors.base, np.memmap)  # a view of the file mapping, not read into the process
     rows, scores = index.search(data[17], 10)
     assert rows[0] == 17 and scores[0] == pytest.approx(1.0, abs=1e-5)
     assert np.allclose(scores, data[rows] @ data[17], atol=1e-6)  # re-ranked: exact cosines, best first

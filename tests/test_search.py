@@ -214,7 +214,7 @@ def test_ties_rank_in_list_order() -> None:
     assert ranked.articles.tolist() == [1, 2, 3, 0]
     dense = ArticleRanking(np.array([2, 0]), np.array([0.9, 0.5]), np.array([30, 1]))
     lexical = ArticleRanking(np.array([1, 0]), np.array([7.0, 3.0]), np.array([20, 2]))
-    fused = reciprocal_rank_fusion([dense, lexical], rrf_k=60, articles=4)
+    fused = reciprocal_rank_fusion([dense, lexical], rrf_k=60)
     assert fused.articles.tolist() == [0, 1, 2]  # 0 is in both lists; 1 and 2 tie and keep list order
     assert fused.scores[0] == pytest.approx(2 / 62) and fused.scores[1] == fused.scores[2] == pytest.approx(1 / 61)
     assert fused.rows.tolist() == [1, 20, 30]  # equal ranks: the passage from the first ranking is shown
