@@ -13,8 +13,8 @@ INDEX_BENCH_SIZES ?= 10000,100000
 install: $(STAMP)
 
 # torch is pinned first so that nothing pulls the multi-GB CUDA build. The install compiles
-# index/bm25_top.pyx (Cython, gcc), so a change to it reinstalls.
-$(STAMP): pyproject.toml setup.py index/bm25_top.pyx
+# index/*.pyx (Cython, gcc), so a change to one reinstalls.
+$(STAMP): pyproject.toml setup.py $(wildcard index/*.pyx)
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) (or run: make PYTHON=python3 ...)"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip

@@ -68,6 +68,8 @@ FLAT_CODES = "float32"
 SQ_TRAIN = 65_536
 # Rows read from vectors.npy per step while building or scanning: bounded memory (~24 MB at d=384).
 CHUNK_ROWS = 16_384
+# Rows gathered per step by the exact filtered path: 256 × 384 floats = 384 KB, within a core's L2.
+GATHER_ROWS = 256
 # Filters allowing at most this share of the passages are answered exactly; broader
 # ones by the ANN with over-fetch (measured crossover, see bench/index.py "filters").
 EXACT_FILTER_MAX_SHARE = 0.1
@@ -248,20 +250,39 @@ class DenseIndex:
 
     def exact(self, query: np.ndarray, n: int, rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Brute force over every row, or over `rows` (sorted): the reference the ANN is measured against."""
-        total = self.size if rows is None else len(rows)
+        if rows is not None:
+            return _top(np.asarray(rows, dtype=np.int64), self.scores_of(rows, query), n)
         best_rows = np.zeros(0, dtype=np.int64)
         best_scores = np.zeros(0, dtype=np.float32)
-        for start in range(0, total, CHUNK_ROWS):
-            stop = min(total, start + CHUNK_ROWS)
-            if rows is None:
-                ids = np.arange(start, stop, dtype=np.int64)
-                block = self.vectors[start:stop]
-            else:
-                ids = rows[start:stop].astype(np.int64, copy=False)
-                block = self.vectors[ids]
-            scores = block @ query
+        for start in range(0, self.size, CHUNK_ROWS):
+            stop = min(self.size, start + CHUNK_ROWS)
+            ids = np.arange(start, stop, dtype=np.int64)
+            scores = self.vectors[start:stop] @ query
             best_rows, best_scores = _top(np.concatenate((best_rows, ids)), np.concatenate((best_scores, scores)), n)
         return best_rows, best_scores
+
+    def scores_of(self, rows: np.ndarray, query: np.ndarray) -> np.ndarray:
+        """The query's inner product with each of `rows` (sorted), in their order.
+
+        The rows are gathered GATHER_ROWS at a time into one small reused buffer that
+        stays in the core's cache while it is multiplied: measured at 1M passages on a
+        9% filter, 35-48 ms for gathering 16k rows at a time into fresh memory, 22-23
+        ms this way; the rest is reading ~140 MB of scattered rows (a contiguous scan
+        of as many bytes takes ~8 ms here).
+        """
+        rows = np.asarray(rows)
+        scores = np.empty(len(rows), dtype=np.float32)
+        if not len(rows):
+            return scores
+        if rows[0] < 0 or rows[-1] >= self.size:
+            raise ValueError(f"rows {rows[0]}..{rows[-1]} are not all among the {self.size} vectors")
+        block = np.empty((min(GATHER_ROWS, len(rows)), self.dimension), dtype=np.float32)
+        for start in range(0, len(rows), GATHER_ROWS):
+            ids = rows[start : start + GATHER_ROWS]
+            part = block[: len(ids)]
+            np.take(self.vectors, ids, axis=0, out=part, mode="clip")  # "raise" would copy through a buffer
+            np.matmul(part, query, out=scores[start : start + len(ids)])
+        return scores
 
     def approximate(self, query: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
         """ANN candidates re-ranked by their exact cosine from `vectors.npy`."""

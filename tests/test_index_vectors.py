@@ -95,6 +95,17 @@ def test_a_narrow_filter_gives_exactly_the_brute_force_results(kind: str, tmp_pa
             assert np.allclose(scores, data[rows] @ query, atol=1e-6)
 
 
+def test_scores_of_allowed_rows_span_several_gather_blocks_and_refuse_unknown_rows(tmp_path: Path) -> None:
+    data = clustered(ROWS, seed=5)
+    index = dense_index(tmp_path, data, vectors.FLAT)
+    rows = np.flatnonzero(np.random.default_rng(6).random(ROWS) < 0.7).astype(np.int32)
+    assert len(rows) > 2 * vectors.GATHER_ROWS and len(rows) % vectors.GATHER_ROWS  # full blocks and a short one
+    query = data[3]
+    assert np.allclose(index.scores_of(rows, query), data[rows] @ query, atol=1e-6)
+    with pytest.raises(ValueError, match="not all among"):
+        index.scores_of(np.array([0, ROWS], dtype=np.int32), query)
+
+
 @pytest.mark.parametrize("kind", [vectors.HNSW, vectors.IVF])
 def test_a_broad_filter_keeps_only_allowed_rows_and_never_runs_short(kind: str, tmp_path: Path) -> None:
     data = clustered(ROWS, seed=5)
