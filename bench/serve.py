@@ -10,13 +10,14 @@ Per index (the fixture, synthetic 10k/100k snapshots, or any built data folder):
 * memory: one worker's peak RSS, and the total of `--workers 4` (RSS and PSS,
   supervisor included) against one worker's, after traffic has reached every worker.
 
-Synthetic snapshots are built the way bench/index.py builds them (fixture passages
-repeated, their real vectors jittered), once, into --cache-dir. Build them first
-without the shared lock, then time under it:
+Sizes are served from bench/index.py's data folders (real-like passages, see
+bench/synthetic.py; `--index-cache`, its `--cache`), with the snapshot its last
+run built there. Prepare and build them first without the shared lock, then time
+under it:
 
-    python bench/serve.py --sizes 10000,100000 --build-only
-    flock /tmp/linklens-bench.lock python bench/serve.py --sizes 10000,100000 --out bench/results/serve.json
-    flock /tmp/linklens-bench.lock python bench/serve.py --sizes '' --data-dir /path/to/1M-data-folder  # any index
+    python bench/index.py --prepare --sizes 10000,100000,1000000   # then one bench/index.py run builds them
+    flock /tmp/linklens-bench.lock python bench/serve.py --sizes 10000,100000,1000000 --out bench/results/serve.json
+    flock /tmp/linklens-bench.lock python bench/serve.py --sizes '' --data-dir /path/to/data-folder  # any index
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
 from bench.servers import RssSampler, closed_loop, concurrency_one, memory_mb, running_server  # noqa: E402
+from bench.synthetic import DEFAULT_CACHE as SYNTHETIC_CACHE  # noqa: E402
 from ingest.settings import Settings, load_settings  # noqa: E402
 
 DEFAULT_CACHE = Path(platformdirs.user_cache_dir("linklens-bench")) / "serve"
@@ -128,28 +130,15 @@ def build_fixture_index(folder: Path) -> Settings:
 
 
 def synthetic_index(cache: Path, size: int) -> Path:
-    """A `size`-passage snapshot built as bench/index.py builds its synthetic ones (once, then cached)."""
-    folder = cache / f"synthetic-{size}"
-    if (folder / "snapshots" / "CURRENT").exists():
-        return folder
-    from bench.index import fixture_passages, snapshot_vectors, synthetic_snapshot
-    from index import vectors
-    from index.build import existing_export
-    from index.model_ref import configured_model
+    """bench/index.py's data folder of `size` real-like passages, with the snapshot its last run built there."""
+    from bench.index import data_dir_for
 
-    fixture = build_fixture_index(cache / "fixture")
-    encoder_dir = existing_export(fixture.cache_dir, configured_model(fixture))
-    assert encoder_dir is not None, "the fixture build exports the ONNX query encoder"
-    kind = vectors.choose_kind(size, fixture.index_kind, fixture.ann_threshold)
-    log(f"building a synthetic {size}-passage snapshot ({kind}) in {folder}")
-    texts = [p.text for p in fixture_passages(fixture)]
-    partial = folder.with_name(folder.name + ".partial")
-    if partial.exists():
-        import shutil
-
-        shutil.rmtree(partial)
-    synthetic_snapshot(partial, texts, snapshot_vectors(fixture), size, encoder_dir, kind)
-    partial.rename(folder)
+    folder = data_dir_for(cache, size)
+    if not (folder / "snapshots" / "CURRENT").exists():
+        raise SystemExit(
+            f"no {size}-passage index in {folder} — prepare and build it first: bench/index.py --prepare "
+            f"--sizes {size}, then LINKLENS_DATA_DIR={folder} linklens index (or a bench/index.py run)"
+        )
     return folder
 
 
@@ -157,7 +146,7 @@ def resolve_indexes(args: argparse.Namespace) -> list[Path]:
     folders = [Path(d) for d in args.data_dir]
     for size in args.sizes:
         folders.append(build_fixture_index(args.cache_dir / "fixture").data_dir if size == "fixture"
-                       else synthetic_index(args.cache_dir, int(size)))  # fmt: skip
+                       else synthetic_index(args.index_cache, int(size)))  # fmt: skip
     return folders
 
 
@@ -256,8 +245,12 @@ def main(argv: list[str] | None = None) -> int:
         default=[],
         help="a data folder holding a built index (repeatable), e.g. the 1M snapshot",
     )
-    parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE, help="where synthetic indexes are kept")
-    parser.add_argument("--build-only", action="store_true", help="build the missing indexes and stop (no timing)")
+    parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE, help="where the fixture index is kept")
+    parser.add_argument(
+        "--index-cache", type=Path, default=SYNTHETIC_CACHE,
+        help="bench/index.py's --cache: its data folders index-<size>/ are served for --sizes",
+    )  # fmt: skip
+    parser.add_argument("--build-only", action="store_true", help="build the fixture index if missing and stop")
     parser.add_argument("--duration", type=float, default=DEFAULT_DURATION_S, help="seconds at concurrency 32")
     parser.add_argument("--c1-queries", type=int, default=C1_QUERIES, help="queries at concurrency 1")
     parser.add_argument("--replicas", type=int, default=REPLICA_WORKERS, help="workers for the memory run (1: skip)")
