@@ -200,6 +200,14 @@ def test_concurrent_searches_agree_with_sequential_ones(searcher: Searcher) -> N
     assert got == expected
 
 
+def test_an_open_searcher_runs_blas_on_one_thread(searcher: Searcher) -> None:
+    """One BLAS thread per search: OpenBLAS's thread per core cost a 10k exact scan 3-6× its CPU (index/search.py)."""
+    from threadpoolctl import threadpool_info
+
+    blas = [lib for lib in threadpool_info() if lib["user_api"] == "blas"]
+    assert blas and all(lib["num_threads"] == 1 for lib in blas), blas
+
+
 def test_articles_rank_by_best_passage_with_a_little_support() -> None:
     row_article = np.array([0, 0, 0, 0, 1, 2], dtype=np.int32)
     ranked = group_by_article(np.array([4, 0, 1, 2, 3, 5]), np.array([0.9, 0.85, 0.8, 0.8, 0.8, 0.1]), row_article)
