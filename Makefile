@@ -4,11 +4,12 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+RAY_STAMP := $(VENV)/.installed-ray
 CHROMIUM ?= /usr/bin/chromium
-# Add 1000000 for the full scale run (~5 GB of data under /work/wt/bench-cache, ~30 min on 2 cores).
+# Add 1000000 for the full scale run (~5 GB of data under bench/cache, ~30 min on 2 cores).
 INDEX_BENCH_SIZES ?= 10000,100000
 
-.PHONY: install browser test lint bench run build serve clean
+.PHONY: install install-ray browser test lint bench run build serve clean
 
 install: $(STAMP)
 
@@ -22,20 +23,27 @@ $(STAMP): pyproject.toml setup.py $(wildcard index/*.pyx)
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# The Ray engine is an optional extra: the tests, lint and benchmarks install it; `make run` does not.
+install-ray: $(RAY_STAMP)
+
+$(RAY_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -e '.[dev,ray]'
+	touch $(RAY_STAMP)
+
 # The search page is tested in a real headless Chromium (Debian's package; Playwright drives it).
 browser:
 	@test -x $(CHROMIUM) || { \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	  else echo "the page test needs Chromium at $(CHROMIUM): sudo apt-get install chromium"; exit 1; fi; }
 
-test: install browser
+test: install-ray browser
 	$(BIN)/pytest -q
 
-lint: install
+lint: install-ray
 	$(BIN)/ruff check ingest index serve cli tests bench
 	$(BIN)/mypy ingest index serve cli
 
-bench: install
+bench: install-ray
 	mkdir -p bench/results
 	$(PY) bench/crawl.py --out bench/results/crawl.json
 	$(PY) bench/index.py --prepare --sizes $(INDEX_BENCH_SIZES)

@@ -96,6 +96,17 @@ class Settings(BaseSettings):
     )
     dense_weight: float = Field(1.5, ge=0, le=100, description="weight of the dense ranking in hybrid (BM25's is 1)")
 
+    # engine (issue 9): where crawl and index run. `ray` needs the optional extra: pip install 'linklens[ray]'
+    engine: str = Field("local", pattern="^(local|ray)$", description="local (asyncio + process pool) or ray (Ray Data)")
+    ray_address: str = Field("", description="Ray cluster to use (ray://host:10001 or auto); empty = RAY_ADDRESS, "
+                                             "else a Ray started in this process")
+    ray_cpus: int = Field(0, ge=0, description="CPUs of a Ray started in this process; 0 = every core")
+    datasets_uri: str = Field("", description="where the Ray engine writes its Parquet datasets: a folder or any "
+                                              "pyarrow filesystem URI (s3://bucket/prefix); empty = <data>/datasets")
+    embed_batch_size: int = Field(64, ge=1, le=4096, description="passages per embedding batch (Ray actors)")
+    embed_actors: int = Field(1, ge=1, le=1024, description="embedding actors of the Ray engine (one model each)")
+    embed_gpus: float = Field(0.0, ge=0, description="GPUs per embedding actor of the Ray engine; 0 = CPU")
+
     # serve
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
@@ -115,6 +126,11 @@ class Settings(BaseSettings):
     @cached_property
     def cache_dir(self) -> Path:
         return self.data_dir / "cache"
+
+    @cached_property
+    def datasets_location(self) -> str:
+        """The Ray engine's Parquet datasets: the setting, or a folder in the data folder."""
+        return self.datasets_uri or str(self.data_dir / "datasets")
 
 
 def load_settings(**overrides: object) -> Settings:

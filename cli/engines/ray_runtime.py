@@ -1,0 +1,66 @@
+"""Starting and joining Ray for the `ray` engine, in one place.
+
+The same command runs on a laptop and on a cluster: with no address (neither
+`LINKLENS_RAY_ADDRESS`/`--ray-address` nor `RAY_ADDRESS`) Ray starts inside this
+process with `LINKLENS_RAY_CPUS` CPUs and stops when the command ends; with one, the
+command joins that cluster and leaves it running. Workers import the installed
+`linklens` package: locally they share this interpreter's environment; on a cluster
+the package must be installed on every node (in the image, or through the
+`runtime_env` the README shows).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from ingest.errors import ConfigError
+from ingest.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+RAY_EXTRA_HINT = "the Ray engine needs the optional extra — run: pip install 'linklens[ray]' (or use --engine local)"
+
+
+def import_ray() -> Any:
+    """Ray, or a ConfigError that says how to install it."""
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError(RAY_EXTRA_HINT) from None
+    return ray
+
+
+def cluster_address(settings: Settings) -> str | None:
+    """The cluster to join, or None to start Ray in this process."""
+    return settings.ray_address or os.environ.get("RAY_ADDRESS") or None
+
+
+@contextmanager
+def ray_session(settings: Settings) -> Iterator[Any]:
+    """Ray, initialised for one command; shut down afterwards only if this command started it."""
+    ray = import_ray()
+    if ray.is_initialized():
+        yield ray
+        return
+    address = cluster_address(settings)
+    options: dict[str, Any] = {
+        "include_dashboard": False,
+        "logging_level": logging.WARNING,
+        "log_to_driver": logger.isEnabledFor(logging.INFO),
+        "configure_logging": True,
+    }
+    if address is None and settings.ray_cpus:
+        options["num_cpus"] = settings.ray_cpus
+    try:
+        ray.init(address=address, **options)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        raise ConfigError(f"cannot start or join Ray at {address or 'this machine'}: {exc} — check "
+                          "LINKLENS_RAY_ADDRESS / RAY_ADDRESS, or use --engine local") from None
+    try:
+        yield ray
+    finally:
+        ray.shutdown()
