@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 RAY_STAMP := $(VENV)/.installed-ray
 CHROMIUM ?= /usr/bin/chromium
-# Add 1000000 for the full scale run (~5 GB of data under bench/cache, ~30 min on 2 cores).
+# Add 1000000 for the full scale run (~5 GB of data in ../bench-cache, ~30 min on 2 cores).
 INDEX_BENCH_SIZES ?= 10000,100000
 
 .PHONY: install install-ray browser test lint bench run build serve clean

@@ -30,7 +30,7 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 
 import psutil
@@ -38,15 +38,14 @@ import psutil
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.articles import bench_articles  # noqa: E402
 from ingest.crawler import EXTRACT_BACKLOG_PER_WORKER, Crawler, extraction_pool  # noqa: E402
 from ingest.extraction_pool import ExtractionPool  # noqa: E402
 from ingest.models import FetchedBody  # noqa: E402
 from ingest.settings import load_settings  # noqa: E402
 from ingest.sources import load_list  # noqa: E402
 from ingest.store import Store  # noqa: E402
-from tests.fixtureweb import load_fixture_articles, load_sysdesign_articles  # noqa: E402
 
-SYSDESIGN = REPO.parent / "shared" / "corpora" / "sysdesign" / "articles.jsonl"
 TARGET_RATIO = 0.8
 TARGET_PEAK_MB = 500
 TARGET_HOSTILE_S = 180
@@ -101,17 +100,8 @@ class PeakMemory:
 
 def corpus(pages: int) -> tuple[list[dict[str, object]], str]:
     """Articles to serve, as dicts in the fixture format, and a label saying where they came from."""
-    base = load_sysdesign_articles(SYSDESIGN) if SYSDESIGN.exists() else []
-    label = f"{len(base)} sysdesign articles" if base else "no ../shared corpus"
-    own = load_fixture_articles()
-    base += own
-    out = []
-    for i in range(pages):
-        article = base[i % len(base)]
-        if i >= len(base):
-            article = replace(article, slug=f"{article.slug}-copy{i // len(base)}")
-        out.append(asdict(article))
-    return out, f"{label} + {len(own)} fixture articles, {pages} pages"
+    articles, label = bench_articles(pages)
+    return [asdict(article) for article in articles], label
 
 
 def start_web(articles_file: Path, hosts: int, latency_ms: float, workdir: Path) -> tuple[subprocess.Popen, dict]:

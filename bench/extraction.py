@@ -26,38 +26,30 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import replace
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.articles import bench_articles  # noqa: E402
 from ingest.extract_job import WORKER_PRELOAD, extract_and_compress  # noqa: E402
 from ingest.extraction_pool import ExtractionPool  # noqa: E402
 from ingest.models import FetchedBody  # noqa: E402
 from ingest.settings import DEFAULT_EXTRACT_MEMORY_MB, DEFAULT_EXTRACT_TIMEOUT_S  # noqa: E402
-from tests.fixtureweb import load_fixture_articles, load_sysdesign_articles  # noqa: E402
 from tests.fixtureweb.pages import render_article_page  # noqa: E402
 
-SYSDESIGN = REPO.parent / "shared" / "corpora" / "sysdesign" / "articles.jsonl"
 IN_FLIGHT_PER_WORKER = 4  # the crawl's EXTRACT_BACKLOG_PER_WORKER
 MICROSECONDS = 1e6
 
 
 def pages(count: int) -> tuple[list[FetchedBody], str]:
-    base = load_sysdesign_articles(SYSDESIGN) if SYSDESIGN.exists() else []
-    label = f"{len(base)} sysdesign articles" if base else "no ../shared corpus"
-    own = load_fixture_articles()
-    base += own
+    articles, label = bench_articles(count)
     bodies = []
-    for i in range(count):
-        article = base[i % len(base)]
-        if i >= len(base):
-            article = replace(article, slug=f"{article.slug}-copy{i // len(base)}")
+    for article in articles:
         url = f"http://bench.test/posts/{article.slug}"
         html = render_article_page(article, url).encode()
         bodies.append(FetchedBody(url, "text/html; charset=utf-8", html, False, "utf-8"))
-    return bodies, f"{label} + {len(own)} fixture articles, {count} pages"
+    return bodies, label
 
 
 async def through(extract: Callable[[FetchedBody], Awaitable[object]], bodies: list[FetchedBody],

@@ -6,9 +6,9 @@ Two steps, so that slow data preparation never holds the shared benchmark lock:
     flock /tmp/linklens-bench.lock .venv/bin/python bench/index.py --sizes 10000,100000,1000000 --out r.json
 
 `--prepare` writes, per size, a data folder under --cache (default
-/work/wt/bench-cache/index-<size>/): a page store of synthetic crawled articles
+../bench-cache/index-<size>/): a page store of synthetic crawled articles
 and an embedding cache holding every passage's vector. Reuse it freely:
-`LINKLENS_DATA_DIR=/work/wt/bench-cache/index-100000 linklens serve` serves the
+`LINKLENS_DATA_DIR=../bench-cache/index-100000 linklens serve` serves the
 snapshot the timed run built there. The timed run measures, per size:
 
 * build from cached embeddings: `linklens index --json` in a fresh process on that

@@ -1,6 +1,6 @@
 """Relevance levers of issue 8, each measured on the fair set's dev split against the old hybrid. JSON out.
 
-Run: .venv/bin/python bench/levers.py [--cache-dir /work/wt/relevance-cache] [--split dev] [--only NAME ...]
+Run: .venv/bin/python bench/levers.py [--cache-dir ../relevance-cache] [--split dev] [--only NAME ...]
 
 Tune on dev, report test: this script evaluates the *dev* split only unless told
 otherwise, and it is the record of what was tried. Every lever is a `Config` run
@@ -48,7 +48,7 @@ sys.path.insert(0, str(REPO / "bench"))
 
 import relevance  # noqa: E402
 
-from index import lexical, vectors  # noqa: E402
+from index import fusion, lexical, vectors  # noqa: E402
 from index.embedder import Embedder  # noqa: E402
 from index.eval_stats import compare, summarise  # noqa: E402
 from index.evaluate import JudgedQuery, Run, load_judgements, only_split, rank_queries  # noqa: E402
@@ -276,7 +276,7 @@ class Pipeline:
         c = self.config
         order = np.lexsort((rows, -scores))
         rows, scores = rows[order], scores[order]
-        return group_by_article_weighted(
+        return fusion.group_by_article(
             rows, scores, self.layout.loaded.row_article, c.support_weight, c.support_passages
         )
 
@@ -377,25 +377,6 @@ class Pipeline:
                 fused[ranking.articles] += weight * s
         ids = np.flatnonzero(present)
         return ids[np.lexsort((ids, -fused[ids]))].tolist()
-
-
-def group_by_article_weighted(
-    rows: np.ndarray, scores: np.ndarray, row_article: np.ndarray, support_weight: float, support_passages: int
-) -> ArticleRanking:
-    """`fusion.group_by_article` with its two constants as parameters (checked equal at the defaults)."""
-    n = len(rows)
-    if n == 0:
-        return ArticleRanking(np.zeros(0, np.int64), np.zeros(0), np.zeros(0, np.int64))
-    articles = row_article[rows]
-    order = np.lexsort((np.arange(n), articles))
-    grouped = articles[order]
-    starts = np.flatnonzero(np.concatenate(([True], grouped[1:] != grouped[:-1])))
-    within = np.arange(n) - np.repeat(starts, np.diff(np.append(starts, n)))
-    weights = np.where(within == 0, 1.0, np.where(within <= support_passages, support_weight, 0.0))
-    totals = np.add.reduceat(scores[order].astype(np.float64) * weights, starts)
-    ids = grouped[starts]
-    ranking = np.lexsort((ids, -totals))
-    return ArticleRanking(ids[ranking], totals[ranking], rows[order[starts]][ranking])
 
 
 def upper_bound(index: lexical.LexicalIndex, weights: dict[str, float]) -> float:

@@ -1,6 +1,6 @@
 """Merge the judges' grades into the fair judged set: bench/fair_judged.jsonl (article ids and grades only).
 
-Run: .venv/bin/python bench/merge_grades.py [--judging-dir /work/wt/judging] [--out bench/fair_judged.jsonl]
+Run: .venv/bin/python bench/merge_grades.py [--judging-dir ../judging] [--out bench/fair_judged.jsonl]
 
 Reads `pool.json` (what `bench/pool.py` pooled per query), every `grades-NN.jsonl`
 (lines `{"qid": ..., "article_id": ..., "grade": 0|1|2}`) and the questions in

@@ -1,6 +1,6 @@
 """Pool candidates for judging the fair query set: the top 20 articles of every retrieval variant, per query.
 
-Run: .venv/bin/python bench/pool.py [--cache-dir /work/wt/relevance-cache] [--out-dir /work/wt/judging]
+Run: .venv/bin/python bench/pool.py [--cache-dir ../relevance-cache] [--out-dir ../judging]
 
 Why pooling: judging all 400 articles for 170 queries is 68,000 grades; judging
 the union of what every variant we may test ranks in its top 20 is a few

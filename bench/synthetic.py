@@ -6,7 +6,7 @@ vectors make ANN recall meaningless (they have no neighbourhoods). So:
 * Base: the real passages of ../shared/corpora/sysdesign (400 articles; the
   repository's fixture articles when ../shared is absent), cut by linklens' own
   passage cutter and embedded ONCE with the bundled model; cached outside the
-  repository (default /work/wt/bench-cache, `--cache`), keyed by corpus and model.
+  repository (default ../bench-cache beside the checkout, `--cache`), keyed by corpus and model.
 * Vectors: each synthetic paragraph takes a random base passage `a` and two of
   its NEIGHBOURS nearest real passages `b`, `c`, and is
       v = normalise(w_a·v_a + w_b·v_b + w_c·v_c + ε),  w ~ Dirichlet(MIX_WEIGHTS),  ε ~ N(0, NOISE_NORM²/d · I),
@@ -41,7 +41,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 REAL_CORPUS = REPO.parent / "shared" / "corpora" / "sysdesign" / "articles.jsonl"
-DEFAULT_CACHE = Path("/work/wt/bench-cache")
+DEFAULT_CACHE = REPO.parent / "bench-cache"  # outside the repository: GBs of data at 1M passages
 NEIGHBOURS = 10
 MIX_WEIGHTS = (2.0, 1.0, 1.0)
 NOISE_NORM = 0.35

@@ -60,8 +60,13 @@ class ArticleRanking:
         return ArticleRanking(self.articles[keep], self.scores[keep], self.rows[keep])
 
 
-def group_by_article(rows: np.ndarray, scores: np.ndarray, row_article: np.ndarray) -> ArticleRanking:
-    """Articles by their best passage's score plus SUPPORT_WEIGHT × their next passages' scores.
+def group_by_article(
+    rows: np.ndarray, scores: np.ndarray, row_article: np.ndarray,
+    support_weight: float = SUPPORT_WEIGHT, support_passages: int = SUPPORT_PASSAGES,
+) -> ArticleRanking:
+    """Articles by their best passage's score plus `support_weight` × their next `support_passages` scores.
+
+    The two constants are parameters only so that bench/levers.py can measure other values.
 
     `rows`/`scores` are one retriever's passages, best first. Ties break by article
     index, i.e. by position in the list.
@@ -74,7 +79,7 @@ def group_by_article(rows: np.ndarray, scores: np.ndarray, row_article: np.ndarr
     grouped = articles[order]
     starts = np.flatnonzero(np.concatenate(([True], grouped[1:] != grouped[:-1])))
     within = np.arange(n) - np.repeat(starts, np.diff(np.append(starts, n)))
-    weights = np.where(within == 0, 1.0, np.where(within <= SUPPORT_PASSAGES, SUPPORT_WEIGHT, 0.0))
+    weights = np.where(within == 0, 1.0, np.where(within <= support_passages, support_weight, 0.0))
     totals = np.add.reduceat(scores[order].astype(np.float64) * weights, starts)
     ids = grouped[starts]
     ranking = np.lexsort((ids, -totals))
