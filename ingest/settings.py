@@ -19,6 +19,10 @@ APP_NAME = "linklens"
 VERSION = "0.1.0"
 DEFAULT_USER_AGENT = f"linklens/{VERSION} (+https://github.com/linklens/linklens; search over curated link lists)"
 DEFAULT_ARCHIVE_URL = "https://archive.org"
+# Where a `github.com/owner/repo` link's README is read as raw markdown.
+DEFAULT_GITHUB_RAW_URL = "https://raw.githubusercontent.com"
+# Lists one `--lists-from` list of lists may bring into a collection.
+DEFAULT_MAX_LISTS = 200
 DEFAULT_CONCURRENCY = 16
 DEFAULT_PER_HOST_CONCURRENCY = 2
 DEFAULT_PER_HOST_DELAY_S = 1.0
@@ -70,6 +74,9 @@ class Settings(BaseSettings):
     respect_robots: bool = True
     archive_url: str = DEFAULT_ARCHIVE_URL
     use_archive: bool = True
+    github_raw_url: str = Field(DEFAULT_GITHUB_RAW_URL, description="raw file host for github.com/owner/repo links")
+    max_lists: int = Field(DEFAULT_MAX_LISTS, ge=1, le=10_000,
+                           description="lists a --lists-from list may bring in; the rest are left out and reported")
     extract_workers: int = Field(0, ge=0, description="0 = one per core")
     extract_timeout_s: float = Field(DEFAULT_EXTRACT_TIMEOUT_S, gt=0,
                                      description="time limit per document; past it the worker is replaced")

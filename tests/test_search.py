@@ -47,7 +47,7 @@ def test_the_response_has_exactly_the_documented_shape(searcher: Searcher) -> No
     assert isinstance(response["took_ms"], float) and response["took_ms"] > 0
     assert len(response["results"]) == 3
     for rank, result in enumerate(response["results"], start=1):
-        assert list(result) == ["rank", "url", "title", "section", "host", "score", "snippet", "archived_url"]
+        assert list(result) == ["rank", "url", "title", "section", "lists", "host", "score", "snippet", "archived_url"]
         assert result["rank"] == rank
         assert isinstance(result["score"], float)
     scores = [r["score"] for r in response["results"]]

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 pytest_plugins = ["tests.serve_fixtures"]  # session fixtures: live_server, built
 
 WORKERS_READY_TIMEOUT_S = 30.0
-RESULT_KEYS = ["rank", "url", "title", "section", "host", "score", "snippet", "archived_url"]
+RESULT_KEYS = ["rank", "url", "title", "section", "lists", "host", "score", "snippet", "archived_url"]
 ERROR_KEYS = {"status", "code", "message"}
 
 
