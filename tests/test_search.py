@@ -12,7 +12,15 @@ from index.limits import MAX_K, MIN_K
 from index.search import Searcher
 from ingest.errors import BadQueryError
 from tests.fixtures.relevance import slug_urls
-from tests.index_fixtures import ARCHIVE_PREFIX, DEAD_URL, PENDING_URL, BuiltIndex
+from tests.index_fixtures import (
+    ARCHIVE_PREFIX,
+    DEAD_URL,
+    MAIN_LIST,
+    PENDING_URL,
+    PICKS_LIST,
+    PICKS_SLUGS,
+    BuiltIndex,
+)
 
 pytest_plugins = ["tests.index_fixtures"]  # the session index: built, searcher, seeded_settings
 
@@ -123,6 +131,19 @@ def test_filters_search_inside_the_filter_not_just_the_top_candidates(searcher: 
     # A query about caching, filtered to a section with nothing about caching, still fills k.
     results = searcher.search("cache invalidation", k=5, section="Intelligence").results
     assert len(results) == 3  # every article of the section
+
+
+def test_the_list_filter_keeps_exactly_that_lists_articles(searcher: Searcher) -> None:
+    picks = searcher.search("reliability", k=50, list_name=f" {PICKS_LIST.upper()} ").results
+    assert {r.url for r in picks} == {URLS[s] for s in PICKS_SLUGS}
+    assert all(r.lists == (MAIN_LIST, PICKS_LIST) for r in picks)
+    assert len(searcher.search("reliability", k=50, list_name=MAIN_LIST).results) == 38
+    both = searcher.search("cache", k=50, list_name=PICKS_LIST, section="Performance").results
+    assert {r.url for r in both} == {URLS["consistent-hashing"], URLS["bloom-filters"]}  # not hot shards
+    with pytest.raises(BadQueryError) as err:
+        searcher.search("cache", list_name="Nope")
+    assert str(err.value) == f"unknown list 'Nope' — valid lists: '{MAIN_LIST}', '{PICKS_LIST}'"
+    assert [(x["name"], x["articles"]) for x in searcher.lists()] == [(MAIN_LIST, 38), (PICKS_LIST, 3)]
 
 
 def test_snippets_mark_query_words_by_stem(searcher: Searcher) -> None:
