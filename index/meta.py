@@ -6,7 +6,8 @@ are a row range. Beside it, `columns/` holds what the searcher needs for every
 article on every query (first row, host, section and list ids, the row → article
 map) as memory-mapped .npy arrays, plus `facets.json` (host, section and list
 names; section counts; each list's article count, link states and source). A
-snapshot from before lists (format 2) has no list columns: it loads, with no lists. Nothing per article is turned into Python objects at load time, which
+snapshot from before lists (format 2) has no list columns: it loads, with no
+lists. Nothing per article is turned into Python objects at load time, which
 keeps loading a million-passage snapshot within milliseconds; the text of the
 few results shown is read from SQLite.
 """

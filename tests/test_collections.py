@@ -16,6 +16,9 @@ from ingest.sources import BUNDLED_KEY, github_repo, list_name
 from ingest.store import Store
 from tests.fixtureweb import FixtureWeb
 from tests.fixtureweb.server import Response, _const
+from tests.index_fixtures import BuiltIndex, seed_caches
+
+pytest_plugins = ["tests.index_fixtures"]  # the session index: built (its caches seed the build below)
 
 runner = CliRunner()
 
@@ -198,3 +201,33 @@ def test_a_list_of_lists_that_cannot_be_read_stops_before_anything_changes(
     with Store.open(crawl_settings.store_path) as store:
         assert set(states(store).values()) == {"ok"}
         assert [r["name"] for r in store.lists(include_dropped=False)] == ["awesome-alpha"]
+
+
+def test_build_of_two_lists_indexes_one_article_per_link_and_search_filters_by_list(
+        crawl_settings: Settings, built: BuiltIndex, two_lists: tuple[Path, Path, list[str]]) -> None:
+    alpha, beta, urls = two_lists
+    seed_caches(built.settings, crawl_settings)
+    result = runner.invoke(app, ["build", str(alpha), str(beta), "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert [x["name"] for x in report["crawl"]["lists"]] == ["awesome-alpha", "awesome-beta"]
+    assert report["index"]["articles"] == 6
+
+    found = runner.invoke(app, ["search", "how do systems scale", "--k", "50", "--list", "awesome-beta", "--json"])
+    assert found.exit_code == 0, found.output
+    results = json.loads(found.stdout)["results"]
+    assert {r["url"] for r in results} == set(urls[2:6])
+    assert {tuple(r["lists"]) for r in results} == {("awesome-alpha", "awesome-beta"), ("awesome-beta",)}
+    unknown = runner.invoke(app, ["search", "scale", "--list", "gamma"])
+    assert unknown.exit_code == 1 and "valid lists: 'awesome-alpha', 'awesome-beta'" in unknown.output
+
+
+def test_an_article_row_keeps_its_lists() -> None:
+    from cli.engines.datasets import article_from_row, article_row, article_tables
+    from ingest.models import Article, Document, LinkState
+
+    article = Article(7, "http://x/7", "x", "Seven", ["A / B"], LinkState.OK, None, None,
+                      Document("T", "text", "html"), lists=["alpha", "beta"])
+    assert article_from_row(article_row(article)) == article
+    table = next(article_tables([article]))
+    assert table.column("lists").to_pylist() == [["alpha", "beta"]]

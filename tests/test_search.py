@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,7 +11,7 @@ import pytest
 from index.fusion import ArticleRanking, group_by_article, reciprocal_rank_fusion
 from index.limits import MAX_K, MIN_K
 from index.search import Searcher
-from ingest.errors import BadQueryError
+from ingest.errors import BadQueryError, SnapshotMismatchError
 from tests.fixtures.relevance import slug_urls
 from tests.index_fixtures import (
     ARCHIVE_PREFIX,
@@ -247,3 +248,42 @@ def test_ties_rank_in_list_order() -> None:
     assert fused.articles.tolist() == [0, 1, 2]  # 0 is in both lists; 1 and 2 tie and keep list order
     assert fused.scores[0] == pytest.approx(2 / 62) and fused.scores[1] == fused.scores[2] == pytest.approx(1 / 61)
     assert fused.rows.tolist() == [1, 20, 30]  # equal ranks: the passage from the first ranking is shown
+
+
+def test_a_snapshot_from_before_lists_still_loads_and_asks_for_a_rebuild_to_filter_by_list(
+        built: BuiltIndex, tmp_path: Path) -> None:
+    import json
+    import shutil
+    import sqlite3
+
+    from index import snapshot
+    from ingest.settings import load_settings
+
+    settings = load_settings(data_dir=tmp_path / "old")
+    current = snapshot.current_folder(built.settings.snapshots_dir, built.settings.data_dir)
+    old = settings.snapshots_dir / current.name
+    shutil.copytree(current, old)
+    for name in ("article_list_ptr.npy", "article_list_ids.npy"):  # what format 2 did not write
+        (old / "columns" / name).unlink()
+    facets = json.loads((old / "columns" / "facets.json").read_text())
+    del facets["lists"]
+    (old / "columns" / "facets.json").write_text(json.dumps(facets))
+    with sqlite3.connect(old / "meta.sqlite3") as conn:
+        conn.execute("ALTER TABLE articles DROP COLUMN lists")
+    manifest = json.loads((old / "manifest.json").read_text())
+    (old / "manifest.json").write_text(json.dumps({**manifest, "format": 2}))
+    snapshot.set_current(settings.snapshots_dir, old.name)
+
+    searcher = Searcher.open(settings)
+    try:
+        results = searcher.search("salted partition keys", k=3).results
+        assert results[0].url == URLS["hot-shards-key-salting"] and results[0].lists == ()
+        assert searcher.lists() == [] and searcher.article(results[0].article_id)["lists"] == []  # type: ignore[index]
+        with pytest.raises(BadQueryError) as err:
+            searcher.search("cache", list_name=MAIN_LIST)
+        assert "built before lists" in str(err.value) and "linklens index" in str(err.value)
+    finally:
+        searcher.close()
+    (old / "manifest.json").write_text(json.dumps({**manifest, "format": 1}))
+    with pytest.raises(SnapshotMismatchError, match="reads 2 and 3 — rebuild it"):
+        Searcher.open(settings)
