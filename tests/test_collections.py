@@ -231,3 +231,33 @@ def test_an_article_row_keeps_its_lists() -> None:
     assert article_from_row(article_row(article)) == article
     table = next(article_tables([article]))
     assert table.column("lists").to_pylist() == [["alpha", "beta"]]
+
+
+def test_a_list_of_lists_is_bounded_in_lists_and_in_bytes(
+        web: FixtureWeb, crawl_settings: Settings, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from collections.abc import AsyncIterator
+
+    from ingest.sources import MAX_LIST_BYTES
+
+    monkeypatch.setenv("LINKLENS_MAX_LISTS", "2")
+    urls = ok_posts(web, 2)
+    small = serve(web, "/lists/awesome-small.md", markdown_list("Small", urls, "Small"))
+    chunk = b"* [padding](https://example.invalid/x) " * 1600  # ~64 KB of list items, sent until the cap
+
+    async def endless() -> AsyncIterator[bytes]:
+        for _ in range(MAX_LIST_BYTES // len(chunk) + 2):
+            yield chunk
+
+    huge = f"{web.archive_url}/lists/awesome-huge.md"
+    web._route(huge, _const(Response(200, content_type="text/markdown", stream=endless,
+                                     length=(MAX_LIST_BYTES // len(chunk) + 2) * len(chunk))))
+    parent = tmp_path / "awesome-awesome.md"
+    parent.write_text(f"# A\n\n## Lists\n\n* [Small]({small})\n* [Huge]({huge})\n* [Third]({small}?again)\n")
+
+    result = runner.invoke(app, ["crawl", "--lists-from", str(parent), "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert [x["name"] for x in summary["lists"]] == ["awesome-small"] and summary["crawled"] == 2
+    reasons = [x["reason"] for x in summary["skipped_lists"]]
+    assert reasons[0] == "1 more lists beyond the limit of 2 (LINKLENS_MAX_LISTS)"
+    assert reasons[1] == f"{huge} is larger than 20 MB — that is not a link list"
