@@ -119,7 +119,8 @@ def run_crawl(sources: Sequence[str] | None, cfg: Settings, refresh: bool, quiet
                 err.print(f"dropped {name} from the collection (not named by this command)")
             if synced.dropped:
                 err.print(f"{synced.removed} links no list of the collection cites are now `removed`")
-            err.print(f"{len(loaded.lists)} lists → {cfg.store_path}")
+            count = len(loaded.lists)
+            err.print(f"{count} list{'' if count == 1 else 's'} → {cfg.store_path}")
         crawler = Crawler(cfg, store)
         if quiet:
             summary = crawler.run(refresh=refresh, retry_failed=retry_failed)
