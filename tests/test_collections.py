@@ -187,6 +187,26 @@ def test_lists_from_reads_every_list_it_links_to_and_reports_the_ones_it_cannot(
     assert [x["url"] for x in listed] == [plain, "https://github.com/alice/awesome-upper",
                                           "https://github.com/bob/awesome-lower"]
 
+    again = runner.invoke(app, ["crawl", "--json"])  # a bare crawl reads the list of lists again
+    assert again.exit_code == 0, again.output
+    replay = json.loads(again.stdout)
+    assert [x["name"] for x in replay["lists"]] == ["awesome-plain", "awesome-upper", "awesome-lower"]
+    assert len(replay["skipped_lists"]) == 3 and replay["dropped_lists"] == []
+    assert web.hits(f"{web.archive_url}/raw/bob/awesome-lower/HEAD/readme.md") == 2
+
+
+def test_a_bare_crawl_of_a_store_from_before_collections_keeps_the_lists_it_holds(
+        crawl_settings: Settings, two_lists: tuple[Path, Path, list[str]]) -> None:
+    alpha, beta, urls = two_lists
+    with Store.open(crawl_settings.store_path) as store:  # synced one by one, as crawls did before collections
+        store.sync_list(str(alpha), "awesome-alpha", links(*urls[:4]))
+        store.sync_list(str(beta), "awesome-beta", links(*urls[2:6]))
+    result = runner.invoke(app, ["crawl", "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert [x["name"] for x in summary["lists"]] == ["awesome-alpha", "awesome-beta"]
+    assert summary["dropped_lists"] == [] and summary["states"] == {"ok": 6}
+
 
 def test_a_list_of_lists_that_cannot_be_read_stops_before_anything_changes(
         crawl_settings: Settings, two_lists: tuple[Path, Path, list[str]], tmp_path: Path) -> None:
