@@ -1,4 +1,4 @@
-"""`linklens crawl` and `linklens links`: fetch a list's articles, report their health.
+"""`linklens crawl` and `linklens links`: fetch a collection's articles, report their health.
 
 The crawler is imported inside the commands, so other commands (search) start fast.
 """
@@ -6,7 +6,9 @@ The crawler is imported inside the commands, so other commands (search) start fa
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
@@ -14,12 +16,20 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from cli.common import err, friendly_errors, out, settings
-from cli.link_report import render_links
+from cli.link_report import render_links, render_lists
 from ingest.models import LinkState
 from ingest.settings import Settings
 
 if TYPE_CHECKING:
+    from ingest.collection import CollectionSpec, SkippedList
     from ingest.crawler import CrawlProgress, CrawlSummary
+    from ingest.store import Store
+
+LISTS_HELP = ("Markdown lists: file paths, http(s) URLs or github.com/owner/repo links. Together they are the "
+              "collection: lists crawled before and not named now are dropped. Default: the collection crawled "
+              "last, else the bundled awesome-scalability list.")
+LISTS_FROM_HELP = ("A list of lists (an awesome-of-awesome): every list it links to joins the collection "
+                   "(github.com/owner/repo links are read from the repository's README). Repeatable.")
 
 STATE_COLOURS = {"ok": "green", "redirected": "cyan", "archived": "yellow", "dead": "red", "blocked": "magenta",
                  "unsupported": "bright_black", "failed": "red", "removed": "bright_black", "pending": "white"}
@@ -48,24 +58,77 @@ def progress_updater(bar: Progress) -> Callable[[CrawlProgress], None]:
     return show
 
 
-def run_crawl(source: str | None, cfg: Settings, refresh: bool, quiet: bool,
-              retry_failed: bool = False) -> CrawlSummary:
-    """Read the list, sync its links into the store, crawl what is pending. Shared by `crawl` and `build`."""
+@dataclass
+class CollectionCrawl:
+    """A crawl of a collection: the crawler's summary and what syncing the lists changed."""
+
+    summary: CrawlSummary
+    lists: list[dict[str, object]] = field(default_factory=list)
+    dropped: list[str] = field(default_factory=list)
+    removed_with_dropped: int = 0
+    skipped: list[SkippedList] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            **self.summary.as_dict(),
+            "lists": self.lists,
+            "dropped_lists": self.dropped,
+            "skipped_lists": [{"source": s.source, "reason": s.reason} for s in self.skipped],
+        }
+
+
+def chosen_collection(sources: Sequence[str] | None, lists_from: Sequence[str] | None, store: Store) -> CollectionSpec:
+    """The lists named, else the collection crawled last (as named then), else the bundled list."""
+    from ingest.collection import BUNDLED, CollectionSpec
+    from ingest.store import LEGACY_LIST_SOURCE, UNNAMED_LIST_SOURCE
+
+    spec = CollectionSpec.of(sources or [], lists_from or [])
+    if not spec.empty:
+        return spec
+    stored = store.collection_spec()
+    if stored is not None:
+        return CollectionSpec.from_json(stored)
+    held = [str(r["source"]) for r in store.lists(include_dropped=False)
+            if r["source"] not in (LEGACY_LIST_SOURCE, UNNAMED_LIST_SOURCE)]
+    return CollectionSpec(held) if held else BUNDLED
+
+
+def run_crawl(sources: Sequence[str] | None, cfg: Settings, refresh: bool, quiet: bool,
+              retry_failed: bool = False, lists_from: Sequence[str] | None = None) -> CollectionCrawl:
+    """Read the collection's lists, make the store hold exactly them, crawl what is pending.
+
+    Shared by `crawl` and `build`. No list named: the collection crawled last is read again.
+    """
+    from ingest.collection import load_collection
     from ingest.crawler import Crawler
-    from ingest.sources import load_list
     from ingest.store import Store
 
-    link_list = load_list(source, cfg)
     with Store.open(cfg.store_path) as store:
-        synced = store.sync_list(link_list.key, link_list.name, link_list.links)
+        loaded = load_collection(chosen_collection(sources, lists_from, store), cfg)
+        synced = store.sync_collection([(x.key, x.name, x.links) for x in loaded.lists],
+                                       keep=[s.key for s in loaded.skipped], spec=loaded.spec.to_json())
+        report = [{"name": x.name, "source": x.source, "links": len(x.links), "new": s.added, "removed": s.removed}
+                  for x, s in zip(loaded.lists, synced.lists, strict=True)]
+        for skipped in loaded.skipped:
+            err.print(f"[yellow]skipped[/yellow] {skipped.source}: {skipped.reason}")
         if not quiet:
-            changes = f"{synced.added} new" + (f", {synced.removed} no longer listed" if synced.removed else "")
-            err.print(f"{link_list.source}: {len(link_list.links)} links ({changes}) → {cfg.store_path}")
-        crawler = Crawler(cfg, store, list_id=synced.list_id)
+            for line in report:
+                changes = f"{line['new']} new" + (f", {line['removed']} no longer listed" if line["removed"] else "")
+                err.print(f"{line['name']} ({line['source']}): {line['links']} links ({changes})")
+            for name in synced.dropped:
+                err.print(f"dropped {name} from the collection (not named by this command)")
+            if synced.dropped:
+                err.print(f"{synced.removed} links no list of the collection cites are now `removed`")
+            count = len(loaded.lists)
+            err.print(f"{count} list{'' if count == 1 else 's'} → {cfg.store_path}")
+        crawler = Crawler(cfg, store)
         if quiet:
-            return crawler.run(refresh=refresh, retry_failed=retry_failed)
-        with crawl_progress_bar() as bar:
-            return crawler.run(refresh=refresh, retry_failed=retry_failed, progress=progress_updater(bar))
+            summary = crawler.run(refresh=refresh, retry_failed=retry_failed)
+        else:
+            with crawl_progress_bar() as bar:
+                summary = crawler.run(refresh=refresh, retry_failed=retry_failed, progress=progress_updater(bar))
+        store.mark_lists_crawled(s.list_id for s in synced.lists)
+    return CollectionCrawl(summary, report, synced.dropped, synced.removed, loaded.skipped)
 
 
 def run_reextract(cfg: Settings, quiet: bool) -> int:
@@ -80,7 +143,8 @@ def run_reextract(cfg: Settings, quiet: bool) -> int:
             return crawler.reextract(progress=progress_updater(bar))
 
 
-def print_summary(summary: CrawlSummary) -> None:
+def print_summary(crawl: CollectionCrawl) -> None:
+    summary = crawl.summary
     states = ", ".join(f"{k} {v}" for k, v in sorted(summary.counts.items()))
     err.print(f"crawled {summary.crawled} links in {summary.seconds:.1f}s ({summary.requests} requests): {states}")
     if summary.crawled == 0:
@@ -89,21 +153,25 @@ def print_summary(summary: CrawlSummary) -> None:
     elif not summary.fetched_anything:
         err.print("[yellow]nothing could be fetched[/yellow] — is the network down? The links stay searchable "
                   "by their list titles; run the same command again once you are online.")
+    if crawl.skipped:
+        err.print(f"[yellow]{len(crawl.skipped)} lists skipped[/yellow] (see above) — the other lists were crawled")
 
 
 @friendly_errors
 def crawl(
-    source: str = typer.Argument(None, help="Markdown list: a file path or an http(s) URL. Default: the bundled "
-                                            "awesome-scalability list."),
+    sources: list[str] = typer.Argument(None, metavar="[LIST]...", help=LISTS_HELP, show_default=False),
+    lists_from: list[str] = typer.Option(None, "--lists-from", metavar="LIST", help=LISTS_FROM_HELP),
     refresh: bool = typer.Option(False, "--refresh", help="Re-check every link (conditional requests keep "
                                                           "unchanged pages)."),
     as_json: bool = typer.Option(False, "--json", help="Print a machine-readable summary instead of a progress bar."),
     retry_failed: bool = typer.Option(False, "--retry-failed", help="Try the links that ended `failed` again."),
     reextract: bool = typer.Option(False, "--reextract", help="Extract the stored pages again; fetches nothing."),
 ) -> None:
-    """Fetch and extract every link of a list; resumes where a killed crawl stopped.
+    """Fetch and extract every link of a collection of lists; resumes where a killed crawl stopped.
 
-    Example: linklens crawl ./README.md
+    Examples: linklens crawl ./README.md
+              linklens crawl a.md https://github.com/owner/awesome-b
+              linklens crawl --lists-from https://github.com/owner/awesome-awesome
     """
     if reextract:
         count = run_reextract(settings(), quiet=as_json)
@@ -112,16 +180,18 @@ def crawl(
         else:
             err.print(f"extracted {count} stored pages again (no requests made) — run: linklens index")
         return
-    summary = run_crawl(source, settings(), refresh=refresh, quiet=as_json, retry_failed=retry_failed)
+    crawled = run_crawl(sources, settings(), refresh=refresh, quiet=as_json, retry_failed=retry_failed,
+                        lists_from=lists_from)
     if as_json:
-        out.print_json(json.dumps(summary.as_dict()))
+        out.print_json(json.dumps(crawled.as_dict()))
     else:
-        print_summary(summary)
+        print_summary(crawled)
 
 
 @friendly_errors
 def links(
     state: LinkState = typer.Option(None, "--state", help="Only links in this state.", case_sensitive=False),
+    list_name: str = typer.Option(None, "--list", "-l", help="Only the links of this list (see linklens lists)."),
     fmt: ReportFormat = typer.Option(
         ReportFormat.table, "--format", "-f",
         help="table, json, or markdown (for list maintainers: dead links with archived replacements).",
@@ -129,14 +199,47 @@ def links(
 ) -> None:
     """The link-health report: every link's final state and why.
 
-    Example: linklens links --state dead --format markdown
+    Examples: linklens links --state dead --format markdown
+              linklens links --list awesome-scalability --format markdown   (the report for that list's maintainer)
     """
     from ingest.store import Store
 
     cfg = settings()
     with Store.open(cfg.store_path) as store:
-        rows = store.link_rows(state)
+        chosen = store.list_named(list_name) if list_name is not None else None
+        list_id = None if chosen is None else chosen["id"]
+        assert list_id is None or isinstance(list_id, int)
+        rows = store.link_rows(state, list_id=list_id)
         if not rows and store.state_counts() == {}:
             err.print("no links yet — run: linklens crawl")
             raise typer.Exit(1)
-    render_links(rows, fmt.value)
+    render_links(rows, fmt.value, chosen)
+
+
+@friendly_errors
+def lists(
+    as_json: bool = typer.Option(False, "--json", help="Print the lists as JSON."),
+    dropped: bool = typer.Option(False, "--dropped", help="Also the lists dropped from the collection."),
+) -> None:
+    """The lists of the collection: where each comes from, its links, their states, when it was crawled.
+
+    Example: linklens lists
+    """
+    from ingest.store import Store
+
+    cfg = settings()
+    with Store.open(cfg.store_path) as store:
+        rows = [list_summary(r) for r in store.lists(include_dropped=dropped)]
+    render_lists(rows, as_json)
+
+
+def list_summary(row: dict[str, object]) -> dict[str, object]:
+    """One list as `linklens lists --json` prints it."""
+    return {"name": row["name"], "url": row["source"], "links": row["links"], "states": row["states"],
+            "crawled_at": _iso(row["crawled_at"]), "dropped_at": _iso(row["dropped_at"])}
+
+
+def _iso(stamp: object) -> str | None:
+    if not isinstance(stamp, int | float):
+        return None
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(stamp))

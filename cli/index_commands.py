@@ -78,23 +78,28 @@ def index(
 
 @friendly_errors
 def build(
-    source: str = typer.Argument(None, help="Markdown list (file or http(s) URL). Default: the bundled list."),
+    sources: list[str] = typer.Argument(None, metavar="[LIST]...", help="Markdown lists (files, http(s) URLs, "
+                                        "github.com/owner/repo); together the collection. Default: the collection "
+                                        "crawled last, else the bundled list.", show_default=False),
+    lists_from: list[str] = typer.Option(None, "--lists-from", metavar="LIST",
+                                         help="A list of lists: every list it links to joins the collection."),
     refresh: bool = typer.Option(False, "--refresh", help="Re-check every link before indexing."),
     as_json: bool = typer.Option(False, "--json", help="Print crawl and index reports as JSON."),
 ) -> None:
-    """Crawl a list and index it: the whole pipeline in one command.
+    """Crawl a collection of lists and index it: the whole pipeline in one command.
 
-    Example: linklens build && linklens search "how to avoid hot shards"
+    Examples: linklens build && linklens search "how to avoid hot shards"
+              linklens build a.md b.md        linklens build --lists-from awesome-awesome.md
     """
     from cli.crawl_commands import print_summary, run_crawl
 
     cfg = settings()
-    summary = run_crawl(source, cfg, refresh=refresh, quiet=as_json)
+    crawled = run_crawl(sources, cfg, refresh=refresh, quiet=as_json, lists_from=lists_from)
     if not as_json:
-        print_summary(summary)
+        print_summary(crawled)
     report = run_index(cfg, rebuild=False, quiet=as_json)
     if as_json:
-        out.print_json(json.dumps({"crawl": summary.as_dict(), "index": report}))
+        out.print_json(json.dumps({"crawl": crawled.as_dict(), "index": report}))
     else:
         print_build(report)
         err.print('ready — try: linklens search "how to avoid hot shards"   or: linklens serve')
@@ -106,6 +111,7 @@ def search(
     k: int = typer.Option(DEFAULT_K, "--k", "-k", min=MIN_K, max=MAX_K, help="How many articles."),
     section: str = typer.Option(None, "--section", "-s", help="Only this list section (e.g. Scalability)."),
     host: str = typer.Option(None, "--host", help="Only articles from this site (e.g. highscalability.com)."),
+    list_name: str = typer.Option(None, "--list", "-l", help="Only articles cited by this list (see linklens lists)."),
     mode: str = typer.Option(None, "--mode", help="hybrid (default), dense or bm25."),
     as_json: bool = typer.Option(False, "--json", help="Print exactly the HTTP API's JSON response."),
 ) -> None:
@@ -117,14 +123,14 @@ def search(
 
     searcher = Searcher.open(settings())
     try:
-        response = searcher.search(query, k=k, section=section, host=host, mode=mode)
+        response = searcher.search(query, k=k, section=section, host=host, mode=mode, list_name=list_name)
     finally:
         searcher.close()
     if as_json:
         out.print_json(json.dumps(response.to_dict()))
         return
     if not response.results:
-        err.print("no matching articles — try other words, or drop --section/--host")
+        err.print("no matching articles — try other words, or drop --section/--host/--list")
         return
     out.print(results_table(response.to_dict()))
     err.print(f"{len(response.results)} results in {response.took_ms:.1f} ms")
@@ -139,6 +145,8 @@ def results_table(response: dict[str, object]) -> Table:
         head = Text(r["title"], style="bold")
         head.append(f"\n{r['url']}", style="cyan")
         head.append(f"\n{r['section']} · {r['host']} · {r['score']:.4f}", style="dim")
+        if r.get("lists"):
+            head.append(f"\nlists: {', '.join(r['lists'])}", style="dim")
         if r["archived_url"]:
             head.append(f"\narchived: {r['archived_url']}", style="yellow")
         table.add_row(str(r["rank"]), head, marked(r["snippet"]))

@@ -12,29 +12,50 @@ from cli.common import out
 BROKEN_STATES = ("dead", "archived", "failed", "blocked")
 
 
-def render_links(rows: list[dict[str, object]], fmt: str) -> None:
+def render_links(rows: list[dict[str, object]], fmt: str, of_list: dict[str, object] | None = None) -> None:
+    """`of_list` (a store list row) when the report is one list's: its name and URL head the markdown."""
     if fmt == "json":
         out.print_json(json.dumps(rows))
     elif fmt == "markdown":
-        out.print(links_markdown(rows), markup=False)
+        out.print(links_markdown(rows, of_list), markup=False)
     else:
         out.print(links_table(rows))
 
 
 def links_table(rows: list[dict[str, object]]) -> Table:
     table = Table(show_lines=False, header_style="bold")
-    for name in ("state", "title", "url", "section", "reason"):
+    for name in ("state", "title", "url", "lists", "section", "reason"):
         table.add_column(name, overflow="fold")
     for r in rows:
         sections = r["sections"] or [""]
-        table.add_row(str(r["state"]), str(r["title"]), str(r["url"]), str(sections[0]),  # type: ignore[index]
-                      str(r["reason"] or ""))
+        table.add_row(str(r["state"]), str(r["title"]), str(r["url"]), ", ".join(r["lists"]),  # type: ignore[arg-type]
+                      str(sections[0]), str(r["reason"] or ""))  # type: ignore[index]
     return table
 
 
-def links_markdown(rows: list[dict[str, object]]) -> str:
-    """What a maintainer pastes into an issue or PR: broken links, each with its archived replacement."""
+def render_lists(rows: list[dict[str, object]], as_json: bool) -> None:
+    if as_json:
+        out.print_json(json.dumps(rows))
+        return
+    table = Table(header_style="bold")
+    for name in ("list", "url", "links", "states", "crawled"):
+        table.add_column(name, overflow="fold")
+    for r in rows:
+        states = ", ".join(f"{k} {v}" for k, v in r["states"].items())  # type: ignore[attr-defined]
+        name = str(r["name"]) + (" (dropped)" if r["dropped_at"] else "")
+        table.add_row(name, str(r["url"]), str(r["links"]), states, str(r["crawled_at"] or "never"))
+    out.print(table)
+
+
+def links_markdown(rows: list[dict[str, object]], of_list: dict[str, object] | None = None) -> str:
+    """What a maintainer pastes into an issue or PR: broken links, each with its archived replacement.
+
+    For one list's report (`of_list`), sections are that list's; other lists citing a link are not named.
+    """
     lines = ["# Link health", ""]
+    if of_list is not None:
+        lines = [f"# Link health of {of_list['name']}", "", f"List: {of_list['source']}", ""]
+    head = len(lines)
     counts: dict[str, int] = {}
     for r in rows:
         counts[str(r["state"])] = counts.get(str(r["state"]), 0) + 1
@@ -50,6 +71,6 @@ def links_markdown(rows: list[dict[str, object]]) -> str:
             if r.get("archived_url"):
                 line += f" — replace with the archived copy: {r['archived_url']}"
             lines.append(line)
-    if len(lines) == 3:
+    if len(lines) == head + 1:
         lines += ["", "Every link is healthy."]
     return "\n".join(lines) + "\n"

@@ -44,6 +44,7 @@ def version() -> None:
 
 app.command()(crawl_commands.crawl)
 app.command()(crawl_commands.links)
+app.command()(crawl_commands.lists)
 app.command()(index_commands.index)
 app.command()(index_commands.build)
 app.command()(index_commands.search)

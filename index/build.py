@@ -27,7 +27,7 @@ import hashlib
 import logging
 import shutil
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -38,7 +38,7 @@ from index import snapshot, vectors
 from index.bm25_build import StreamingBM25
 from index.embedder import ONNX_EMBED_MAX_PASSAGES, Embedder, Progress, core_count, encode_with_onnx
 from index.embedding_cache import EmbeddingCache
-from index.meta import MetaWriter
+from index.meta import ListSource, MetaWriter
 from index.model_ref import ModelProfile, ModelRef, configured_model
 from index.passages import Passage, article_passages
 from index.vector_file import VectorFileWriter
@@ -136,12 +136,22 @@ def build_index(
         )  # fmt: skip
         report = build_snapshot(
             settings, batches, ref.id, profile, lambda: _query_encoder(settings.cache_dir, ref, embedder, rebuild),
-            counts=counts, kind=kind, unlocked=True,
+            counts=counts, kind=kind, unlocked=True, list_sources=list_sources(store),
         )  # fmt: skip
         folder = settings.snapshots_dir / report.snapshot_id
         dropped = cache.keep_only(profile.cache_key(ref), _passage_ids(folder))
         logger.debug("dropped %d cached embeddings of passages no longer indexed", dropped)
     return report
+
+
+def list_sources(store: Store) -> dict[str, ListSource]:
+    """The collection's lists as the snapshot records them: URL and last crawl (UTC), by name."""
+    out: dict[str, ListSource] = {}
+    for row in store.lists(include_dropped=False):
+        crawled = row["crawled_at"]
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(crawled)) if isinstance(crawled, float) else None
+        out[str(row["name"])] = ListSource(url=str(row["source"]), crawled_at=stamp)
+    return out
 
 
 def article_batches(articles: Iterable[Article], size: int) -> Iterator[list[Article]]:
@@ -232,6 +242,7 @@ def build_snapshot(
     counts: EmbedCounts | None = None,
     kind: str | None = None,
     unlocked: bool = False,
+    list_sources: Mapping[str, ListSource] | None = None,
 ) -> BuildReport:
     """Write the batches into a new snapshot, build its indexes, publish it; the engine-neutral core.
 
@@ -240,16 +251,19 @@ def build_snapshot(
     back to sentence-transformers at query time. `counts` reports embedded/cached
     passages (the caller's engine fills it). `kind` overrides LINKLENS_INDEX_KIND.
     Takes the data folder's build lock unless the caller holds it (`unlocked=True`
-    means "already locked by me").
+    means "already locked by me"). `list_sources` (by list name: URL, last crawl) is
+    recorded beside each list's counts for `GET /lists`; without it lists have names and counts only.
     """
     if not unlocked:
         with snapshot.build_lock(settings.snapshots_dir):
-            return build_snapshot(settings, batches, model_id, profile, query_encoder, counts, kind, unlocked=True)
+            return build_snapshot(settings, batches, model_id, profile, query_encoder, counts, kind, unlocked=True,
+                                  list_sources=list_sources)
     started = time.perf_counter()
     counts = counts or EmbedCounts()
     work = snapshot.start(settings.snapshots_dir)
     try:
-        report = _write_snapshot(settings, work, batches, model_id, profile, query_encoder, counts, kind, started)
+        report = _write_snapshot(settings, work, batches, model_id, profile, query_encoder, counts, kind, started,
+                                 list_sources)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
@@ -273,6 +287,7 @@ def _write_snapshot(
     counts: EmbedCounts,
     kind: str | None,
     started: float,
+    list_sources: Mapping[str, ListSource] | None = None,
 ) -> BuildReport:
     meta = MetaWriter(work)
     bm25 = StreamingBM25(work / snapshot.BM25_DIR)
@@ -289,7 +304,7 @@ def _write_snapshot(
         bm25.abort()
         vector_file.abort()
         raise
-    articles, passages = meta.finish()
+    articles, passages = meta.finish(list_sources)
     if not articles:
         raise SourceError("there is nothing to index — run: linklens crawl LIST first")
     _, dimension = vector_file.finish()
@@ -350,7 +365,7 @@ def _write_snapshot(
 
 def _hash_batch(digest: hashlib._Hash, batch: IndexBatch) -> None:
     for a in batch.articles:
-        digest.update(f"{a.link_id}\t{a.url}\t{a.state.value}\t{'|'.join(a.sections)}\n".encode())
+        digest.update(f"{a.link_id}\t{a.url}\t{a.state.value}\t{'|'.join(a.sections)}\t{'|'.join(a.lists)}\n".encode())
     for p in batch.passages:
         digest.update(p.id.encode())
 

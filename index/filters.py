@@ -1,7 +1,7 @@
-"""Section and host filters: which passage rows a filter allows, memoised within a byte budget.
+"""Section, host and list filters: which passage rows a filter allows, memoised within a byte budget.
 
 A filter is evaluated over the snapshot's article columns (host ids, section
-label ids; see `meta.ArticleColumns`), then spread to passage rows. The result
+label ids, list ids; see `meta.ArticleColumns`), then spread to passage rows. The result
 (a row mask and the sorted row ids) costs ~5 bytes per passage for a narrow
 filter and more for a broad one, so the memo is bounded by the bytes it holds,
 not by a count: MEMO_BYTES per loaded snapshot, least recently used dropped first.
@@ -17,16 +17,16 @@ import numpy as np
 
 from index.meta import SECTION_SEPARATOR, ArticleColumns
 from index.vectors import RowFilter
-from ingest.errors import BadQueryError
+from ingest.errors import BadQueryError, UnknownListError
 
 # Per loaded snapshot. At a million passages one filter costs 1-5 MB, so a few dozen fit.
 MEMO_BYTES = 64 * 2**20
 
-FilterKey = tuple[str | None, str | None]
+FilterKey = tuple[str | None, str | None, str | None]
 
 
 class FilterMemo:
-    """RowFilters by (section key, host key), least recently used evicted beyond `max_bytes`. Thread-safe."""
+    """RowFilters by (section key, host key, list key), least recently used evicted beyond `max_bytes`. Thread-safe."""
 
     def __init__(self, max_bytes: int = MEMO_BYTES) -> None:
         self.max_bytes = max_bytes
@@ -59,23 +59,35 @@ class FilterMemo:
 
 
 class Filters:
-    """Turns `section`/`host` arguments into RowFilters over one snapshot's columns."""
+    """Turns `section`/`host`/`list_name` arguments into RowFilters over one snapshot's columns."""
 
     def __init__(self, columns: ArticleColumns, memo_bytes: int = MEMO_BYTES) -> None:
         self.columns = columns
         self.memo = FilterMemo(memo_bytes)
         self._section_keys = {label.casefold() for label, _ in columns.sections}
+        self._list_keys = {name.casefold(): i for i, name in enumerate(columns.list_names)}
 
-    def rows(self, section: str | None, host: str | None) -> RowFilter | None:
-        """The passages the filters allow; None when there is no filter. BadQueryError on an unknown section."""
+    def rows(self, section: str | None, host: str | None, list_name: str | None = None) -> RowFilter | None:
+        """The passages the filters allow; None when there is no filter. BadQueryError on an unknown section or list.
+
+        A list is named exactly (case aside): lists are few and their names are chosen to differ.
+        """
         section = (section or "").strip() or None
         host = (host or "").strip() or None
-        if section is None and host is None:
+        list_name = (list_name or "").strip() or None
+        if section is None and host is None and list_name is None:
             return None
-        key = (None if section is None else section.casefold(), None if host is None else bare_host(host))
+        key = (None if section is None else section.casefold(), None if host is None else bare_host(host),
+               None if list_name is None else list_name.casefold())
         if key[0] is not None and key[0] not in self._section_keys:
             names = ", ".join(repr(label) for label, _ in self.columns.sections)
             raise BadQueryError(f"unknown section {section!r} — valid sections: {names}")
+        if key[2] is not None and key[2] not in self._list_keys:
+            if not self._list_keys:
+                raise UnknownListError(f"this index records no lists (built before lists were) — rebuild it to "
+                                       f"filter by list {list_name!r}: linklens index")
+            names = ", ".join(repr(name) for name in self.columns.list_names)
+            raise UnknownListError(f"unknown list {list_name!r} — valid lists: {names}")
         found = self.memo.get(key)
         if found is None:
             allowed = self._allowed_articles(*key)
@@ -84,7 +96,7 @@ class Filters:
             self.memo.put(key, found)
         return found
 
-    def _allowed_articles(self, section_key: str | None, host: str | None) -> np.ndarray:
+    def _allowed_articles(self, section_key: str | None, host: str | None, list_key: str | None) -> np.ndarray:
         mask = np.ones(len(self.columns), dtype=bool)
         if section_key is not None:
             labels = [i for i, label in enumerate(self.columns.labels) if _label_matches(label, section_key)]
@@ -92,6 +104,8 @@ class Filters:
         if host is not None:
             hosts = [i for i, name in enumerate(self.columns.hosts) if name == host or name.endswith("." + host)]
             mask &= self.columns.with_hosts(np.asarray(hosts, dtype=np.int32))
+        if list_key is not None:
+            mask &= self.columns.with_lists(np.asarray([self._list_keys[list_key]], dtype=np.int32))
         return mask
 
 

@@ -3,9 +3,11 @@
 Passage rows are numbered like the vector and BM25 rows (0..n-1), and an
 article's passages are contiguous (title card first), so an article's vectors
 are a row range. Beside it, `columns/` holds what the searcher needs for every
-article on every query (first row, host and section ids, the row → article map)
-as memory-mapped .npy arrays, plus `facets.json` (host and section names, section
-counts). Nothing per article is turned into Python objects at load time, which
+article on every query (first row, host, section and list ids, the row → article
+map) as memory-mapped .npy arrays, plus `facets.json` (host, section and list
+names; section counts; each list's article count, link states and source). A
+snapshot from before lists (format 2) has no list columns: it loads, with no
+lists. Nothing per article is turned into Python objects at load time, which
 keeps loading a million-passage snapshot within milliseconds; the text of the
 few results shown is read from SQLite.
 """
@@ -15,9 +17,10 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypedDict
 
 import numpy as np
 
@@ -49,7 +52,8 @@ CREATE TABLE articles (
     description TEXT,
     thin INTEGER,
     first_row INTEGER NOT NULL,
-    passage_count INTEGER NOT NULL
+    passage_count INTEGER NOT NULL,
+    lists TEXT NOT NULL
 );
 CREATE TABLE passages (
     row INTEGER PRIMARY KEY,
@@ -61,6 +65,13 @@ CREATE TABLE passages (
     text TEXT NOT NULL
 );
 """
+
+
+class ListSource(TypedDict, total=False):
+    """What the page store knows of a list beyond its articles: where it comes from, when it was crawled."""
+
+    url: str
+    crawled_at: str | None
 
 
 @dataclass(frozen=True)
@@ -105,6 +116,10 @@ class MetaWriter:
         self._label_ids: list[int] = []
         self._members: dict[str, int] = {}
         self._children: dict[str, list[str]] = {}
+        self._lists: dict[str, int] = {}
+        self._list_ptr: list[int] = [0]
+        self._list_ids: list[int] = []
+        self._list_states: dict[str, dict[str, int]] = {}
         self.documents = 0
 
     def add(self, articles: Sequence[Article], passages: Sequence[Passage]) -> None:
@@ -142,11 +157,19 @@ class MetaWriter:
         self._label_ptr.append(len(self._label_ids))
         for label in {label.split(SECTION_SEPARATOR)[0] for label in article.sections} | set(article.sections):
             self._members[label] = self._members.get(label, 0) + 1
+        for name in dict.fromkeys(article.lists):
+            self._list_ids.append(self._lists.setdefault(name, len(self._lists)))
+            states = self._list_states.setdefault(name, {})
+            states[article.state.value] = states.get(article.state.value, 0) + 1
+        self._list_ptr.append(len(self._list_ids))
         if article.document is not None and article.document.text.strip():
             self.documents += 1
 
-    def finish(self) -> tuple[int, int]:
-        """Index and close the database, write the columns; returns (articles, passages)."""
+    def finish(self, list_sources: Mapping[str, ListSource] | None = None) -> tuple[int, int]:
+        """Index and close the database, write the columns; returns (articles, passages).
+
+        `list_sources` (by list name) adds each list's URL and last crawl to its facet.
+        """
         self._conn.execute("CREATE INDEX passages_article ON passages(article_id, ordinal)")
         self._conn.commit()
         self._conn.close()
@@ -158,10 +181,18 @@ class MetaWriter:
         np.save(columns / "article_host.npy", np.asarray(self._host_of, dtype=np.int32))
         np.save(columns / "article_label_ptr.npy", np.asarray(self._label_ptr, dtype=np.int64))
         np.save(columns / "article_label_ids.npy", np.asarray(self._label_ids, dtype=np.int32))
+        np.save(columns / "article_list_ptr.npy", np.asarray(self._list_ptr, dtype=np.int64))
+        np.save(columns / "article_list_ids.npy", np.asarray(self._list_ids, dtype=np.int32))
         counts = np.asarray(self._counts, dtype=np.int64)
         np.save(columns / "row_article.npy", np.repeat(np.arange(len(counts), dtype=np.int32), counts))
         sections = [[label, self._members[label]] for top, subs in self._children.items() for label in (top, *subs)]
-        facets = {"hosts": list(self._hosts), "labels": list(self._labels), "sections": sections}
+        sources = list_sources or {}
+        lists = [
+            {"name": name, "articles": sum(states.values()), "states": dict(sorted(states.items())),
+             "url": sources.get(name, {}).get("url"), "crawled_at": sources.get(name, {}).get("crawled_at")}
+            for name, states in self._list_states.items()
+        ]
+        facets = {"hosts": list(self._hosts), "labels": list(self._labels), "sections": sections, "lists": lists}
         (columns / FACETS_FILE).write_text(json.dumps(facets, ensure_ascii=False), encoding="utf-8")
         return len(self._ids), self._rows
 
@@ -186,10 +217,18 @@ class ArticleColumns:
         self.label_ptr = load("article_label_ptr")
         self.label_ids = load("article_label_ids")
         self.row_article = load("row_article")
+        if (columns / "article_list_ptr.npy").exists():
+            self.list_ptr = load("article_list_ptr")
+            self.list_ids = load("article_list_ids")
+        else:  # format 2, from before lists: no article is in a list
+            self.list_ptr = np.zeros(len(self.ids) + 1, dtype=np.int64)
+            self.list_ids = np.zeros(0, dtype=np.int32)
         facets = json.loads((columns / FACETS_FILE).read_text(encoding="utf-8"))
         self.hosts: list[str] = facets["hosts"]
         self.labels: list[str] = facets["labels"]
         self.sections: list[tuple[str, int]] = [(label, int(count)) for label, count in facets["sections"]]
+        self.lists: list[dict[str, Any]] = facets.get("lists", [])
+        self.list_names: list[str] = [str(entry["name"]) for entry in self.lists]
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -204,6 +243,17 @@ class ArticleColumns:
         owners = np.repeat(np.arange(len(self.ids)), np.diff(self.label_ptr))
         return np.bincount(owners[hit], minlength=len(self.ids)) > 0
 
+    def with_lists(self, list_ids: np.ndarray) -> np.ndarray:
+        """Mask of the articles cited by at least one of `list_ids`."""
+        hit = np.isin(self.list_ids, list_ids)
+        owners = np.repeat(np.arange(len(self.ids)), np.diff(self.list_ptr))
+        return np.bincount(owners[hit], minlength=len(self.ids)) > 0
+
+    def lists_of(self, index: int) -> tuple[str, ...]:
+        """Names of the lists citing the article at `index` (its position in the list order)."""
+        start, end = int(self.list_ptr[index]), int(self.list_ptr[index + 1])
+        return tuple(self.list_names[int(i)] for i in self.list_ids[start:end])
+
 
 def _article_row(a: Article, position: int, first_row: int, passage_count: int) -> tuple[object, ...]:
     """One `articles` row, columns in SCHEMA order."""
@@ -215,7 +265,7 @@ def _article_row(a: Article, position: int, first_row: int, passage_count: int) 
     )
     return (
         a.link_id, position, a.url, article_title(a), json.dumps(a.sections), a.host, a.state.value,
-        a.final_url, a.archived_url, *doc_fields, first_row, passage_count,
+        a.final_url, a.archived_url, *doc_fields, first_row, passage_count, json.dumps(a.lists),
     )  # fmt: skip
 
 
@@ -288,6 +338,7 @@ class MetaReader:
             ).fetchall()
         out = {k: row[k] for k in row.keys() if k not in ("first_row", "passage_count", "position")}  # noqa: SIM118
         out["sections"] = json.loads(row["sections"])
+        out["lists"] = json.loads(row["lists"]) if "lists" in row.keys() else []  # noqa: SIM118 - sqlite3.Row
         out["thin"] = None if row["thin"] is None else bool(row["thin"])
         out["passages"] = [{"ordinal": p["ordinal"], "kind": p["kind"], "text": p["text"]} for p in passages]
         return out

@@ -69,6 +69,7 @@ class SearchResult:
     snippet: str
     archived_url: str | None
     article_id: int
+    lists: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -76,6 +77,7 @@ class SearchResult:
             "url": self.url,
             "title": self.title,
             "section": self.section,
+            "lists": list(self.lists),
             "host": self.host,
             "score": self.score,
             "snippet": self.snippet,
@@ -126,9 +128,9 @@ class _Loaded:
         """Every article row, in list order. Not used on the query path (tools and benchmarks only)."""
         return self.meta.articles()
 
-    def filter_rows(self, section: str | None, host: str | None) -> RowFilter | None:
+    def filter_rows(self, section: str | None, host: str | None, list_name: str | None = None) -> RowFilter | None:
         """The passages the filters allow; None when there is no filter (memoised within a byte budget)."""
-        return self.filters.rows(section, host)
+        return self.filters.rows(section, host, list_name)
 
     def article_rows(self, indexes: list[int]) -> list[ArticleRow]:
         """The stored rows of articles by their position in the list."""
@@ -189,13 +191,15 @@ class Searcher:
         section: str | None = None,
         host: str | None = None,
         mode: str | None = None,
+        list_name: str | None = None,
     ) -> SearchResponse:
         """The k best articles for `query`, best first.
 
         `mode` is "hybrid" (dense + BM25 fused), "dense" or "bm25"; None uses the
         setting LINKLENS_FUSION. `section` matches a top-level list section or a
         full "Section / Subsection" label, case-insensitively; `host` matches the
-        article's site and its subdomains. Equal scores rank in list order.
+        article's site and its subdomains; `list_name` keeps the articles that list
+        cites (its name, case-insensitively). Equal scores rank in list order.
         """
         started = time.perf_counter()
         text = " ".join((query or "").split())
@@ -204,7 +208,7 @@ class Searcher:
         _check_k(k)
         mode = self._mode(mode)
         loaded = self._loaded
-        allowed = loaded.filter_rows(section, host)
+        allowed = loaded.filter_rows(section, host, list_name)
         stems = lexical.terms(text)
         candidates = max(self._settings.candidates, CANDIDATES_PER_RESULT * k)
         mask = None if allowed is None else allowed.mask
@@ -250,6 +254,10 @@ class Searcher:
         a UI can indent them; all of them are accepted by `search(section=...)`.
         """
         return list(self._loaded.sections)
+
+    def lists(self) -> list[dict[str, Any]]:
+        """The lists of the indexed collection: name, URL, last crawl, articles and their link states."""
+        return [dict(entry) for entry in self._loaded.columns.lists]
 
     def urls(self) -> frozenset[str]:
         """Every article URL in the snapshot (evaluation checks its judgements against it)."""
@@ -298,9 +306,12 @@ class Searcher:
 def _render(loaded: _Loaded, ranked: ArticleRanking, stems: frozenset[str]) -> list[SearchResult]:
     rows = ranked.rows.tolist()
     texts = loaded.meta.passage_texts(rows)
-    articles = loaded.article_rows(ranked.articles.tolist())
+    indexes = ranked.articles.tolist()
+    articles = loaded.article_rows(indexes)
     out = []
-    for rank, (a, score, row) in enumerate(zip(articles, ranked.scores.tolist(), rows, strict=True), start=1):
+    for rank, (a, index, score, row) in enumerate(
+        zip(articles, indexes, ranked.scores.tolist(), rows, strict=True), start=1
+    ):
         out.append(
             SearchResult(
                 rank=rank,
@@ -312,6 +323,7 @@ def _render(loaded: _Loaded, ranked: ArticleRanking, stems: frozenset[str]) -> l
                 snippet=make_snippet(texts.get(row, ""), stems),
                 archived_url=a.archived_url if a.state == "archived" else None,
                 article_id=a.id,
+                lists=loaded.columns.lists_of(index),
             )
         )
     return out

@@ -43,7 +43,10 @@ CURRENT_FILE = "CURRENT"
 TEMP_PREFIX = ".building-"
 LOCK_FILE = ".build.lock"
 # Format 2: memory-mapped vectors.npy + ann.faiss, columns/, streaming-built BM25.
-MANIFEST_FORMAT = 2
+# Format 3: the lists citing each article (columns/article_list_*.npy, facets "lists", articles.lists).
+MANIFEST_FORMAT = 3
+# Formats this linklens loads: a format-2 snapshot loads with no lists (a list filter asks for a rebuild).
+READABLE_FORMATS = (2, 3)
 
 
 @dataclass(frozen=True)
@@ -84,10 +87,10 @@ class Manifest:
             raise SnapshotMismatchError(
                 f"snapshot {folder.name} cannot be read ({exc}) — rebuild it: linklens index --rebuild"
             ) from None
-        if data.get("format") != MANIFEST_FORMAT:
+        if data.get("format") not in READABLE_FORMATS:
             raise SnapshotMismatchError(
                 f"snapshot {folder.name} has manifest format {data.get('format')!r}, this linklens reads "
-                f"{MANIFEST_FORMAT} — rebuild it: linklens index --rebuild"
+                f"{' and '.join(map(str, READABLE_FORMATS))} — rebuild it: linklens index --rebuild"
             )
         known = set(cls.__dataclass_fields__)
         return cls(**{k: v for k, v in data.items() if k in known})

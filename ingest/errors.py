@@ -46,3 +46,7 @@ class BadQueryError(LinklensError):
     """A search request is malformed."""
 
     http_status = 400
+
+
+class UnknownListError(BadQueryError):
+    """A list name that the store or the index does not hold."""

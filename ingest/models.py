@@ -121,7 +121,11 @@ class CrawlOutcome:
 
 @dataclass
 class Article:
-    """What the index needs of one link: its list context and, if any, its text."""
+    """What the index needs of one link: its list context and, if any, its text.
+
+    `sections` are the labels of every place the link holds, in every list; `lists` the names of
+    the lists of the collection citing it (a link cited by several lists is one article).
+    """
 
     link_id: int
     url: str
@@ -132,3 +136,4 @@ class Article:
     final_url: str | None
     archived_url: str | None
     document: Document | None
+    lists: list[str] = field(default_factory=list)

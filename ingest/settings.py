@@ -19,6 +19,10 @@ APP_NAME = "linklens"
 VERSION = "0.1.0"
 DEFAULT_USER_AGENT = f"linklens/{VERSION} (+https://github.com/linklens/linklens; search over curated link lists)"
 DEFAULT_ARCHIVE_URL = "https://archive.org"
+# Where a `github.com/owner/repo` link's README is read as raw markdown.
+DEFAULT_GITHUB_RAW_URL = "https://raw.githubusercontent.com"
+# Lists one `--lists-from` list of lists may bring into a collection.
+DEFAULT_MAX_LISTS = 200
 DEFAULT_CONCURRENCY = 16
 DEFAULT_PER_HOST_CONCURRENCY = 2
 DEFAULT_PER_HOST_DELAY_S = 1.0
@@ -70,6 +74,9 @@ class Settings(BaseSettings):
     respect_robots: bool = True
     archive_url: str = DEFAULT_ARCHIVE_URL
     use_archive: bool = True
+    github_raw_url: str = Field(DEFAULT_GITHUB_RAW_URL, description="raw file host for github.com/owner/repo links")
+    max_lists: int = Field(DEFAULT_MAX_LISTS, ge=1, le=10_000,
+                           description="lists a --lists-from list may bring in; the rest are left out and reported")
     extract_workers: int = Field(0, ge=0, description="0 = one per core")
     extract_timeout_s: float = Field(DEFAULT_EXTRACT_TIMEOUT_S, gt=0,
                                      description="time limit per document; past it the worker is replaced")
@@ -97,7 +104,8 @@ class Settings(BaseSettings):
     dense_weight: float = Field(1.5, ge=0, le=100, description="weight of the dense ranking in hybrid (BM25's is 1)")
 
     # engine (issue 9): where crawl and index run. `ray` needs the optional extra: pip install 'linklens[ray]'
-    engine: str = Field("local", pattern="^(local|ray)$", description="local (asyncio + process pool) or ray (Ray Data)")
+    engine: str = Field("local", pattern="^(local|ray)$",
+                        description="local (asyncio + process pool) or ray (Ray Data)")
     ray_address: str = Field("", description="Ray cluster to use (ray://host:10001 or auto); empty = RAY_ADDRESS, "
                                              "else a Ray started in this process")
     ray_cpus: int = Field(0, ge=0, description="CPUs of a Ray started in this process; 0 = every core")

@@ -1,11 +1,14 @@
-"""Where a list comes from: a file, an http(s) URL, or the bundled awesome-scalability list.
+"""Where a list comes from: a file, an http(s) URL, a GitHub repository, or the bundled list.
 
 Every way this can go wrong ends in a SourceError that names the source and what
-to do, because this is the first thing a new user types.
+to do, because this is the first thing a new user types. A downloaded list is
+untrusted: its size is capped (after decompression) and the whole download has one
+deadline, so a server that trickles or floods cannot hold a crawl.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from urllib.parse import urlsplit
@@ -22,6 +25,10 @@ BUNDLED_NAME = "awesome-scalability (bundled)"
 BUNDLED_KEY = "bundled:awesome-scalability"
 MAX_LIST_BYTES = 20 * 2**20
 _README_NAMES = {"readme", "readme.md", "readme.markdown", "index.md"}
+_BRANCH_PARTS = {"main", "master", "refs", "heads", "head"}
+GITHUB_HOSTS = ("github.com", "www.github.com")
+# A repository's list, tried in this order on its default branch (`HEAD` on the raw host).
+GITHUB_README_NAMES = ("README.md", "readme.md")
 
 
 @dataclass
@@ -39,34 +46,102 @@ class LinkList:
     name: str = ""
 
 
-def list_name(key: str) -> str:
-    """A short label: the file or repository name (`awesome-scalability`), not the whole path."""
+def list_name(key: str, qualified: bool = False) -> str:
+    """A short label: the file or repository name (`awesome-scalability`), not the whole path.
+
+    `qualified` adds what tells two lists of the same name apart: the owner of a GitHub
+    repository (`owner/repo`), else the folder or host the list lives in (`team/awesome`).
+    """
     if key == BUNDLED_KEY:
         return "awesome-scalability"
-    path = PurePosixPath(urlsplit(key).path if "://" in key else key)
+    repo = github_repo(key)
+    if repo is not None:
+        return f"{repo[0]}/{repo[1]}" if qualified else repo[1]
+    split = urlsplit(key) if "://" in key else None
+    path = PurePosixPath(split.path if split else key)
     parts = [p for p in path.parts if p not in ("/", "")]
-    while len(parts) > 1 and parts[-1].lower() in _README_NAMES | {"main", "master", "refs", "heads"}:
+    while len(parts) > 1 and parts[-1].lower() in _README_NAMES | _BRANCH_PARTS:
         parts.pop()
-    return PurePosixPath(parts[-1]).stem if parts else key
+    if not parts:
+        return key
+    name = PurePosixPath(parts[-1]).stem
+    if qualified:
+        parent = parts[-2] if len(parts) > 1 else (split.hostname if split and split.hostname else "")
+        return f"{parent}/{name}" if parent else name
+    return name
+
+
+def github_repo(url: str) -> tuple[str, str] | None:
+    """(owner, repo) of a `https://github.com/owner/repo` link (trailing slash, `.git` or `#readme` allowed)."""
+    split = urlsplit(url)
+    if split.scheme not in ("http", "https") or (split.hostname or "") not in GITHUB_HOSTS or split.query:
+        return None
+    parts = [p for p in split.path.split("/") if p]
+    if len(parts) != 2:
+        return None
+    owner, repo = parts[0], parts[1].removesuffix(".git")
+    return (owner, repo) if owner and repo else None
+
+
+def github_readme_urls(owner: str, repo: str, settings: Settings) -> list[str]:
+    """Where the raw README of a repository's default branch is, in the order to try."""
+    base = settings.github_raw_url.rstrip("/")
+    return [f"{base}/{owner}/{repo}/HEAD/{name}" for name in GITHUB_README_NAMES]
+
+
+def source_key(source: str | None) -> str:
+    """How the store names a list given as `source` (a path becomes absolute; a repository its bare URL)."""
+    if source is None or source == BUNDLED_KEY:
+        return BUNDLED_KEY
+    if source.lower().startswith(("http://", "https://")):
+        repo = github_repo(source)
+        return f"https://github.com/{repo[0]}/{repo[1]}" if repo else source
+    return str(Path(source).resolve())
+
+
+def read_source(source: str | None, settings: Settings) -> tuple[str, str, str]:
+    """The markdown of `source` with its label for messages and its store key."""
+    key = source_key(source)
+    if key == BUNDLED_KEY:
+        if not BUNDLED_LIST.is_file():
+            raise SourceError(f"the bundled list is missing at {BUNDLED_LIST} — reinstall linklens or pass a list")
+        return BUNDLED_LIST.read_text(encoding="utf-8"), BUNDLED_NAME, key
+    assert source is not None
+    if github_repo(key) is not None:
+        return _github_readme(source, key, settings), source, key
+    if key.lower().startswith(("http://", "https://")):
+        return _download(source, settings), source, key
+    return _read_file(Path(source)), source, key
 
 
 def load_list(source: str | None, settings: Settings) -> LinkList:
     """Read and parse `source`; refuse, in one sentence, anything that is not a list with links."""
-    if source is None:
-        if not BUNDLED_LIST.is_file():
-            raise SourceError(f"the bundled list is missing at {BUNDLED_LIST} — reinstall linklens or pass a list")
-        text, label, key = BUNDLED_LIST.read_text(encoding="utf-8"), BUNDLED_NAME, BUNDLED_KEY
-    elif source.lower().startswith(("http://", "https://")):
-        text, label, key = _download(source, settings), source, source
-    else:
-        text, label, key = _read_file(Path(source)), source, str(Path(source).resolve())
+    text, label, key = read_source(source, settings)
     links = parse_list(text)
     if not links:
         raise SourceError(
             f"{label} holds no list links — expected markdown items like '* [Title](https://…)' under '## Section' "
-            "headings (for a GitHub repository, pass the raw README URL)"
+            "headings"
         )
     return LinkList(label, links, key, list_name(key))
+
+
+def _github_readme(source: str, key: str, settings: Settings) -> str:
+    repo = github_repo(key)
+    assert repo is not None
+    tried = []
+    for url in github_readme_urls(*repo, settings):
+        status, body = _fetch(url, settings)
+        if status in (404, 410):
+            tried.append(url)
+            continue
+        if status >= 400:
+            raise SourceError(f"cannot download the README of {source} ({url}): HTTP {status} — try again later")
+        return _decode(body, url)
+    raise SourceError(
+        f"{source} has no {' or '.join(GITHUB_README_NAMES)} on its default branch (tried {', '.join(tried)}) — "
+        "pass the raw URL of the file that holds its list"
+    )
 
 
 def _read_file(path: Path) -> str:
@@ -82,25 +157,47 @@ def _read_file(path: Path) -> str:
 
 
 def _download(url: str, settings: Settings) -> str:
-    timeout = httpx.Timeout(settings.request_timeout_s, connect=settings.connect_timeout_s)
+    status, body = _fetch(url, settings)
+    if status >= 400:
+        raise SourceError(f"cannot download the list {url}: HTTP {status} — check the URL")
+    return _decode(body, url)
+
+
+def _fetch(url: str, settings: Settings) -> tuple[int, bytes]:
+    """GET `url` within one deadline (LINKLENS_REQUEST_TIMEOUT_S, redirects included) and MAX_LIST_BYTES.
+
+    Returns the status and, below 400, the body; an HTML page, a body too large or too slow, or no
+    answer at all is a SourceError.
+    """
+    timeout = httpx.Timeout(settings.read_timeout_s, connect=settings.connect_timeout_s)
+    deadline = time.monotonic() + settings.request_timeout_s
     try:
-        with httpx.Client(timeout=timeout, follow_redirects=True, headers={"User-Agent": settings.user_agent},
-                          max_redirects=settings.max_redirects, trust_env=False) as client:
-            response = client.get(url)
+        with (
+            httpx.Client(timeout=timeout, follow_redirects=True, headers={"User-Agent": settings.user_agent},
+                         max_redirects=settings.max_redirects, trust_env=False) as client,
+            client.stream("GET", url) as response,
+        ):
+            if response.status_code >= 400:
+                return response.status_code, b""
+            if "html" in response.headers.get("content-type", "").lower():
+                raise SourceError(
+                    f"{url} is an HTML page, not a markdown list — pass the raw markdown URL "
+                    "(on GitHub: the repository's URL, or the 'Raw' link of its README)"
+                )
+            chunks: list[bytes] = []
+            size = 0
+            for chunk in response.iter_bytes():
+                size += len(chunk)
+                if size > MAX_LIST_BYTES:
+                    raise SourceError(f"{url} is larger than {MAX_LIST_BYTES // 2**20} MB — that is not a link list")
+                if time.monotonic() > deadline:
+                    raise SourceError(f"{url} was too slow: {size} bytes in {settings.request_timeout_s:g} s — "
+                                      "try again later")
+                chunks.append(chunk)
+            return response.status_code, b"".join(chunks)
     except httpx.HTTPError as exc:
         raise SourceError(f"cannot download the list {url}: {exc or type(exc).__name__} — check the URL and network") \
             from None
-    if response.status_code >= 400:
-        raise SourceError(f"cannot download the list {url}: HTTP {response.status_code} — check the URL")
-    if len(response.content) > MAX_LIST_BYTES:
-        raise SourceError(f"{url} is larger than {MAX_LIST_BYTES // 2**20} MB — that is not a link list")
-    content_type = response.headers.get("content-type", "")
-    if "html" in content_type.lower():
-        raise SourceError(
-            f"{url} is an HTML page, not a markdown list — pass the raw markdown URL "
-            "(on GitHub: the 'Raw' link of the README)"
-        )
-    return _decode(response.content, url)
 
 
 def _decode(raw: bytes, label: str) -> str:

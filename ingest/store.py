@@ -12,12 +12,12 @@ from __future__ import annotations
 import sqlite3
 import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from ingest.errors import StoreError
+from ingest.errors import StoreError, UnknownListError
 from ingest.extract_job import compress_body
 from ingest.models import (
     Article,
@@ -130,7 +130,15 @@ MIGRATIONS: list[str] = [
     UPDATE bodies SET from_archive = 1 WHERE link_id IN (SELECT id FROM links WHERE state = 'archived');
     UPDATE links SET etag = NULL, last_modified = NULL WHERE state = 'archived';
     """,
+    # 3: collections. A crawl or build that names lists makes them the store's collection; a list it
+    # leaves out is dropped (its placements deleted, the row kept with the time, so reports can say so).
+    # The command's list arguments are kept in `meta` so that a bare `linklens crawl` re-reads them.
+    """
+    ALTER TABLE lists ADD COLUMN dropped_at REAL;
+    """,
 ]
+# `meta` key holding the collection's JSON spec (`ingest.collection.CollectionSpec`).
+COLLECTION_META_KEY = "collection"
 # The list that `add_links` files links under when the caller names none (tests, benchmarks).
 UNNAMED_LIST_SOURCE = "(unnamed list)"
 LEGACY_LIST_SOURCE = ""
@@ -144,6 +152,15 @@ class ListSync:
     added: int  # links the store did not know
     removed: int  # links this list dropped that no other list cites: now `removed`
     returned: int  # `removed` links cited again: pending once more
+
+
+@dataclass
+class CollectionSync:
+    """What making the store hold exactly one collection of lists changed."""
+
+    lists: list[ListSync]
+    dropped: list[str]  # names of the lists the collection no longer holds
+    removed: int  # links of dropped lists that no list of the collection cites: now `removed`
 
 
 class Store:
@@ -217,46 +234,102 @@ class Store:
         Another list's links are never touched. A `removed` link cited again is pending once more.
         """
         now = time.time()
-        added = returned = removed = 0
         with self.transaction() as conn:
-            list_id = self._list_id(conn, source, name, now)
-            before = {r[0] for r in conn.execute("SELECT DISTINCT link_id FROM placements WHERE list_id=?",
-                                                 (list_id,))}
-            conn.execute("DELETE FROM placements WHERE list_id=?", (list_id,))
-            held: set[int] = set()
-            for link in links:
-                row = conn.execute("SELECT id, state FROM links WHERE url=?", (link.url,)).fetchone()
-                if row is None:
-                    cur = conn.execute(
-                        "INSERT INTO links(url, title, position, updated_at) VALUES (?, ?, ?, ?)",
-                        (link.url, link.title, link.position, now),
-                    )
-                    link_id = int(cur.lastrowid or 0)
-                    added += 1
-                else:
-                    link_id = row[0]
-                    if row[1] == LinkState.REMOVED.value:
-                        returned += 1
-                        conn.execute("UPDATE links SET state=?, reason=?, updated_at=? WHERE id=?",
-                                     (LinkState.PENDING.value, f"cited again by {name}", now, link_id))
-                    conn.execute("UPDATE links SET title=?, position=? WHERE id=?",
-                                 (link.title, link.position, link_id))
-                held.add(link_id)
-                conn.executemany(
-                    "INSERT OR REPLACE INTO placements(link_id, list_id, section, subsection, title, position) "
-                    "VALUES (?,?,?,?,?,?)",
-                    [(link_id, list_id, p.section, p.subsection, p.title, p.position) for p in link.placements],
-                )
+            return self._sync_one(conn, source, name, links, now, offset=0, claimed=set())
+
+    def sync_collection(self, lists: Sequence[tuple[str, str, list[ListedLink]]], keep: Iterable[str] = (),
+                        spec: str | None = None) -> CollectionSync:
+        """Make the store's collection exactly `lists` ((source, name, links) each), in one transaction.
+
+        Each list is synced as by `sync_list`. Lists the store holds that are neither in `lists` nor
+        in `keep` (sources that could not be read this time: their links stay as they were) are
+        dropped: their placements go, and a link no list of the collection cites becomes `removed`.
+        A link cited by several lists takes its title and list order from the first list citing it,
+        and lists follow one another in the order given. `spec` (JSON) is kept for a later bare crawl.
+        """
+        now = time.time()
+        synced: list[ListSync] = []
+        claimed: set[int] = set()
+        offset = 0
+        with self.transaction() as conn:
+            for source, name, links in lists:
+                synced.append(self._sync_one(conn, source, name, links, now, offset, claimed))
+                offset += max((p.position for link in links for p in link.placements), default=0) + 1
+            kept = {source for source, _, _ in lists} | set(keep)
+            dropped: list[str] = []
+            removed = 0
             day = time.strftime("%Y-%m-%d", time.localtime(now))
-            for link_id in sorted(before - held):
-                if conn.execute("SELECT 1 FROM placements WHERE link_id=? LIMIT 1", (link_id,)).fetchone():
-                    continue  # another list still cites it
-                removed += 1
-                conn.execute("UPDATE links SET state=?, reason=?, updated_at=? WHERE id=?",
-                             (LinkState.REMOVED.value, f"no longer in any list (dropped from {name} on {day})", now,
-                              link_id))
-            conn.execute("UPDATE lists SET synced_at=? WHERE id=?", (now, list_id))
+            for row in conn.execute("SELECT id, name, source FROM lists WHERE dropped_at IS NULL ORDER BY id")\
+                    .fetchall():
+                if row["source"] in kept:
+                    continue
+                dropped.append(row["name"])
+                removed += self._drop_list(conn, row["id"], f"its list {row['name']} was dropped on {day}", now)
+            if spec is not None:
+                conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (COLLECTION_META_KEY, spec))
+        return CollectionSync(synced, dropped, removed)
+
+    def collection_spec(self) -> str | None:
+        """The JSON spec of the lists the last crawl or build named, if any."""
+        row = self._conn.execute("SELECT value FROM meta WHERE key=?", (COLLECTION_META_KEY,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def _sync_one(self, conn: sqlite3.Connection, source: str, name: str, links: list[ListedLink], now: float,
+                  offset: int, claimed: set[int]) -> ListSync:
+        """Sync one list inside the caller's transaction; `claimed` links keep the title and order they have."""
+        added = returned = 0
+        list_id = self._list_id(conn, source, name, now)
+        before = {r[0] for r in conn.execute("SELECT DISTINCT link_id FROM placements WHERE list_id=?",
+                                             (list_id,))}
+        conn.execute("DELETE FROM placements WHERE list_id=?", (list_id,))
+        held: set[int] = set()
+        for link in links:
+            row = conn.execute("SELECT id, state FROM links WHERE url=?", (link.url,)).fetchone()
+            if row is None:
+                cur = conn.execute(
+                    "INSERT INTO links(url, title, position, updated_at) VALUES (?, ?, ?, ?)",
+                    (link.url, link.title, offset + link.position, now),
+                )
+                link_id = int(cur.lastrowid or 0)
+                added += 1
+            else:
+                link_id = row[0]
+                if row[1] == LinkState.REMOVED.value:
+                    returned += 1
+                    conn.execute("UPDATE links SET state=?, reason=?, updated_at=? WHERE id=?",
+                                 (LinkState.PENDING.value, f"cited again by {name}", now, link_id))
+                if link_id not in claimed:
+                    conn.execute("UPDATE links SET title=?, position=? WHERE id=?",
+                                 (link.title, offset + link.position, link_id))
+            held.add(link_id)
+            claimed.add(link_id)
+            conn.executemany(
+                "INSERT OR REPLACE INTO placements(link_id, list_id, section, subsection, title, position) "
+                "VALUES (?,?,?,?,?,?)",
+                [(link_id, list_id, p.section, p.subsection, p.title, p.position) for p in link.placements],
+            )
+        day = time.strftime("%Y-%m-%d", time.localtime(now))
+        removed = self._remove_uncited(conn, before - held, f"dropped from {name} on {day}", now)
+        conn.execute("UPDATE lists SET synced_at=?, dropped_at=NULL WHERE id=?", (now, list_id))
         return ListSync(list_id, added, removed, returned)
+
+    def _drop_list(self, conn: sqlite3.Connection, list_id: int, why: str, now: float) -> int:
+        """Take a list out of the collection; returns how many of its links no other list cites."""
+        links = {r[0] for r in conn.execute("SELECT DISTINCT link_id FROM placements WHERE list_id=?", (list_id,))}
+        conn.execute("DELETE FROM placements WHERE list_id=?", (list_id,))
+        conn.execute("UPDATE lists SET dropped_at=? WHERE id=?", (now, list_id))
+        return self._remove_uncited(conn, links, why, now)
+
+    @staticmethod
+    def _remove_uncited(conn: sqlite3.Connection, link_ids: set[int], why: str, now: float) -> int:
+        removed = 0
+        for link_id in sorted(link_ids):
+            if conn.execute("SELECT 1 FROM placements WHERE link_id=? LIMIT 1", (link_id,)).fetchone():
+                continue  # another list still cites it
+            removed += 1
+            conn.execute("UPDATE links SET state=?, reason=?, updated_at=? WHERE id=?",
+                         (LinkState.REMOVED.value, f"no longer in any list ({why})", now, link_id))
+        return removed
 
     @staticmethod
     def _list_id(conn: sqlite3.Connection, source: str, name: str, now: float) -> int:
@@ -275,12 +348,34 @@ class Store:
         with self.transaction() as conn:
             conn.execute("UPDATE lists SET crawled_at=? WHERE id=?", (time.time(), list_id))
 
-    def lists(self) -> list[dict[str, object]]:
-        """Every list the store holds, with how many links it cites."""
+    def mark_lists_crawled(self, list_ids: Iterable[int]) -> None:
+        with self.transaction() as conn:
+            conn.executemany("UPDATE lists SET crawled_at=? WHERE id=?", [(time.time(), i) for i in list_ids])
+
+    def lists(self, include_dropped: bool = True) -> list[dict[str, object]]:
+        """Every list the store holds (in the order they were added), with how many links it cites and
+        their states; a dropped list has `dropped_at` set and cites nothing."""
+        where = "" if include_dropped else " WHERE l.dropped_at IS NULL"
         rows = self._conn.execute(
             "SELECT l.*, (SELECT COUNT(DISTINCT link_id) FROM placements p WHERE p.list_id = l.id) AS links "
-            "FROM lists l ORDER BY l.id").fetchall()
-        return [dict(r) for r in rows]
+            f"FROM lists l{where} ORDER BY l.id").fetchall()
+        states: dict[int, dict[str, int]] = {}
+        for list_id, state, count in self._conn.execute(
+                "SELECT p.list_id, l.state, COUNT(DISTINCT l.id) FROM placements p JOIN links l ON l.id = p.link_id "
+                "GROUP BY p.list_id, l.state ORDER BY l.state"):
+            states.setdefault(list_id, {})[state] = count
+        return [{**dict(r), "states": states.get(r["id"], {})} for r in rows]
+
+    def list_named(self, name: str) -> dict[str, object]:
+        """The list called `name` (case-insensitive; a list of the collection before a dropped one).
+        StoreError listing the known names when there is none."""
+        known = self.lists()
+        for candidates in ([r for r in known if r["dropped_at"] is None], known):
+            for row in candidates:
+                if str(row["name"]).casefold() == name.strip().casefold():
+                    return row
+        names = ", ".join(repr(r["name"]) for r in known) or "none yet (run: linklens crawl LIST)"
+        raise UnknownListError(f"no list called {name!r} in the store — known lists: {names}")
 
     def link_ids_to_crawl(self, refresh: bool = False, retry_failed: bool = False,
                           list_id: int | None = None) -> list[int]:
@@ -423,21 +518,32 @@ class Store:
         rows = self._conn.execute("SELECT state, COUNT(*) FROM links GROUP BY state").fetchall()
         return {r[0]: r[1] for r in rows}
 
-    def link_rows(self, state: LinkState | None = None) -> list[dict[str, object]]:
-        """The link-health report: one dict per link with its sections, in list order."""
+    def link_rows(self, state: LinkState | None = None, list_id: int | None = None) -> list[dict[str, object]]:
+        """The link-health report: one dict per link with its lists and sections, in list order.
+
+        With `list_id`, only that list's links, with the sections they have in that list.
+        """
         query = "SELECT * FROM links"
-        params: tuple[object, ...] = ()
+        clauses: list[str] = []
+        params: list[object] = []
         if state is not None:
-            query += " WHERE state=?"
-            params = (state.value,)
+            clauses.append("state=?")
+            params.append(state.value)
+        if list_id is not None:
+            clauses.append("id IN (SELECT link_id FROM placements WHERE list_id=?)")
+            params.append(list_id)
+        if clauses:
+            query += " WHERE " + " AND ".join(clauses)
         rows = self._conn.execute(query + " ORDER BY position", params).fetchall()
-        sections = self._sections_by_link()
+        sections = self._sections_by_link(list_id)
+        lists = self._lists_by_link()
         attempts = dict(self._conn.execute("SELECT link_id, COUNT(*) FROM fetches GROUP BY link_id").fetchall())
         return [
             {
                 "id": r["id"],
                 "url": r["url"],
                 "title": r["title"],
+                "lists": lists.get(r["id"], []),
                 "sections": sections.get(r["id"], []),
                 "state": r["state"],
                 "reason": r["reason"],
@@ -450,13 +556,24 @@ class Store:
             for r in rows
         ]
 
-    def _sections_by_link(self) -> dict[int, list[str]]:
+    def _sections_by_link(self, list_id: int | None = None) -> dict[int, list[str]]:
         out: dict[int, list[str]] = {}
-        for r in self._conn.execute("SELECT link_id, section, subsection FROM placements ORDER BY position"):
+        where, params = ("WHERE list_id=? ", (list_id,)) if list_id is not None else ("", ())
+        for r in self._conn.execute(
+                f"SELECT link_id, section, subsection FROM placements {where}ORDER BY list_id, position", params):
             label = f"{r['section']} / {r['subsection']}" if r["subsection"] else r["section"]
             labels = out.setdefault(r["link_id"], [])
             if label not in labels:
                 labels.append(label)
+        return out
+
+    def _lists_by_link(self) -> dict[int, list[str]]:
+        """Names of the lists citing each link, in the order the lists were added."""
+        out: dict[int, list[str]] = {}
+        for link_id, name in self._conn.execute(
+                "SELECT DISTINCT p.link_id, l.name FROM placements p JOIN lists l ON l.id = p.list_id "
+                "ORDER BY p.link_id, l.id"):
+            out.setdefault(link_id, []).append(name)
         return out
 
     def article_count(self) -> int:
@@ -472,6 +589,7 @@ class Store:
         a corpus of any size passes through in constant memory.
         """
         sections = self._sections_by_link()
+        lists = self._lists_by_link()
         reader = open_wal(self.path, check_same_thread=False)
         reader.row_factory = sqlite3.Row
         try:
@@ -492,6 +610,7 @@ class Store:
                     final_url=r["link_final_url"],
                     archived_url=r["link_archived_url"],
                     document=None if r["doc_text"] is None else _document_from_row(r),
+                    lists=lists.get(r["link_id"], []),
                 )
         finally:
             reader.close()

@@ -29,6 +29,7 @@ class SearchHit(BaseModel):
     url: str
     title: str | None
     section: str | None
+    lists: list[str]
     host: str | None
     score: float
     snippet: str
@@ -48,6 +49,18 @@ class SectionCount(BaseModel):
 
 class SectionList(BaseModel):
     sections: list[SectionCount]
+
+
+class ListEntry(BaseModel):
+    name: str
+    url: str | None
+    articles: int
+    states: dict[str, int]
+    crawled_at: str | None
+
+
+class ListList(BaseModel):
+    lists: list[ListEntry]
 
 
 class Health(BaseModel):
@@ -93,9 +106,11 @@ async def search(
     k: ResultCount = DEFAULT_K,
     section: Annotated[str | None, Query(description="Only this section (see /sections).")] = None,
     host: Annotated[str | None, Query(description="Only articles on this host, e.g. example.com.")] = None,
+    list_name: Annotated[str | None, Query(alias="list", description="Only articles this list cites (see /lists).")]
+    = None,
 ) -> FastJSONResponse:
     """Ranked articles for a question; snippets mark matched terms as **term**."""
-    return FastJSONResponse(await _service(request).search(q, k, section, host))
+    return FastJSONResponse(await _service(request).search(q, k, section, host, list_name))
 
 
 @router.get("/articles/{article_id}", responses=_errors(400, 404, 503))
@@ -115,6 +130,12 @@ async def sections(request: Request) -> FastJSONResponse:
     """The list's sections with how many indexed articles each holds."""
     listed = _service(request).sections()
     return FastJSONResponse({"sections": [{"name": name, "articles": count} for name, count in listed]})
+
+
+@router.get("/lists", response_model=ListList, responses=_errors(503))
+async def lists(request: Request) -> FastJSONResponse:
+    """The indexed lists: each with its URL, last crawl, article count and the states of its links."""
+    return FastJSONResponse({"lists": _service(request).lists()})
 
 
 @router.get("/healthz", response_model=Health)

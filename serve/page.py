@@ -1,7 +1,7 @@
 """The search page: one server-rendered HTML page over the same service the JSON API uses.
 
 Why server-rendered with no script and no CDN: it must work offline, from a shared
-link (`/?q=...&section=...`), and in any browser. Every failure becomes a sentence
+link (`/?q=...&section=...&list=...`), and in any browser. Every failure becomes a sentence
 on the page; the page never shows a JSON error or a traceback.
 """
 
@@ -73,7 +73,9 @@ def render_page(
         "q": "",
         "section": "",
         "host": "",
+        "list": "",
         "sections": [],
+        "lists": [],
         "response": None,
         "message": None,
         "snapshot_id": None,
@@ -98,15 +100,17 @@ def build_router(templates: Jinja2Templates) -> APIRouter:
         q = params.get("q", "")
         section = params.get("section", "")
         host = params.get("host", "")
-        context: dict[str, Any] = {"q": q, "section": section, "host": host}
+        list_name = params.get("list", "")
+        context: dict[str, Any] = {"q": q, "section": section, "host": host, "list": list_name}
         status = 200
         try:
             context["sections"] = service.sections()
+            context["lists"] = [(entry["name"], entry["articles"]) for entry in service.lists()]
             context["snapshot_id"] = service.live.snapshot_id
             if "q" in params and not q.strip():
                 context["message"] = "Type a question to search the articles."
             elif q.strip():
-                context["response"] = await service.search(q, parse_k(params.get("k")), section, host)
+                context["response"] = await service.search(q, parse_k(params.get("k")), section, host, list_name)
         except LinklensError as exc:
             context["message"] = friendly_message(exc)
             status = exc.http_status

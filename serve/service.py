@@ -53,11 +53,12 @@ class SearchService:
         self.gate = gate
         self.cache = cache
 
-    async def search(self, q: str | None, k: int, section: str | None, host: str | None) -> dict[str, Any]:
+    async def search(self, q: str | None, k: int, section: str | None, host: str | None,
+                     list_name: str | None = None) -> dict[str, Any]:
         """The search response dict (`SearchResponse.to_dict()` shape), cached per snapshot.
 
-        Section and host rules (case, subsections, subdomains) are the searcher's;
-        an unknown section comes back from it as a BadQueryError listing the valid ones.
+        Section, host and list rules (case, subsections, subdomains) are the searcher's;
+        an unknown section or list comes back from it as a BadQueryError listing the valid ones.
         """
         started = time.perf_counter()
         searcher = self.live.require()
@@ -65,17 +66,24 @@ class SearchService:
         check_k(k)
         section = (section or "").strip() or None
         host = (host or "").strip() or None
-        key: CacheKey = (str(searcher.snapshot_id), query, k, section or "", host or "")
+        list_name = (list_name or "").strip() or None
+        key: CacheKey = (str(searcher.snapshot_id), query, k, section or "", host or "", list_name or "")
         cached = self.cache.get(key)
         if cached is not None:
             return {**cached, "took_ms": round((time.perf_counter() - started) * 1000, 3)}
-        response = await self.gate.run(lambda: searcher.search(query, k=k, section=section, host=host).to_dict())
+        response = await self.gate.run(
+            lambda: searcher.search(query, k=k, section=section, host=host, list_name=list_name).to_dict()
+        )
         self.cache.put(key, response)
         return response
 
     def sections(self) -> list[tuple[str, int]]:
         """Sections with article counts. A copy of a list the snapshot holds: cheap, so not gated."""
         return [(str(name), int(count)) for name, count in self.live.require().sections()]
+
+    def lists(self) -> list[dict[str, Any]]:
+        """The indexed collection's lists with their counts. Read from the snapshot's facets: not gated."""
+        return self.live.require().lists()
 
     async def article(self, article_id: int) -> dict[str, Any]:
         searcher = self.live.require()

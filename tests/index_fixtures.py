@@ -33,6 +33,11 @@ DEAD_TITLE = "Geohashes and Quadtrees for Nearby-Driver Search"
 PENDING_URL = "https://video.example.net/transcoding-pipeline"
 # A list title full of markup: the page must show it as text, never run it.
 PENDING_TITLE = "Designing a Video Transcoding Pipeline <script>window.pwned = true; alert('pwned')</script>"
+# The session index is a collection of two lists: the whole fixture list, and a second list that
+# cites a few of its articles (same sections), so results carry both names and filter by either.
+MAIN_LIST = "awesome-fixture"
+PICKS_LIST = "fixture-picks"
+PICKS_SLUGS = ("consistent-hashing", "hot-shards-key-salting", "bloom-filters")
 
 
 @dataclass
@@ -71,8 +76,11 @@ def document_for(article: dict, host: str) -> Document:
 
 
 def fill_store(store: Store, with_documents: bool = True) -> dict[str, int]:
-    """Add the fixture links and (unless told not to) their crawl outcomes; returns url -> link id."""
-    store.add_links(listed_links())
+    """Add the fixture lists and (unless told not to) their crawl outcomes; returns url -> link id."""
+    links = listed_links()
+    picked = {slug_urls()[slug] for slug in PICKS_SLUGS}
+    store.sync_collection([(f"/lists/{MAIN_LIST}.md", MAIN_LIST, links),
+                           (f"/lists/{PICKS_LIST}.md", PICKS_LIST, [link for link in links if link.url in picked])])
     ids = {row["url"]: int(row["id"]) for row in store.link_rows()}
     if not with_documents:
         return ids

@@ -79,6 +79,20 @@ def test_section_in_url_is_selected_and_filters(page: httpx.Client) -> None:
     assert 0 < shown <= 4
 
 
+def test_the_list_filter_is_offered_kept_and_applied(page: httpx.Client) -> None:
+    from tests.index_fixtures import MAIN_LIST, PICKS_LIST, PICKS_SLUGS
+
+    empty = page.get("/").text
+    assert '<select id="list" name="list">' in empty and '<option value="">All lists</option>' in empty
+    assert f'<option value="{PICKS_LIST}">{PICKS_LIST} (3)</option>' in empty
+    html = page.get("/", params={"q": "reliability", "list": PICKS_LIST, "k": 50}).text
+    assert f'<option value="{PICKS_LIST}" selected>' in html
+    assert len(re.findall(r'<li class="result">', html)) == len(PICKS_SLUGS)
+    assert html.count(f'<span class="list">{PICKS_LIST}</span>') == len(PICKS_SLUGS)
+    assert f'<span class="list">{MAIN_LIST}</span>' in html
+    assert_friendly(page.get("/", params={"q": "x", "list": "Nope"}), 400, "unknown list")
+
+
 def test_markup_in_the_query_is_escaped(page: httpx.Client) -> None:
     html = page.get("/", params={"q": '<script>alert("x")</script> caching'}).text
     assert "<script>alert" not in html

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,9 +11,17 @@ import pytest
 from index.fusion import ArticleRanking, group_by_article, reciprocal_rank_fusion
 from index.limits import MAX_K, MIN_K
 from index.search import Searcher
-from ingest.errors import BadQueryError
+from ingest.errors import BadQueryError, SnapshotMismatchError
 from tests.fixtures.relevance import slug_urls
-from tests.index_fixtures import ARCHIVE_PREFIX, DEAD_URL, PENDING_URL, BuiltIndex
+from tests.index_fixtures import (
+    ARCHIVE_PREFIX,
+    DEAD_URL,
+    MAIN_LIST,
+    PENDING_URL,
+    PICKS_LIST,
+    PICKS_SLUGS,
+    BuiltIndex,
+)
 
 pytest_plugins = ["tests.index_fixtures"]  # the session index: built, searcher, seeded_settings
 
@@ -47,7 +56,7 @@ def test_the_response_has_exactly_the_documented_shape(searcher: Searcher) -> No
     assert isinstance(response["took_ms"], float) and response["took_ms"] > 0
     assert len(response["results"]) == 3
     for rank, result in enumerate(response["results"], start=1):
-        assert list(result) == ["rank", "url", "title", "section", "host", "score", "snippet", "archived_url"]
+        assert list(result) == ["rank", "url", "title", "section", "lists", "host", "score", "snippet", "archived_url"]
         assert result["rank"] == rank
         assert isinstance(result["score"], float)
     scores = [r["score"] for r in response["results"]]
@@ -123,6 +132,19 @@ def test_filters_search_inside_the_filter_not_just_the_top_candidates(searcher: 
     # A query about caching, filtered to a section with nothing about caching, still fills k.
     results = searcher.search("cache invalidation", k=5, section="Intelligence").results
     assert len(results) == 3  # every article of the section
+
+
+def test_the_list_filter_keeps_exactly_that_lists_articles(searcher: Searcher) -> None:
+    picks = searcher.search("reliability", k=50, list_name=f" {PICKS_LIST.upper()} ").results
+    assert {r.url for r in picks} == {URLS[s] for s in PICKS_SLUGS}
+    assert all(r.lists == (MAIN_LIST, PICKS_LIST) for r in picks)
+    assert len(searcher.search("reliability", k=50, list_name=MAIN_LIST).results) == 38
+    both = searcher.search("cache", k=50, list_name=PICKS_LIST, section="Performance").results
+    assert {r.url for r in both} == {URLS["consistent-hashing"], URLS["bloom-filters"]}  # not hot shards
+    with pytest.raises(BadQueryError) as err:
+        searcher.search("cache", list_name="Nope")
+    assert str(err.value) == f"unknown list 'Nope' — valid lists: '{MAIN_LIST}', '{PICKS_LIST}'"
+    assert [(x["name"], x["articles"]) for x in searcher.lists()] == [(MAIN_LIST, 38), (PICKS_LIST, 3)]
 
 
 def test_snippets_mark_query_words_by_stem(searcher: Searcher) -> None:
@@ -226,3 +248,42 @@ def test_ties_rank_in_list_order() -> None:
     assert fused.articles.tolist() == [0, 1, 2]  # 0 is in both lists; 1 and 2 tie and keep list order
     assert fused.scores[0] == pytest.approx(2 / 62) and fused.scores[1] == fused.scores[2] == pytest.approx(1 / 61)
     assert fused.rows.tolist() == [1, 20, 30]  # equal ranks: the passage from the first ranking is shown
+
+
+def test_a_snapshot_from_before_lists_still_loads_and_asks_for_a_rebuild_to_filter_by_list(
+        built: BuiltIndex, tmp_path: Path) -> None:
+    import json
+    import shutil
+    import sqlite3
+
+    from index import snapshot
+    from ingest.settings import load_settings
+
+    settings = load_settings(data_dir=tmp_path / "old")
+    current = snapshot.current_folder(built.settings.snapshots_dir, built.settings.data_dir)
+    old = settings.snapshots_dir / current.name
+    shutil.copytree(current, old)
+    for name in ("article_list_ptr.npy", "article_list_ids.npy"):  # what format 2 did not write
+        (old / "columns" / name).unlink()
+    facets = json.loads((old / "columns" / "facets.json").read_text())
+    del facets["lists"]
+    (old / "columns" / "facets.json").write_text(json.dumps(facets))
+    with sqlite3.connect(old / "meta.sqlite3") as conn:
+        conn.execute("ALTER TABLE articles DROP COLUMN lists")
+    manifest = json.loads((old / "manifest.json").read_text())
+    (old / "manifest.json").write_text(json.dumps({**manifest, "format": 2}))
+    snapshot.set_current(settings.snapshots_dir, old.name)
+
+    searcher = Searcher.open(settings)
+    try:
+        results = searcher.search("salted partition keys", k=3).results
+        assert results[0].url == URLS["hot-shards-key-salting"] and results[0].lists == ()
+        assert searcher.lists() == [] and searcher.article(results[0].article_id)["lists"] == []  # type: ignore[index]
+        with pytest.raises(BadQueryError) as err:
+            searcher.search("cache", list_name=MAIN_LIST)
+        assert "built before lists" in str(err.value) and "linklens index" in str(err.value)
+    finally:
+        searcher.close()
+    (old / "manifest.json").write_text(json.dumps({**manifest, "format": 1}))
+    with pytest.raises(SnapshotMismatchError, match="reads 2 and 3 — rebuild it"):
+        Searcher.open(settings)

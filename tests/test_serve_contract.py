@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 pytest_plugins = ["tests.serve_fixtures"]  # session fixtures: live_server, built
 
 WORKERS_READY_TIMEOUT_S = 30.0
-RESULT_KEYS = ["rank", "url", "title", "section", "host", "score", "snippet", "archived_url"]
+RESULT_KEYS = ["rank", "url", "title", "section", "lists", "host", "score", "snippet", "archived_url"]
 ERROR_KEYS = {"status", "code", "message"}
 
 
@@ -127,6 +127,21 @@ def test_article_similar_and_sections(client: httpx.Client) -> None:
     assert all(isinstance(s["articles"], int) and s["articles"] > 0 for s in sections)
 
 
+def test_search_filters_by_list_and_lists_describes_each(client: httpx.Client) -> None:
+    from tests.index_fixtures import MAIN_LIST, PICKS_LIST, PICKS_SLUGS
+
+    picks = client.get("/search", params={"q": "how to spread load", "list": PICKS_LIST.upper(), "k": 50}).json()
+    assert len(picks["results"]) == len(PICKS_SLUGS)
+    assert all(r["lists"] == [MAIN_LIST, PICKS_LIST] for r in picks["results"])
+    everything = client.get("/search", params={"q": "how to spread load", "k": 50}).json()["results"]
+    assert len(everything) > len(PICKS_SLUGS) and {MAIN_LIST} in [set(r["lists"]) for r in everything]
+    lists = client.get("/lists").json()["lists"]
+    assert [(x["name"], x["url"], x["articles"]) for x in lists] == [
+        (MAIN_LIST, f"/lists/{MAIN_LIST}.md", len(everything)), (PICKS_LIST, f"/lists/{PICKS_LIST}.md", 3)]
+    assert lists[0]["states"] == {"archived": 1, "dead": 1, "ok": len(everything) - 3, "pending": 1}
+    assert lists[1]["states"] == {"archived": 1, "ok": 2} and lists[1]["crawled_at"] is None  # never crawled
+
+
 def test_health_readiness_and_docs(client: httpx.Client, built: BuiltIndex) -> None:
     assert client.get("/healthz").json() == {"status": "ok"}
     assert client.get("/readyz").json() == {"status": "ready", "snapshot_id": built.report.snapshot_id}
@@ -179,6 +194,7 @@ def test_metrics_expose_routes_status_latency_and_index(client: httpx.Client, bu
         ("/search?q=x&k=ten", 400, "bad_request", "k: input should be a valid integer"),
         ("/search?q=x&k=1.5", 400, "bad_request", "k: input should be a valid integer"),
         ("/search?q=x&section=Nope", 400, "bad_request", "valid sections: 'Scalability'"),
+        ("/search?q=x&list=Nope", 400, "bad_request", "valid lists: 'awesome-fixture', 'fixture-picks'"),
         ("/search?q=100%zz", 400, "bad_request", "invalid percent-escape '%zz'"),
         ("/search?q=50%", 400, "bad_request", "invalid percent-escape"),
         ("/search?q=caf%E9", 400, "bad_request", "not valid UTF-8"),

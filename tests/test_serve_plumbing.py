@@ -48,7 +48,8 @@ class FakeSearcher:
     next_snapshot: str | None = None
     closed: bool = False
 
-    def search(self, query: str, k: int = 10, section: str | None = None, host: str | None = None) -> FakeResponse:
+    def search(self, query: str, k: int = 10, section: str | None = None, host: str | None = None,
+               list_name: str | None = None) -> FakeResponse:
         self.calls += 1
         if self.gate is not None:
             self.gate.wait(timeout=10)
@@ -59,6 +60,7 @@ class FakeSearcher:
             "url": "https://example.com/a",
             "title": "<b>Sharding</b> & friends",
             "section": section or "Scalability",
+            "lists": [list_name or "awesome-fake"],
             "host": "example.com",
             "score": 0.9,
             "snippet": f"about **{query.split()[0]}** and <script>alert(1)</script>",
@@ -68,6 +70,10 @@ class FakeSearcher:
 
     def sections(self) -> list[tuple[str, int]]:
         return list(self.sections_listed)
+
+    def lists(self) -> list[dict[str, Any]]:
+        return [{"name": "awesome-fake", "url": "https://example.com/awesome.md", "articles": 5,
+                 "states": {"ok": 5}, "crawled_at": None}]
 
     def article(self, article_id: int) -> dict[str, Any] | None:
         return {"id": article_id, "passages": []} if article_id == 1 else None

@@ -38,7 +38,7 @@ def article_schema() -> pa.Schema:
     return pa.schema([
         ("link_id", pa.int64()), ("url", text), ("host", text), ("list_title", text),
         ("sections", pa.list_(text)), ("state", text), ("final_url", text), ("archived_url", text),
-        ("has_document", pa.bool_()),
+        ("has_document", pa.bool_()), ("lists", pa.list_(text)),
         ("doc_title", text), ("doc_text", text), ("doc_kind", text), ("doc_author", text), ("doc_date", text),
         ("doc_sitename", text), ("doc_language", text), ("doc_description", text), ("doc_thin", pa.bool_()),
     ])
@@ -50,7 +50,7 @@ def article_row(article: Article) -> dict[str, Any]:
     row: dict[str, Any] = {
         "link_id": article.link_id, "url": article.url, "host": article.host, "list_title": article.list_title,
         "sections": list(article.sections), "state": article.state.value, "final_url": article.final_url,
-        "archived_url": article.archived_url, "has_document": doc is not None,
+        "archived_url": article.archived_url, "has_document": doc is not None, "lists": list(article.lists),
     }
     for name in _DOCUMENT_FIELDS:
         row[f"doc_{name}"] = None if doc is None else getattr(doc, name)
@@ -65,7 +65,7 @@ def article_from_row(row: dict[str, Any]) -> Article:
     return Article(
         link_id=int(row["link_id"]), url=row["url"], host=row["host"], list_title=row["list_title"],
         sections=list(row["sections"] or []), state=LinkState(row["state"]), final_url=row["final_url"],
-        archived_url=row["archived_url"], document=document,
+        archived_url=row["archived_url"], document=document, lists=list(row["lists"] or []),
     )
 
 
