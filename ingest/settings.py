@@ -97,7 +97,8 @@ class Settings(BaseSettings):
     dense_weight: float = Field(1.5, ge=0, le=100, description="weight of the dense ranking in hybrid (BM25's is 1)")
 
     # engine (issue 9): where crawl and index run. `ray` needs the optional extra: pip install 'linklens[ray]'
-    engine: str = Field("local", pattern="^(local|ray)$", description="local (asyncio + process pool) or ray (Ray Data)")
+    engine: str = Field("local", pattern="^(local|ray)$",
+                        description="local (asyncio + process pool) or ray (Ray Data)")
     ray_address: str = Field("", description="Ray cluster to use (ray://host:10001 or auto); empty = RAY_ADDRESS, "
                                              "else a Ray started in this process")
     ray_cpus: int = Field(0, ge=0, description="CPUs of a Ray started in this process; 0 = every core")
