@@ -20,9 +20,28 @@ from ingest.settings import Settings
 
 if TYPE_CHECKING:
     from ingest.crawler import CrawlProgress, CrawlSummary
+    from ingest.store import Store
 
 STATE_COLOURS = {"ok": "green", "redirected": "cyan", "archived": "yellow", "dead": "red", "blocked": "magenta",
                  "unsupported": "bright_black", "failed": "red", "removed": "bright_black", "pending": "white"}
+
+
+class Engine(StrEnum):
+    local = "local"
+    ray = "ray"
+
+
+ENGINE_HELP = "Where the crawl runs: local (this process) or ray (Ray Data; pip install 'linklens[ray]'). " \
+              "Default: LINKLENS_ENGINE, else local."
+RAY_ADDRESS_HELP = "Ray cluster to join (ray://head:10001 or auto). Default: LINKLENS_RAY_ADDRESS, else " \
+                   "RAY_ADDRESS, else a Ray started in this process."
+
+
+def engine_settings(engine: Engine | None, ray_address: str | None) -> Settings:
+    """The settings, with the engine options of `crawl`/`build` (when given) in place of the environment's."""
+    cfg = settings()
+    chosen = {key: value for key, value in (("engine", engine), ("ray_address", ray_address)) if value is not None}
+    return cfg.model_copy(update={k: str(v) for k, v in chosen.items()}) if chosen else cfg
 
 
 class ReportFormat(StrEnum):
@@ -61,11 +80,24 @@ def run_crawl(source: str | None, cfg: Settings, refresh: bool, quiet: bool,
         if not quiet:
             changes = f"{synced.added} new" + (f", {synced.removed} no longer listed" if synced.removed else "")
             err.print(f"{link_list.source}: {len(link_list.links)} links ({changes}) → {cfg.store_path}")
+        if cfg.engine == Engine.ray:
+            return crawl_on_ray(cfg, store, synced.list_id, refresh, retry_failed, quiet)
         crawler = Crawler(cfg, store, list_id=synced.list_id)
         if quiet:
             return crawler.run(refresh=refresh, retry_failed=retry_failed)
         with crawl_progress_bar() as bar:
             return crawler.run(refresh=refresh, retry_failed=retry_failed, progress=progress_updater(bar))
+
+
+def crawl_on_ray(cfg: Settings, store: Store, list_id: int, refresh: bool, retry_failed: bool,
+                 quiet: bool) -> CrawlSummary:
+    """The Ray engine's crawl (cli/engines/ray_crawl.py); its modules import Ray, so they load only here."""
+    from cli.engines.ray_runtime import import_ray
+
+    import_ray()  # without the extra: the one-sentence hint, not an ImportError
+    from cli.engines.ray_crawl import run_ray_crawl
+
+    return run_ray_crawl(cfg, store, list_id, refresh=refresh, retry_failed=retry_failed, quiet=quiet)
 
 
 def run_reextract(cfg: Settings, quiet: bool) -> int:
@@ -100,10 +132,12 @@ def crawl(
     as_json: bool = typer.Option(False, "--json", help="Print a machine-readable summary instead of a progress bar."),
     retry_failed: bool = typer.Option(False, "--retry-failed", help="Try the links that ended `failed` again."),
     reextract: bool = typer.Option(False, "--reextract", help="Extract the stored pages again; fetches nothing."),
+    engine: Engine = typer.Option(None, "--engine", help=ENGINE_HELP, case_sensitive=False),
+    ray_address: str = typer.Option(None, "--ray-address", help=RAY_ADDRESS_HELP),
 ) -> None:
     """Fetch and extract every link of a list; resumes where a killed crawl stopped.
 
-    Example: linklens crawl ./README.md
+    Example: linklens crawl ./README.md      (on Ray: linklens crawl ./README.md --engine ray)
     """
     if reextract:
         count = run_reextract(settings(), quiet=as_json)
@@ -112,7 +146,8 @@ def crawl(
         else:
             err.print(f"extracted {count} stored pages again (no requests made) — run: linklens index")
         return
-    summary = run_crawl(source, settings(), refresh=refresh, quiet=as_json, retry_failed=retry_failed)
+    cfg = engine_settings(engine, ray_address)
+    summary = run_crawl(source, cfg, refresh=refresh, quiet=as_json, retry_failed=retry_failed)
     if as_json:
         out.print_json(json.dumps(summary.as_dict()))
     else:

@@ -49,7 +49,7 @@ def ray_session(settings: Settings) -> Iterator[Any]:
     address = cluster_address(settings)
     options: dict[str, Any] = {
         "include_dashboard": False,
-        "logging_level": logging.WARNING,
+        "logging_level": logging.INFO if logger.isEnabledFor(logging.INFO) else logging.ERROR,
         "log_to_driver": logger.isEnabledFor(logging.INFO),
         "configure_logging": True,
     }
