@@ -63,7 +63,7 @@ def run_ray_crawl(cfg: Settings, store: Store, list_id: int | None, refresh: boo
     ids = store.link_ids_to_crawl(refresh=refresh, retry_failed=retry_failed, list_id=list_id)
     if refresh or retry_failed:
         store.reset_for_refresh(ids)
-    tally = _Tally()
+    tally = _Tally(started)
     if ids:
         with ray_session(cfg) as ray, StageBars(len(ids), quiet) as bars:
             logger.info("ray ready after %.1f s", time.perf_counter() - started)
@@ -88,7 +88,9 @@ def run_ray_crawl(cfg: Settings, store: Store, list_id: int | None, refresh: boo
 class _Tally:
     """The driver's bookkeeping of one crawl: requests made, each link's last state, a URL that answered."""
 
-    def __init__(self) -> None:
+    def __init__(self, started: float) -> None:
+        self.started = started
+        self.first_outcome_s: float | None = None
         self.requests = 0
         self.last_state: dict[int, LinkState] = {}
         self.answered_url: str | None = None
@@ -111,6 +113,9 @@ def _run_round(ray: Any, cfg: Settings, store: Store, ids: list[int], answered_u
         dataset = _pipeline(ray, cfg, units, answered_url, counter, cpus)
     logger.info("round of %d links in %d fetch units (answered_url=%s)", len(ids), len(units), answered_url)
     for batch in dataset.iter_batches(batch_size=None, batch_format="pyarrow"):
+        if tally.first_outcome_s is None:
+            tally.first_outcome_s = time.perf_counter() - tally.started
+            logger.info("first outcome after %.1f s", tally.first_outcome_s)
         tally.requests += sum(batch.column("robots_requests").to_pylist())
         for link_id, blob in zip(batch.column("link_id").to_pylist(), batch.column("outcome").to_pylist(),
                                  strict=True):
