@@ -19,6 +19,7 @@ Results are JSON on stdout (and in --out). Run under `flock /tmp/linklens-bench.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -61,10 +62,8 @@ class DriverMemory:
                 self.driver_peak = max(self.driver_peak, self.process.memory_info().rss)
                 others = 0
                 for child in self.process.children(recursive=True):
-                    try:
+                    with contextlib.suppress(psutil.Error):  # a worker that just ended
                         others += child.memory_info().rss
-                    except psutil.Error:
-                        pass
                 self.others_peak = max(self.others_peak, others)
             except psutil.Error:
                 return
