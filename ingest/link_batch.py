@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,11 +48,16 @@ class FetchedBatch:
     unsettled: list[int] = field(default_factory=list)  # left pending after their hosts' second try
 
 
-class HandedLinks:
-    """A `LinkBook` over handed links: outcomes are kept in memory (the last one of each link wins)."""
+OutcomeSink = Callable[[int, CrawlOutcome], None]
 
-    def __init__(self, links: list[HandedLink]) -> None:
+
+class HandedLinks:
+    """A `LinkBook` over handed links: outcomes are kept in memory (the last one of each link wins),
+    and passed to `on_outcome` as they come, for a caller that streams them on."""
+
+    def __init__(self, links: list[HandedLink], on_outcome: OutcomeSink | None = None) -> None:
         self._links = {link.id: link for link in links}
+        self._on_outcome = on_outcome
         self.outcomes: dict[int, CrawlOutcome] = {}
 
     def link(self, link_id: int) -> HandedLink:
@@ -62,18 +68,22 @@ class HandedLinks:
 
     def record_outcome(self, link_id: int, outcome: CrawlOutcome) -> None:
         self.outcomes[link_id] = outcome
+        if self._on_outcome is not None:
+            self._on_outcome(link_id, outcome)
 
     def record_failure(self, link_id: int, reason: str) -> None:
-        self.outcomes[link_id] = CrawlOutcome(LinkState.FAILED, reason)
+        self.record_outcome(link_id, CrawlOutcome(LinkState.FAILED, reason))
 
 
-def fetch_batch(settings: Settings, links: list[HandedLink], answered_url: str | None = None) -> FetchedBatch:
+def fetch_batch(settings: Settings, links: list[HandedLink], answered_url: str | None = None,
+                on_outcome: OutcomeSink | None = None) -> FetchedBatch:
     """Fetch `links` as the crawler does, stopping before extraction; every link comes back with an outcome.
 
     `answered_url` (a URL that answered elsewhere in the crawl) lets a batch whose own hosts all
     fail settle them as dead or failed; without it such links come back pending and `unsettled`.
+    `on_outcome` is called (in the fetching thread) with each link's outcome as soon as it is settled.
     """
-    book = HandedLinks(links)
+    book = HandedLinks(links, on_outcome)
     fetcher = LinkFetcher(settings, book, fetch_only=True, answered_url=answered_url)
     run = asyncio.run(fetcher.fetch_links([link.id for link in links], time.perf_counter()))
     unsettled = [i for i, outcome in book.outcomes.items() if outcome.state is LinkState.PENDING]

@@ -26,16 +26,21 @@ import asyncio
 import logging
 import math
 import pickle
+import queue
+import threading
 import time
 import warnings
 from collections import Counter
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
+
+import ray
 
 from cli.engines.datasets import ARTICLES, article_schema, article_tables, dataset_uri
 from cli.engines.ray_progress import StageBars, StageCounter
 from cli.engines.ray_runtime import ray_session
 from ingest.crawler import CrawlSummary, extract_outcome, extraction_pool, record_outcome
-from ingest.link_batch import HandedLink, fetch_batch
+from ingest.link_batch import FetchedBatch, HandedLink, fetch_batch
 from ingest.models import CrawlOutcome, LinkState
 from ingest.settings import Settings
 from ingest.store import Store
@@ -52,6 +57,8 @@ MAX_LINKS_PER_FETCH_UNIT = 200
 FETCH_UNITS_PER_CPU = 2
 # Fetching waits on the network: a unit reserves this share of a CPU, so units and extraction share cores.
 FETCH_UNIT_CPUS = 0.25
+# A fetch unit passes on what it has settled this often, while it goes on fetching.
+STREAM_EVERY_S = 1.0
 # Pages handed to one extraction actor at a time.
 EXTRACT_BATCH_PAGES = 8
 
@@ -75,6 +82,7 @@ def run_ray_crawl(cfg: Settings, store: Store, list_id: int | None, refresh: boo
             if unsettled and tally.answered_url is not None:
                 # Links whose unit reached no host at all: tried again, told a URL that answered elsewhere.
                 _run_round(ray, cfg, store, unsettled, tally.answered_url, counter, bars, tally)
+            tally.requests += ray.get(counter.done.remote()).get("robots_requests", 0)
     if list_id is not None:
         store.mark_list_crawled(list_id)
     logger.info("crawl done after %.1f s", time.perf_counter() - started)
@@ -116,7 +124,6 @@ def _run_round(ray: Any, cfg: Settings, store: Store, ids: list[int], answered_u
         if tally.first_outcome_s is None:
             tally.first_outcome_s = time.perf_counter() - tally.started
             logger.info("first outcome after %.1f s", tally.first_outcome_s)
-        tally.requests += sum(batch.column("robots_requests").to_pylist())
         for link_id, blob in zip(batch.column("link_id").to_pylist(), batch.column("outcome").to_pylist(),
                                  strict=True):
             recorded = record_outcome(store, link_id, pickle.loads(blob))
@@ -177,24 +184,50 @@ def _outcome_schema() -> pa.Schema:
     import pyarrow as pa
 
     return pa.schema([("link_id", pa.int64()), ("title", pa.string()), ("extract", pa.bool_()),
-                      ("outcome", pa.binary()), ("robots_requests", pa.int64())])
+                      ("outcome", pa.binary())])
 
 
-def fetch_unit(batch: pa.Table, settings: Settings, answered_url: str | None, counter: Any) -> pa.Table:
-    """Ray task: fetch one unit's links as the crawler does (no extraction); one row per link's outcome."""
+def fetch_unit(batch: pa.Table, settings: Settings, answered_url: str | None, counter: Any) -> Iterator[pa.Table]:
+    """Ray task: fetch one unit's links as the crawler does (no extraction); one row per link's outcome.
+
+    Outcomes are passed on while the unit is still fetching (every `STREAM_EVERY_S`), so extraction
+    and the driver's store start on the first pages, and a driver killed midway loses little.
+    """
     import pyarrow as pa
 
     (blob,) = batch.column("links").to_pylist()
     links: list[HandedLink] = pickle.loads(blob)
     titles = {link.id: link.title for link in links}
-    fetched = fetch_batch(settings, links, answered_url)
-    counter.add.remote("fetch", len(fetched.outcomes))
-    rows = [{"link_id": link_id, "title": titles[link_id], "extract": _needs_extraction(outcome),
-             "outcome": pickle.dumps(outcome), "robots_requests": 0}
-            for link_id, outcome in fetched.outcomes.items()]
-    if rows:
-        rows[0]["robots_requests"] = fetched.requests - sum(len(o.attempts) for o in fetched.outcomes.values())
-    return pa.Table.from_pylist(rows, schema=_outcome_schema())
+    settled: queue.SimpleQueue[tuple[int, CrawlOutcome] | FetchedBatch | BaseException] = queue.SimpleQueue()
+
+    def fetch() -> None:
+        try:
+            settled.put(fetch_batch(settings, links, answered_url, on_outcome=lambda i, o: settled.put((i, o))))
+        except BaseException as exc:  # noqa: BLE001 - raised again in the task below, never lost with the thread
+            settled.put(exc)
+
+    threading.Thread(target=fetch, name="linklens-fetch-unit", daemon=True).start()
+    rows: list[dict[str, Any]] = []
+    attempts = 0
+    last_sent = time.monotonic()
+    while True:
+        item = settled.get()
+        if isinstance(item, BaseException):
+            raise item
+        done = isinstance(item, FetchedBatch)
+        if isinstance(item, tuple):
+            link_id, outcome = item
+            attempts += len(outcome.attempts)
+            rows.append({"link_id": link_id, "title": titles[link_id], "extract": _needs_extraction(outcome),
+                         "outcome": pickle.dumps(outcome)})
+        if rows and (done or time.monotonic() - last_sent >= STREAM_EVERY_S):
+            counter.add.remote("fetch", len(rows))
+            yield pa.Table.from_pylist(rows, schema=_outcome_schema())
+            rows, last_sent = [], time.monotonic()
+        if isinstance(item, FetchedBatch):
+            # robots.txt requests belong to no link: counted apart, before the driver can read the count
+            ray.get(counter.add.remote("robots_requests", item.requests - attempts))
+            return
 
 
 def _needs_extraction(outcome: CrawlOutcome) -> bool:
