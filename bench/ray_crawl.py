@@ -183,6 +183,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="linklens-bench-ray-") as tmp:
         if not args.no_same_list:
             result["same_list"] = same_list(args.pages, args.hosts, args.latency_ms, Path(tmp))
+            if args.out:  # kept even if the longer simulation is stopped
+                args.out.write_text(json.dumps(result, indent=2) + "\n")
         if not args.no_scale:
             result["scale"] = scale(args.scale_links, args.scale_hosts, Path(tmp), args.scale_local)
     emit(result, args.out)
