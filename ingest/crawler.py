@@ -20,6 +20,10 @@ Transient is not dead: a link whose host could not be reached (DNS, refused, con
 tried once more at the end of the crawl. Only then is it `dead` (the host name still does not exist
 while other hosts answer) or `failed` (still unreachable: worth `--retry-failed` later); if the
 network went down meanwhile, it stays `pending`.
+
+Two classes: `LinkFetcher` is all of the above for a given set of links, reading them from and
+recording them in a `LinkBook`; `Crawler` runs it over the page store's pending links. The Ray
+engine runs the same `LinkFetcher` over the links of one fetch unit (ingest/link_batch.py).
 """
 
 from __future__ import annotations
