@@ -19,6 +19,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
+import ray  # the extra: `make test` installs it (make install-ray)
 from typer.testing import CliRunner
 
 from cli.engines.datasets import ARTICLES, articles_from_table
@@ -27,8 +28,6 @@ from ingest.store import Store
 from ingest.urls import normalise_url
 from tests.conftest import FAST_CRAWL_ENV
 from tests.fixtureweb import FixtureWeb
-
-ray = pytest.importorskip("ray", reason="the ray extra is installed by make test (make install-ray)")
 
 runner = CliRunner()
 HOST_LINKS = 3  # a host counts as finished with this many links at least, all final
