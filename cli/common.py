@@ -10,6 +10,7 @@ from typing import ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from ingest.errors import LinklensError
 from ingest.settings import Settings, load_settings
@@ -56,7 +57,7 @@ def friendly_errors(func: Callable[P, R]) -> Callable[P, R]:
         except LinklensError as exc:
             if RunState.debug:
                 raise
-            err.print(f"[red]error:[/red] {exc}")
+            err.print(f"[red]error:[/red] {escape(str(exc))}")  # the message's own brackets are text ('linklens[ray]')
             raise typer.Exit(1) from None
         except KeyboardInterrupt:
             err.print("interrupted — nothing finished was lost; run the same command again to resume")

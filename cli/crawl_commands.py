@@ -35,6 +35,24 @@ STATE_COLOURS = {"ok": "green", "redirected": "cyan", "archived": "yellow", "dea
                  "unsupported": "bright_black", "failed": "red", "removed": "bright_black", "pending": "white"}
 
 
+class Engine(StrEnum):
+    local = "local"
+    ray = "ray"
+
+
+ENGINE_HELP = "Where the crawl runs: local (this process) or ray (Ray Data; pip install 'linklens[ray]'). " \
+              "Default: LINKLENS_ENGINE, else local."
+RAY_ADDRESS_HELP = "Ray cluster to join (ray://head:10001 or auto). Default: LINKLENS_RAY_ADDRESS, else " \
+                   "RAY_ADDRESS, else a Ray started in this process."
+
+
+def engine_settings(engine: Engine | None, ray_address: str | None) -> Settings:
+    """The settings, with the engine options of `crawl`/`build` (when given) in place of the environment's."""
+    cfg = settings()
+    chosen = {key: value for key, value in (("engine", engine), ("ray_address", ray_address)) if value is not None}
+    return cfg.model_copy(update={k: str(v) for k, v in chosen.items()}) if chosen else cfg
+
+
 class ReportFormat(StrEnum):
     table = "table"
     json = "json"
@@ -121,14 +139,26 @@ def run_crawl(sources: Sequence[str] | None, cfg: Settings, refresh: bool, quiet
                 err.print(f"{synced.removed} links no list of the collection cites are now `removed`")
             count = len(loaded.lists)
             err.print(f"{count} list{'' if count == 1 else 's'} → {cfg.store_path}")
-        crawler = Crawler(cfg, store)
-        if quiet:
-            summary = crawler.run(refresh=refresh, retry_failed=retry_failed)
+        if cfg.engine == Engine.ray:
+            summary = crawl_on_ray(cfg, store, refresh, retry_failed, quiet)
+        elif quiet:
+            summary = Crawler(cfg, store).run(refresh=refresh, retry_failed=retry_failed)
         else:
             with crawl_progress_bar() as bar:
-                summary = crawler.run(refresh=refresh, retry_failed=retry_failed, progress=progress_updater(bar))
+                summary = Crawler(cfg, store).run(refresh=refresh, retry_failed=retry_failed,
+                                                  progress=progress_updater(bar))
         store.mark_lists_crawled(s.list_id for s in synced.lists)
     return CollectionCrawl(summary, report, synced.dropped, synced.removed, loaded.skipped)
+
+
+def crawl_on_ray(cfg: Settings, store: Store, refresh: bool, retry_failed: bool, quiet: bool) -> CrawlSummary:
+    """The Ray engine's crawl (cli/engines/ray_crawl.py); its modules import Ray, so they load only here."""
+    from cli.engines.ray_runtime import import_ray
+
+    import_ray()  # without the extra: the one-sentence hint, not an ImportError
+    from cli.engines.ray_crawl import run_ray_crawl
+
+    return run_ray_crawl(cfg, store, None, refresh=refresh, retry_failed=retry_failed, quiet=quiet)
 
 
 def run_reextract(cfg: Settings, quiet: bool) -> int:
@@ -166,12 +196,15 @@ def crawl(
     as_json: bool = typer.Option(False, "--json", help="Print a machine-readable summary instead of a progress bar."),
     retry_failed: bool = typer.Option(False, "--retry-failed", help="Try the links that ended `failed` again."),
     reextract: bool = typer.Option(False, "--reextract", help="Extract the stored pages again; fetches nothing."),
+    engine: Engine = typer.Option(None, "--engine", help=ENGINE_HELP, case_sensitive=False),
+    ray_address: str = typer.Option(None, "--ray-address", help=RAY_ADDRESS_HELP),
 ) -> None:
     """Fetch and extract every link of a collection of lists; resumes where a killed crawl stopped.
 
     Examples: linklens crawl ./README.md
               linklens crawl a.md https://github.com/owner/awesome-b
               linklens crawl --lists-from https://github.com/owner/awesome-awesome
+              linklens crawl ./README.md --engine ray
     """
     if reextract:
         count = run_reextract(settings(), quiet=as_json)
@@ -180,8 +213,8 @@ def crawl(
         else:
             err.print(f"extracted {count} stored pages again (no requests made) — run: linklens index")
         return
-    crawled = run_crawl(sources, settings(), refresh=refresh, quiet=as_json, retry_failed=retry_failed,
-                        lists_from=lists_from)
+    crawled = run_crawl(sources, engine_settings(engine, ray_address), refresh=refresh, quiet=as_json,
+                        retry_failed=retry_failed, lists_from=lists_from)
     if as_json:
         out.print_json(json.dumps(crawled.as_dict()))
     else:

@@ -20,6 +20,10 @@ Transient is not dead: a link whose host could not be reached (DNS, refused, con
 tried once more at the end of the crawl. Only then is it `dead` (the host name still does not exist
 while other hosts answer) or `failed` (still unreachable: worth `--retry-failed` later); if the
 network went down meanwhile, it stays `pending`.
+
+Two classes: `LinkFetcher` is all of the above for a given set of links, reading them from and
+recording them in a `LinkBook`; `Crawler` runs it over the page store's pending links. The Ray
+engine runs the same `LinkFetcher` over the links of one fetch unit (ingest/link_batch.py).
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from collections import Counter, defaultdict, deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from ingest.archive import Archive, Snapshot
 from ingest.extraction_pool import ExtractionPool, is_extraction_failure
@@ -97,6 +102,29 @@ class CrawlSummary:
 ProgressCallback = Callable[[CrawlProgress], None]
 
 
+class LinkRow(Protocol):
+    """One link as the fetch stage reads it: a page-store row, or a dict with the same keys
+    (id, url, title, etag, last_modified, final_url)."""
+
+    def __getitem__(self, key: str, /) -> Any: ...
+
+
+class LinkBook(Protocol):
+    """Where the fetch machinery reads its links and records their outcomes.
+
+    The page store is one; the links a Ray task was handed (ingest/link_batch.py) are another,
+    so both engines fetch through the same code and only the place outcomes go differs.
+    """
+
+    def link(self, link_id: int) -> LinkRow: ...
+
+    def kept_text_date(self, link_id: int) -> str | None: ...
+
+    def record_outcome(self, link_id: int, outcome: CrawlOutcome) -> None: ...
+
+    def record_failure(self, link_id: int, reason: str) -> None: ...
+
+
 def interleave_by_host(items: list[tuple[int, str]]) -> list[int]:
     """Round-robin over hosts, keeping list order within each host."""
     queues: dict[str, deque[int]] = defaultdict(deque)
@@ -142,7 +170,7 @@ class _Run:
     robots: RobotsCache
     archive: Archive
     gate: HostGate
-    executor: ExtractionPool
+    executor: ExtractionPool | None  # None when only fetching (the Ray engine extracts in a stage of its own)
     extract_slots: asyncio.Semaphore
     total: int
     started: float
@@ -153,16 +181,276 @@ class _Run:
     requests: int = 0
 
 
-class Crawler:
+class LinkFetcher:
+    """The crawl's machinery for a given set of links: fetch (politely, with retries, deadlines, robots.txt
+    and the archive fallback), extract, record each outcome in a `LinkBook`.
+
+    `fetch_only` stops before extraction: a page's outcome is recorded with its body, for a later
+    extraction stage (the Ray engine). `answered_url` is a URL known to answer, from outside this
+    run: with it, a run whose own hosts all fail can still tell dead hosts from a dead network.
+    """
+
+    def __init__(self, settings: Settings, book: LinkBook, executor: ExtractionPool | None = None,
+                 fetch_only: bool = False, answered_url: str | None = None) -> None:
+        self._settings = settings
+        self._book = book
+        self._executor = executor
+        self._fetch_only = fetch_only
+        self._answered_url = answered_url
+
+    async def fetch_links(self, ids: list[int], started: float, progress: ProgressCallback | None = None) -> _Run:
+        """Every link of `ids` through the stages, then the second try of unreachable hosts; the run's bookkeeping."""
+        s = self._settings
+        # Name resolution runs in the loop's default thread pool, which has 6 threads on 2 cores:
+        # with hundreds of hosts (or no network) DNS would throttle the crawl. One thread per slot.
+        asyncio.get_running_loop().set_default_executor(
+            ThreadPoolExecutor(s.concurrency, thread_name_prefix="linklens-dns"))
+        order = interleave_by_host([(i, self._book.link(i)["url"]) for i in ids])
+        own_executor = self._executor is None and not self._fetch_only
+        workers = s.extract_workers or os.cpu_count() or 1
+        executor = self._executor if self._executor is not None or self._fetch_only else extraction_pool(s)
+        gate = HostGate(s.per_host_concurrency, s.per_host_delay_s)
+        if self._answered_url is not None:
+            gate.mark_network_seen(self._answered_url)
+        try:
+            async with HostClients(s) as clients:
+                fetcher = Fetcher(s, clients, gate)
+                run = _Run(
+                    fetcher=fetcher,
+                    robots=RobotsCache(fetcher, s.user_agent, gate),
+                    archive=Archive(fetcher, s.archive_url),
+                    gate=gate,
+                    executor=executor,
+                    # Back-pressure between the stages: fetchers stop when this many pages wait for extraction.
+                    extract_slots=asyncio.Semaphore(EXTRACT_BACKLOG_PER_WORKER * workers),
+                    total=len(order),
+                    started=started,
+                    progress=progress,
+                )
+                await self._pass(run, order, last_try=False)
+                if run.second_try:
+                    try:
+                        await self._second_try(run)
+                    except Exception:  # what was not settled stays pending (never stored): the next run takes it
+                        logger.exception("the second try of unreachable hosts stopped")
+                run.requests += len(run.robots.attempts)
+        finally:
+            if own_executor and executor is not None:
+                executor.shutdown(cancel_futures=True)
+        return run
+
+    async def _second_try(self, run: _Run) -> None:
+        """Links whose host could not be reached: tried once more, and settled only while the network works.
+
+        Before the second try and before settling what failed again, one URL that answered earlier in
+        the crawl is asked again: if it does not answer either, the network is down, not those hosts,
+        and their links stay pending for the next run.
+        """
+        later = dict(run.second_try)
+        run.second_try.clear()
+        run.gate.forget_unreachable()
+        run.robots.forget_failures()
+        if not await self._network_works(run):
+            self._leave_pending(run, later)
+            return
+        wait = max(first.at for first in later.values()) + self._settings.second_try_after_s - time.monotonic()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        order = interleave_by_host([(i, self._book.link(i)["url"]) for i in later])
+        await self._pass(run, order, last_try=True, earlier={i: first.attempts for i, first in later.items()})
+        still = dict(run.second_try)
+        run.second_try.clear()
+        if not still:
+            return
+        if not await self._network_works(run):
+            self._leave_pending(run, still)
+            return
+        await asyncio.gather(*(self._settle(run, link_id, again) for link_id, again in still.items()))
+
+    async def _network_works(self, run: _Run) -> bool:
+        """Whether the last URL that answered during this crawl answers again, over a new connection."""
+        url = run.gate.last_answered_url
+        if run.gate.network_down or url is None:
+            return False
+        try:
+            return await run.fetcher.answers_now(url) and not run.gate.network_down
+        except Exception:
+            logger.warning("network check on %s failed", url, exc_info=True)
+            return False
+
+    def _leave_pending(self, run: _Run, links: dict[int, _SecondTry]) -> None:
+        reason = NETWORK_DOWN_REASON if run.gate.network_seen else NOTHING_ANSWERED_REASON
+        for link_id, tried in links.items():
+            self._finish(run, link_id, CrawlOutcome(LinkState.PENDING, f"{tried.reason}; {reason}", tried.attempts))
+
+    async def _settle(self, run: _Run, link_id: int, again: _SecondTry) -> None:
+        """A host still unreachable at the end while others answer: dead (NXDOMAIN) or failed, archive tried."""
+        assert again.result is not None
+        try:
+            url = str(self._book.link(link_id)["url"])
+            outcome = await self._recover(url, again.result, again.attempts, run.archive, again.kept)
+        except Exception as exc:
+            logger.warning("link %s: %s", link_id, crash_reason("fetching", exc), exc_info=True)
+            outcome = CrawlOutcome(LinkState.FAILED, crash_reason("fetching", exc), again.attempts)
+        self._finish(run, link_id, outcome)
+
+    async def _pass(self, run: _Run, order: list[int], last_try: bool,
+                    earlier: dict[int, list[FetchAttempt]] | None = None) -> None:
+        """Every link of `order` through the fetch stage (and on to extraction); returns when all are settled."""
+        queue: asyncio.Queue[int] = asyncio.Queue(maxsize=self._settings.concurrency * 2)
+
+        async def fetch_worker() -> None:
+            """Fetch stage: hands pages to the extraction stage and moves on to the next link."""
+            while True:
+                link_id = await queue.get()
+                await self._guarded_fetch(run, link_id, last_try, (earlier or {}).get(link_id, []),
+                                          queue.task_done)
+
+        workers = [asyncio.create_task(fetch_worker())
+                   for _ in range(min(self._settings.concurrency, max(1, len(order))))]
+        try:
+            for link_id in order:
+                await queue.put(link_id)
+            await queue.join()
+        finally:
+            for task in [*workers, *run.finishing]:
+                task.cancel()
+            await asyncio.gather(*workers, *run.finishing, return_exceptions=True)
+
+    async def _guarded_fetch(self, run: _Run, link_id: int, last_try: bool, earlier: list[FetchAttempt],
+                             done: Callable[[], None]) -> None:
+        """The guard around one link's fetch stage: it always ends stored, handed on, or set aside."""
+        handed_off = False
+        try:
+            link = self._book.link(link_id)
+            outcome = await self._crawl_link(link, run, last_try)
+            outcome.attempts[:0] = earlier
+            if isinstance(outcome, _SecondTry):
+                run.second_try[link_id] = outcome
+                return
+            outcome = refuse_non_text(outcome)
+            if outcome.body is None or outcome.not_modified or run.executor is None:
+                self._finish(run, link_id, outcome)  # with no extraction here, the body goes on to a later stage
+                return
+            await run.extract_slots.acquire()
+            task = asyncio.create_task(self._extract_then_store(run, link_id, outcome, link["title"], done))
+            handed_off = True
+            run.finishing.add(task)
+            task.add_done_callback(run.finishing.discard)
+        except Exception as exc:
+            logger.warning("link %s: %s", link_id, crash_reason("fetching", exc), exc_info=True)
+            self._finish(run, link_id, CrawlOutcome(LinkState.FAILED, crash_reason("fetching", exc), earlier))
+        finally:
+            if not handed_off:
+                done()
+
+    async def _extract_then_store(self, run: _Run, link_id: int, outcome: CrawlOutcome, title: str,
+                                  done: Callable[[], None]) -> None:
+        """Extraction stage of one link, under the same guard: it always ends stored."""
+        try:
+            assert run.executor is not None
+            await extract_outcome(run.executor, outcome, title, link_id)
+            self._finish(run, link_id, outcome)
+        finally:
+            run.extract_slots.release()
+            done()
+
+    def _finish(self, run: _Run, link_id: int, outcome: CrawlOutcome) -> None:
+        """Store one link's outcome; if even that fails, store the failure; count it and report progress."""
+        outcome = record_outcome(self._book, link_id, outcome)
+        run.requests += len(outcome.attempts)
+        run.counts[outcome.state.value] += 1
+        if run.progress:
+            try:
+                run.progress(CrawlProgress(sum(run.counts.values()), run.total, run.counts,
+                                           time.perf_counter() - run.started))
+            except Exception:
+                logger.exception("progress report failed")
+
+    async def _crawl_link(self, link: LinkRow, run: _Run, last_try: bool) -> CrawlOutcome | _SecondTry:
+        """Fetch stage of one link: its final state and body; the document is extracted afterwards."""
+        url: str = link["url"]
+        if not url.lower().startswith(WEB_SCHEMES):
+            scheme = url.split(":", 1)[0]
+            return CrawlOutcome(LinkState.UNSUPPORTED, f"{scheme}: links are not fetched (only http and https)")
+        attempts: list[FetchAttempt] = []
+        # Validators only for a live copy we still hold: a 304 must have something to keep.
+        kept = self._book.kept_text_date(link["id"])
+        check = run.robots.check if self._settings.respect_robots else None
+        result = await run.fetcher.fetch(url, attempts, etag=link["etag"] if kept else None,
+                                         last_modified=link["last_modified"] if kept else None, check_hop=check)
+        if result.not_modified:
+            return self._unchanged(link, result, attempts)
+        if result.ok:
+            state = LinkState.REDIRECTED if result.redirects else LinkState.OK
+            reason = result.reason if not result.redirects else f"redirected to {result.final_url}"
+            return CrawlOutcome(state, reason, attempts, final_url=result.final_url, http_status=result.status,
+                                body=result.body)
+        if result.failure is Failure.BLOCKED:
+            return CrawlOutcome(LinkState.BLOCKED, result.reason, attempts, final_url=result.final_url)
+        if result.failure is Failure.OFFLINE:
+            # Not tried at all: left pending (with the reason) so the next crawl, once online, takes it up.
+            return CrawlOutcome(LinkState.PENDING, result.reason, attempts)
+        if result.failure in CONNECTION_FAILURES:
+            # Settled at the end of the crawl, when we know whether the network itself still works.
+            return _SecondTry(attempts, time.monotonic(), result.reason, result if last_try else None, kept)
+        return await self._recover(url, result, attempts, run.archive, kept)
+
+    @staticmethod
+    def _unchanged(link: LinkRow, result: FetchResult, attempts: list[FetchAttempt]) -> CrawlOutcome:
+        """304: keep the stored body and document; only the crawl record moves on."""
+        final_url = link["final_url"] or link["url"]
+        state = LinkState.REDIRECTED if final_url != link["url"] else LinkState.OK
+        return CrawlOutcome(state, "not modified since last crawl (kept stored copy)", attempts, final_url=final_url,
+                            http_status=304, not_modified=True)
+
+    async def _recover(
+        self, url: str, result: FetchResult, attempts: list[FetchAttempt], archive: Archive, kept: str | None
+    ) -> CrawlOutcome:
+        """The live page is unavailable: keep the text we have, else try the web archive, else say why."""
+        dead = result.failure is Failure.GONE or result.failure is Failure.NXDOMAIN
+        final_state = LinkState.DEAD if dead else LinkState.FAILED
+        reason = result.reason
+        if result.failure is Failure.NXDOMAIN:
+            reason += ", confirmed by a second lookup"
+        if kept is not None:
+            # A refresh that fails keeps the last good text, and says so; the archive is not needed.
+            return CrawlOutcome(final_state, f"{reason}; keeping the text fetched on {kept}", attempts,
+                                final_url=result.final_url, http_status=result.status)
+        if not self._settings.use_archive:
+            return CrawlOutcome(final_state, reason, attempts, final_url=result.final_url,
+                                http_status=result.status)
+        snapshot = await archive.closest(url, attempts)
+        if not isinstance(snapshot, Snapshot):
+            note = "no archived copy" if snapshot is None else snapshot
+            return CrawlOutcome(final_state, f"{reason}; {note}", attempts, final_url=result.final_url,
+                                http_status=result.status)
+        copy = await archive.fetch_snapshot(snapshot, attempts)
+        if not copy.ok:
+            return CrawlOutcome(final_state, f"{reason}; archived copy unavailable: {copy.reason}", attempts,
+                                final_url=result.final_url, http_status=result.status,
+                                archived_url=snapshot.url, archived_timestamp=snapshot.timestamp)
+        return CrawlOutcome(
+            LinkState.ARCHIVED,
+            f"{reason}; text from the web archive snapshot of {snapshot.timestamp}",
+            attempts,
+            final_url=result.final_url,
+            http_status=result.status,
+            body=copy.body,
+            archived_url=snapshot.url,
+            archived_timestamp=snapshot.timestamp,
+            from_archive=True,
+        )
+
+
+class Crawler(LinkFetcher):
     """Crawls the store's pending links (of one list, or all). One instance per run."""
 
     def __init__(self, settings: Settings, store: Store, executor: ExtractionPool | None = None,
                  list_id: int | None = None) -> None:
-        self._settings = settings
+        super().__init__(settings, store, executor)
         self._store = store
-        self._executor = executor
         self._list_id = list_id
-        self._requests = 0
 
     def run(self, refresh: bool = False, progress: ProgressCallback | None = None,
             retry_failed: bool = False) -> CrawlSummary:
@@ -208,7 +496,7 @@ class Crawler:
         if outcome.state is LinkState.UNSUPPORTED:
             self._store.record_outcome(link_id, outcome)  # refuse_non_text dropped the body: the stored one stays
             return "unsupported"
-        document = await self._extract(executor, outcome, link["title"])
+        document = await extract_page(executor, outcome, link["title"])
         if document is None:
             self._store.record_outcome(link_id, _restated(link, LinkState.FAILED, outcome.reason, None))
             return "failed"
@@ -222,289 +510,20 @@ class Crawler:
     async def crawl(self, refresh: bool = False, progress: ProgressCallback | None = None,
                     retry_failed: bool = False) -> CrawlSummary:
         started = time.perf_counter()
-        s = self._settings
-        # Name resolution runs in the loop's default thread pool, which has 6 threads on 2 cores:
-        # with hundreds of hosts (or no network) DNS would throttle the crawl. One thread per slot.
-        asyncio.get_running_loop().set_default_executor(
-            ThreadPoolExecutor(s.concurrency, thread_name_prefix="linklens-dns"))
         ids = self._store.link_ids_to_crawl(refresh=refresh, retry_failed=retry_failed, list_id=self._list_id)
         if refresh or retry_failed:
             self._store.reset_for_refresh(ids)
-        order = interleave_by_host([(i, self._store.link(i)["url"]) for i in ids])
-        own_executor = self._executor is None
-        workers = s.extract_workers or os.cpu_count() or 1
-        executor = self._executor or extraction_pool(s)
-        gate = HostGate(s.per_host_concurrency, s.per_host_delay_s)
-        try:
-            async with HostClients(s) as clients:
-                fetcher = Fetcher(s, clients, gate)
-                run = _Run(
-                    fetcher=fetcher,
-                    robots=RobotsCache(fetcher, s.user_agent, gate),
-                    archive=Archive(fetcher, s.archive_url),
-                    gate=gate,
-                    executor=executor,
-                    # Back-pressure between the stages: fetchers stop when this many pages wait for extraction.
-                    extract_slots=asyncio.Semaphore(EXTRACT_BACKLOG_PER_WORKER * workers),
-                    total=len(order),
-                    started=started,
-                    progress=progress,
-                )
-                await self._pass(run, order, last_try=False)
-                if run.second_try:
-                    try:
-                        await self._second_try(run)
-                    except Exception:  # what was not settled stays pending (never stored): the next run takes it
-                        logger.exception("the second try of unreachable hosts stopped")
-                run.requests += len(run.robots.attempts)
-        finally:
-            if own_executor:
-                executor.shutdown(cancel_futures=True)
+        run = await self.fetch_links(ids, started, progress)
         if self._list_id is not None:
             self._store.mark_list_crawled(self._list_id)
-        self._requests = run.requests
         return CrawlSummary(
-            crawled=len(order),
+            crawled=len(ids),
             total_links=sum(self._store.state_counts().values()),
             counts=self._store.state_counts(),
             seconds=time.perf_counter() - started,
             requests=run.requests,
             this_run=dict(run.counts),
         )
-
-    async def _second_try(self, run: _Run) -> None:
-        """Links whose host could not be reached: tried once more, and settled only while the network works.
-
-        Before the second try and before settling what failed again, one URL that answered earlier in
-        the crawl is asked again: if it does not answer either, the network is down, not those hosts,
-        and their links stay pending for the next run.
-        """
-        later = dict(run.second_try)
-        run.second_try.clear()
-        run.gate.forget_unreachable()
-        run.robots.forget_failures()
-        if not await self._network_works(run):
-            self._leave_pending(run, later)
-            return
-        wait = max(first.at for first in later.values()) + self._settings.second_try_after_s - time.monotonic()
-        if wait > 0:
-            await asyncio.sleep(wait)
-        order = interleave_by_host([(i, self._store.link(i)["url"]) for i in later])
-        await self._pass(run, order, last_try=True, earlier={i: first.attempts for i, first in later.items()})
-        still = dict(run.second_try)
-        run.second_try.clear()
-        if not still:
-            return
-        if not await self._network_works(run):
-            self._leave_pending(run, still)
-            return
-        await asyncio.gather(*(self._settle(run, link_id, again) for link_id, again in still.items()))
-
-    async def _network_works(self, run: _Run) -> bool:
-        """Whether the last URL that answered during this crawl answers again, over a new connection."""
-        url = run.gate.last_answered_url
-        if run.gate.network_down or url is None:
-            return False
-        try:
-            return await run.fetcher.answers_now(url) and not run.gate.network_down
-        except Exception:
-            logger.warning("network check on %s failed", url, exc_info=True)
-            return False
-
-    def _leave_pending(self, run: _Run, links: dict[int, _SecondTry]) -> None:
-        reason = NETWORK_DOWN_REASON if run.gate.network_seen else NOTHING_ANSWERED_REASON
-        for link_id, tried in links.items():
-            self._finish(run, link_id, CrawlOutcome(LinkState.PENDING, f"{tried.reason}; {reason}", tried.attempts))
-
-    async def _settle(self, run: _Run, link_id: int, again: _SecondTry) -> None:
-        """A host still unreachable at the end while others answer: dead (NXDOMAIN) or failed, archive tried."""
-        assert again.result is not None
-        try:
-            url = str(self._store.link(link_id)["url"])
-            outcome = await self._recover(url, again.result, again.attempts, run.archive, again.kept)
-        except Exception as exc:
-            logger.warning("link %s: %s", link_id, crash_reason("fetching", exc), exc_info=True)
-            outcome = CrawlOutcome(LinkState.FAILED, crash_reason("fetching", exc), again.attempts)
-        self._finish(run, link_id, outcome)
-
-    async def _pass(self, run: _Run, order: list[int], last_try: bool,
-                    earlier: dict[int, list[FetchAttempt]] | None = None) -> None:
-        """Every link of `order` through the fetch stage (and on to extraction); returns when all are settled."""
-        queue: asyncio.Queue[int] = asyncio.Queue(maxsize=self._settings.concurrency * 2)
-
-        async def fetch_worker() -> None:
-            """Fetch stage: hands pages to the extraction stage and moves on to the next link."""
-            while True:
-                link_id = await queue.get()
-                await self._guarded_fetch(run, link_id, last_try, (earlier or {}).get(link_id, []),
-                                          queue.task_done)
-
-        workers = [asyncio.create_task(fetch_worker())
-                   for _ in range(min(self._settings.concurrency, max(1, len(order))))]
-        try:
-            for link_id in order:
-                await queue.put(link_id)
-            await queue.join()
-        finally:
-            for task in [*workers, *run.finishing]:
-                task.cancel()
-            await asyncio.gather(*workers, *run.finishing, return_exceptions=True)
-
-    async def _guarded_fetch(self, run: _Run, link_id: int, last_try: bool, earlier: list[FetchAttempt],
-                             done: Callable[[], None]) -> None:
-        """The guard around one link's fetch stage: it always ends stored, handed on, or set aside."""
-        handed_off = False
-        try:
-            link = self._store.link(link_id)
-            outcome = await self._crawl_link(link, run, last_try)
-            outcome.attempts[:0] = earlier
-            if isinstance(outcome, _SecondTry):
-                run.second_try[link_id] = outcome
-                return
-            outcome = refuse_non_text(outcome)
-            if outcome.body is None or outcome.not_modified:
-                self._finish(run, link_id, outcome)
-                return
-            await run.extract_slots.acquire()
-            task = asyncio.create_task(self._extract_then_store(run, link_id, outcome, link["title"], done))
-            handed_off = True
-            run.finishing.add(task)
-            task.add_done_callback(run.finishing.discard)
-        except Exception as exc:
-            logger.warning("link %s: %s", link_id, crash_reason("fetching", exc), exc_info=True)
-            self._finish(run, link_id, CrawlOutcome(LinkState.FAILED, crash_reason("fetching", exc), earlier))
-        finally:
-            if not handed_off:
-                done()
-
-    async def _extract_then_store(self, run: _Run, link_id: int, outcome: CrawlOutcome, title: str,
-                                  done: Callable[[], None]) -> None:
-        """Extraction stage of one link, under the same guard: it always ends stored."""
-        try:
-            try:
-                await self._extract(run.executor, outcome, title)
-            except Exception as exc:
-                logger.warning("link %s: %s", link_id, crash_reason("extracting", exc), exc_info=True)
-                # The body is kept, so `linklens crawl --reextract` can try again once the cause is fixed.
-                outcome.state = LinkState.FAILED
-                outcome.reason = crash_reason("extracting", exc)
-                outcome.document = None
-            self._finish(run, link_id, outcome)
-        finally:
-            run.extract_slots.release()
-            done()
-
-    def _finish(self, run: _Run, link_id: int, outcome: CrawlOutcome) -> None:
-        """Store one link's outcome; if even that fails, store the failure; count it and report progress."""
-        try:
-            self._store.record_outcome(link_id, outcome)
-        except Exception as exc:
-            logger.warning("link %s: %s", link_id, crash_reason("storing", exc), exc_info=True)
-            outcome = CrawlOutcome(LinkState.FAILED, crash_reason("storing its outcome", exc), outcome.attempts)
-            try:
-                self._store.record_failure(link_id, outcome.reason)
-            except Exception:  # the store itself is unusable: the link stays pending for the next run
-                logger.exception("link %s could not be stored; it stays pending", link_id)
-        run.requests += len(outcome.attempts)
-        run.counts[outcome.state.value] += 1
-        if run.progress:
-            try:
-                run.progress(CrawlProgress(sum(run.counts.values()), run.total, run.counts,
-                                           time.perf_counter() - run.started))
-            except Exception:
-                logger.exception("progress report failed")
-
-    async def _crawl_link(self, link: sqlite3.Row, run: _Run, last_try: bool) -> CrawlOutcome | _SecondTry:
-        """Fetch stage of one link: its final state and body; the document is extracted afterwards."""
-        url: str = link["url"]
-        if not url.lower().startswith(WEB_SCHEMES):
-            scheme = url.split(":", 1)[0]
-            return CrawlOutcome(LinkState.UNSUPPORTED, f"{scheme}: links are not fetched (only http and https)")
-        attempts: list[FetchAttempt] = []
-        # Validators only for a live copy we still hold: a 304 must have something to keep.
-        kept = self._store.kept_text_date(link["id"])
-        check = run.robots.check if self._settings.respect_robots else None
-        result = await run.fetcher.fetch(url, attempts, etag=link["etag"] if kept else None,
-                                         last_modified=link["last_modified"] if kept else None, check_hop=check)
-        if result.not_modified:
-            return self._unchanged(link, result, attempts)
-        if result.ok:
-            state = LinkState.REDIRECTED if result.redirects else LinkState.OK
-            reason = result.reason if not result.redirects else f"redirected to {result.final_url}"
-            return CrawlOutcome(state, reason, attempts, final_url=result.final_url, http_status=result.status,
-                                body=result.body)
-        if result.failure is Failure.BLOCKED:
-            return CrawlOutcome(LinkState.BLOCKED, result.reason, attempts, final_url=result.final_url)
-        if result.failure is Failure.OFFLINE:
-            # Not tried at all: left pending (with the reason) so the next crawl, once online, takes it up.
-            return CrawlOutcome(LinkState.PENDING, result.reason, attempts)
-        if result.failure in CONNECTION_FAILURES:
-            # Settled at the end of the crawl, when we know whether the network itself still works.
-            return _SecondTry(attempts, time.monotonic(), result.reason, result if last_try else None, kept)
-        return await self._recover(url, result, attempts, run.archive, kept)
-
-    @staticmethod
-    def _unchanged(link: sqlite3.Row, result: FetchResult, attempts: list[FetchAttempt]) -> CrawlOutcome:
-        """304: keep the stored body and document; only the crawl record moves on."""
-        final_url = link["final_url"] or link["url"]
-        state = LinkState.REDIRECTED if final_url != link["url"] else LinkState.OK
-        return CrawlOutcome(state, "not modified since last crawl (kept stored copy)", attempts, final_url=final_url,
-                            http_status=304, not_modified=True)
-
-    async def _recover(
-        self, url: str, result: FetchResult, attempts: list[FetchAttempt], archive: Archive, kept: str | None
-    ) -> CrawlOutcome:
-        """The live page is unavailable: keep the text we have, else try the web archive, else say why."""
-        dead = result.failure is Failure.GONE or result.failure is Failure.NXDOMAIN
-        final_state = LinkState.DEAD if dead else LinkState.FAILED
-        reason = result.reason
-        if result.failure is Failure.NXDOMAIN:
-            reason += ", confirmed by a second lookup"
-        if kept is not None:
-            # A refresh that fails keeps the last good text, and says so; the archive is not needed.
-            return CrawlOutcome(final_state, f"{reason}; keeping the text fetched on {kept}", attempts,
-                                final_url=result.final_url, http_status=result.status)
-        if not self._settings.use_archive:
-            return CrawlOutcome(final_state, reason, attempts, final_url=result.final_url,
-                                http_status=result.status)
-        snapshot = await archive.closest(url, attempts)
-        if not isinstance(snapshot, Snapshot):
-            note = "no archived copy" if snapshot is None else snapshot
-            return CrawlOutcome(final_state, f"{reason}; {note}", attempts, final_url=result.final_url,
-                                http_status=result.status)
-        copy = await archive.fetch_snapshot(snapshot, attempts)
-        if not copy.ok:
-            return CrawlOutcome(final_state, f"{reason}; archived copy unavailable: {copy.reason}", attempts,
-                                final_url=result.final_url, http_status=result.status,
-                                archived_url=snapshot.url, archived_timestamp=snapshot.timestamp)
-        return CrawlOutcome(
-            LinkState.ARCHIVED,
-            f"{reason}; text from the web archive snapshot of {snapshot.timestamp}",
-            attempts,
-            final_url=result.final_url,
-            http_status=result.status,
-            body=copy.body,
-            archived_url=snapshot.url,
-            archived_timestamp=snapshot.timestamp,
-            from_archive=True,
-        )
-
-    @staticmethod
-    async def _extract(executor: ExtractionPool, outcome: CrawlOutcome, title: str) -> Document | None:
-        """Extraction (and body compression) in an isolated worker; sets and returns `outcome.document`.
-
-        A page that hangs, crashes or exhausts its worker ends `failed` with the reason in words;
-        its body is still stored (so `--reextract` can try again later) and the crawl goes on.
-        """
-        assert outcome.body is not None
-        extraction = await executor.extract(outcome.body, title)
-        if extraction.failure is not None:
-            logger.warning("extraction failed for %s: %s", outcome.body.url, extraction.failure)
-            outcome.state = LinkState.FAILED
-            outcome.reason = extraction.failure
-        outcome.document = extraction.document
-        outcome.compressed_body = extraction.compressed_body
-        return extraction.document
 
 
 def _restated(link: sqlite3.Row, state: LinkState, reason: str, document: Document | None,
@@ -525,3 +544,48 @@ def _fetch_state(link: sqlite3.Row) -> tuple[LinkState, str]:
     if link["final_url"] and link["final_url"] != link["url"]:
         return LinkState.REDIRECTED, f"redirected to {link['final_url']}"
     return LinkState.OK, "text extracted again from the stored copy"
+
+
+async def extract_page(executor: ExtractionPool, outcome: CrawlOutcome, title: str) -> Document | None:
+    """Extraction (and body compression) in an isolated worker; sets and returns `outcome.document`.
+
+    A page that hangs, crashes or exhausts its worker ends `failed` with the reason in words;
+    its body is still stored (so `--reextract` can try again later) and the crawl goes on.
+    """
+    assert outcome.body is not None
+    extraction = await executor.extract(outcome.body, title)
+    if extraction.failure is not None:
+        logger.warning("extraction failed for %s: %s", outcome.body.url, extraction.failure)
+        outcome.state = LinkState.FAILED
+        outcome.reason = extraction.failure
+    outcome.document = extraction.document
+    outcome.compressed_body = extraction.compressed_body
+    return extraction.document
+
+
+async def extract_outcome(executor: ExtractionPool, outcome: CrawlOutcome, title: str, link_id: int) -> None:
+    """The extraction stage of one fetched link, as both engines run it: `outcome` gets its document, or
+    ends `failed` with the reason; whatever is raised, it is settled here."""
+    try:
+        await extract_page(executor, outcome, title)
+    except Exception as exc:
+        logger.warning("link %s: %s", link_id, crash_reason("extracting", exc), exc_info=True)
+        # The body is kept, so `linklens crawl --reextract` can try again once the cause is fixed.
+        outcome.state = LinkState.FAILED
+        outcome.reason = crash_reason("extracting", exc)
+        outcome.document = None
+
+
+def record_outcome(book: LinkBook, link_id: int, outcome: CrawlOutcome) -> CrawlOutcome:
+    """Record one link's outcome; if even that fails, record the failure. Returns what was recorded."""
+    try:
+        book.record_outcome(link_id, outcome)
+    except Exception as exc:
+        logger.warning("link %s: %s", link_id, crash_reason("storing", exc), exc_info=True)
+        outcome = CrawlOutcome(LinkState.FAILED, crash_reason("storing its outcome", exc), outcome.attempts)
+        try:
+            book.record_failure(link_id, outcome.reason)
+        except Exception:  # the store itself is unusable: the link stays pending for the next run
+            logger.exception("link %s could not be stored; it stays pending", link_id)
+    return outcome
+

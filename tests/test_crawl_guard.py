@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from ingest import crawler
 from ingest.archive import Archive
 from ingest.crawler import Crawler
 from ingest.fetcher import Fetcher
@@ -110,9 +111,9 @@ def test_an_exception_in_extraction_fails_only_that_link_and_keeps_its_body(
         small: tuple[Path, dict[str, str]], crawl_settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
     list_file, expected = small
     victim = good_victim(expected)
-    real = Crawler._extract
-    monkeypatch.setattr(Crawler, "_extract", staticmethod(
-        raising_for(victim, real, lambda executor, outcome, title: outcome.body.url)))
+    real = crawler.extract_page
+    monkeypatch.setattr(crawler, "extract_page",
+                        raising_for(victim, real, lambda executor, outcome, title: outcome.body.url))
     report = crawl(crawl_settings, list_file)
     assert_only_the_victim_failed(report, expected, victim, "extracting")
     with Store.open(crawl_settings.store_path) as store:

@@ -13,15 +13,18 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
+from urllib.parse import urlsplit
 
 from ingest.errors import ConfigError
 from ingest.settings import Settings
 
 logger = logging.getLogger(__name__)
 
+ADDRESS_CHECK_TIMEOUT_S = 5.0
 RAY_EXTRA_HINT = "the Ray engine needs the optional extra — run: pip install 'linklens[ray]' (or use --engine local)"
 
 
@@ -39,6 +42,25 @@ def cluster_address(settings: Settings) -> str | None:
     return settings.ray_address or os.environ.get("RAY_ADDRESS") or None
 
 
+def check_answers(address: str) -> None:
+    """A ConfigError at once if nothing listens at `address` (Ray itself retries for minutes before failing)."""
+    if address == "auto":
+        return  # Ray reads the address of the cluster started on this machine from its own files
+    parts = urlsplit(address if "://" in address else f"ray://{address}")
+    try:
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        host = port = None
+    if not host or not port:
+        raise ConfigError(f"bad Ray address {address!r} — use host:port, ray://host:10001 or auto "
+                          "(--ray-address / LINKLENS_RAY_ADDRESS / RAY_ADDRESS)")
+    try:
+        socket.create_connection((host, port), timeout=ADDRESS_CHECK_TIMEOUT_S).close()
+    except OSError as exc:
+        raise ConfigError(f"no Ray cluster answers at {address} ({exc.strerror or exc}) — start one, fix "
+                          "--ray-address / LINKLENS_RAY_ADDRESS / RAY_ADDRESS, or use --engine local") from None
+
+
 @contextmanager
 def ray_session(settings: Settings) -> Iterator[Any]:
     """Ray, initialised for one command; shut down afterwards only if this command started it."""
@@ -49,12 +71,14 @@ def ray_session(settings: Settings) -> Iterator[Any]:
     address = cluster_address(settings)
     options: dict[str, Any] = {
         "include_dashboard": False,
-        "logging_level": logging.WARNING,
+        "logging_level": logging.INFO if logger.isEnabledFor(logging.INFO) else logging.ERROR,
         "log_to_driver": logger.isEnabledFor(logging.INFO),
         "configure_logging": True,
     }
     if address is None and settings.ray_cpus:
         options["num_cpus"] = settings.ray_cpus
+    if address is not None:
+        check_answers(address)
     try:
         ray.init(address=address, **options)
     except (ConnectionError, RuntimeError, ValueError) as exc:

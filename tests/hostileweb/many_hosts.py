@@ -89,7 +89,7 @@ class ManyHosts:
                 head = await reader.readuntil(b"\r\n\r\n")
                 self.requests += 1
                 path = head.split(b" ", 2)[1]
-                if path == b"/page":
+                if path == b"/page" or path.startswith(b"/page/"):  # /page/N: more pages on one host
                     status, body = b"200 OK", page(host)
                 else:
                     status, body = b"404 Not Found", b"not here"

@@ -1,0 +1,194 @@
+"""Ray crawl benchmark: `crawl --engine ray` against `--engine local` on one list, and a 2,000-host simulation.
+
+    python bench/ray_crawl.py [--pages 500] [--hosts 12] [--latency-ms 50] [--scale-links 20000]
+                              [--scale-hosts 2000] [--no-scale] [--out results.json]
+
+1. Same list, same machine: the fixture web of bench/crawl.py (real articles, in its own process)
+   crawled by `linklens crawl --engine local` and `--engine ray`, each a fresh process and data
+   folder, as a user runs them: wall time of each and their ratio. The Ray run is verbose (-v) so
+   its log says where the fixed cost goes: starting Ray (`ray ready after`), until the first
+   outcome reaches the driver (planning the dataset, starting workers and extraction actors).
+2. Scale simulation: `--scale-links` links over `--scale-hosts` loopback hosts (127.0.x.y, one
+   listening socket, small pages), per-host delay 0 and no web archive, crawled with the Ray
+   engine: it must end with every link `ok`; peak RSS of the driver process (sampled every 0.2 s;
+   Ray's own processes and workers are reported apart), pages/s and pages/s per CPU.
+
+Results are JSON on stdout (and in --out). Run under `flock /tmp/linklens-bench.lock`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import psutil
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from bench.crawl import corpus, emit, start_web  # noqa: E402
+from tests.hostileweb.many_hosts import ManyHosts  # noqa: E402
+
+TARGET_BUILD_RATIO = 1.5  # the issue's target for the whole build (crawl + index) on Ray vs local
+TARGET_DRIVER_PEAK_MB = 1024
+SAMPLE_S = 0.2
+SCALE_DEADLINE_S = 1800
+PHASES = {"ray_ready_s": r"ray ready after ([\d.]+) s", "first_outcome_s": r"first outcome after ([\d.]+) s",
+          "crawl_done_s": r"crawl done after ([\d.]+) s"}
+
+
+class DriverMemory:
+    """Peak RSS of one process (the driver) and, apart, of its descendants (Ray's processes and workers)."""
+
+    def __init__(self, pid: int) -> None:
+        self.process = psutil.Process(pid)
+        self.driver_peak = 0
+        self.others_peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(SAMPLE_S):
+            try:
+                self.driver_peak = max(self.driver_peak, self.process.memory_info().rss)
+                others = 0
+                for child in self.process.children(recursive=True):
+                    with contextlib.suppress(psutil.Error):  # a worker that just ended
+                        others += child.memory_info().rss
+                self.others_peak = max(self.others_peak, others)
+            except psutil.Error:
+                return
+
+    def __enter__(self) -> DriverMemory:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def crawl(list_file: Path, data_dir: Path, engine: str, env: dict[str, str],
+          timeout_s: float = SCALE_DEADLINE_S) -> dict[str, object]:
+    """`linklens [-v] crawl LIST --engine ENGINE --json` in a process of its own: its summary, wall time, memory."""
+    verbose = ["-v"] if engine == "ray" else []
+    command = [sys.executable, "-m", "cli.main", *verbose, "crawl", str(list_file), "--engine", engine, "--json"]
+    started = time.perf_counter()
+    with tempfile.TemporaryFile("w+") as log:
+        proc = subprocess.Popen(command, cwd=REPO, env={**env, "LINKLENS_DATA_DIR": str(data_dir)},
+                                stdout=subprocess.PIPE, stderr=log, text=True)
+        with DriverMemory(proc.pid) as memory:
+            stdout, _ = proc.communicate(timeout=timeout_s)
+        wall_s = time.perf_counter() - started
+        log.seek(0)
+        stderr = log.read()
+    if proc.returncode != 0:
+        raise SystemExit(f"{engine} crawl failed ({proc.returncode}):\n{stderr[-3000:]}")
+    summary = json.loads(stdout)
+    result: dict[str, object] = {
+        "wall_s": round(wall_s, 2),
+        "crawl_s": summary["seconds"],
+        "links": summary["crawled"],
+        "states": summary["states"],
+        "requests": summary["requests"],
+        "driver_peak_rss_mb": round(memory.driver_peak / 2**20, 1),
+        "other_processes_peak_rss_mb": round(memory.others_peak / 2**20, 1),
+    }
+    for name, pattern in PHASES.items():
+        found = re.search(pattern, stderr)
+        if found:
+            result[name] = float(found.group(1))
+    return result
+
+
+def base_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LINKLENS_") and k != "RAY_ADDRESS"}
+    return {**env, "LINKLENS_PER_HOST_DELAY_S": "0", "LINKLENS_RAY_CPUS": str(os.cpu_count() or 1)}
+
+
+def same_list(pages: int, hosts: int, latency_ms: float, work: Path) -> dict[str, object]:
+    """Local and Ray crawls of one fixture-web list, each into a fresh data folder."""
+    articles, label = corpus(pages)
+    articles_file = work / "articles.json"
+    articles_file.write_text(json.dumps(articles))
+    web, info = start_web(articles_file, hosts, latency_ms, work)
+    try:
+        listing = ["# Bench list", "", "## Articles", ""]
+        listing += [f"* [{slug}]({url})" for slug, url in info["article_urls"].items()]
+        list_file = work / "list.md"
+        list_file.write_text("\n".join(listing) + "\n")
+        env = {**base_env(), "LINKLENS_ARCHIVE_URL": info["archive_url"]}
+        local = crawl(list_file, work / "local", "local", env)
+        ray = crawl(list_file, work / "ray", "ray", env)
+    finally:
+        web.terminate()
+        web.wait(10)
+    ratio = float(ray["wall_s"]) / float(local["wall_s"])  # type: ignore[arg-type]
+    fixed = float(ray.get("first_outcome_s", 0.0))  # type: ignore[arg-type]
+    return {"corpus": label, "hosts": hosts, "latency_ms": latency_ms, "per_host_delay_s": 0.0,
+            "local": local, "ray": ray, "ray_vs_local_wall": round(ratio, 2),
+            "ray_fixed_overhead_s": round(fixed, 1),
+            "ray_vs_local_wall_without_fixed_overhead": round((float(ray["wall_s"]) - fixed)  # type: ignore[arg-type]
+                                                              / float(local["wall_s"]), 2),  # type: ignore[arg-type]
+            "target_build_ratio": TARGET_BUILD_RATIO}
+
+
+def scale(links: int, hosts: int, work: Path, with_local: bool) -> dict[str, object]:
+    """`links` links spread evenly over `hosts` loopback hosts, crawled on Ray (and locally, if asked)."""
+    per_host = max(1, links // hosts)
+    with ManyHosts() as web:
+        listing = ["# Many Hosts", "", "## Pages", ""]
+        listing += [f"* [Host {h} page {p}]({web.url(h)}/{p})" for p in range(per_host) for h in range(hosts)]
+        list_file = work / "many.md"
+        list_file.write_text("\n".join(listing) + "\n")
+        env = {**base_env(), "LINKLENS_USE_ARCHIVE": "false"}
+        result: dict[str, object] = {"links": hosts * per_host, "hosts": hosts, "per_host_delay_s": 0.0,
+                                     "cpus": os.cpu_count()}
+        before = web.requests
+        ray = crawl(list_file, work / "scale-ray", "ray", env)
+        ray["server_requests"] = web.requests - before
+        ray["pages_per_s"] = round(int(ray["links"]) / float(ray["crawl_s"]), 1)  # type: ignore[arg-type]
+        ray["pages_per_s_per_cpu"] = round(float(ray["pages_per_s"]) / (os.cpu_count() or 1), 1)
+        ray["target_driver_peak_rss_mb"] = TARGET_DRIVER_PEAK_MB
+        result["ray"] = ray
+        if with_local:
+            local = crawl(list_file, work / "scale-local", "local", env)
+            local["pages_per_s"] = round(int(local["links"]) / float(local["crawl_s"]), 1)  # type: ignore[arg-type]
+            result["local"] = local
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pages", type=int, default=500)
+    parser.add_argument("--hosts", type=int, default=12)
+    parser.add_argument("--latency-ms", type=float, default=50.0)
+    parser.add_argument("--scale-links", type=int, default=20_000)
+    parser.add_argument("--scale-hosts", type=int, default=2_000)
+    parser.add_argument("--scale-local", action="store_true", help="crawl the simulation locally too")
+    parser.add_argument("--no-scale", action="store_true", help="only the same-list comparison")
+    parser.add_argument("--no-same-list", action="store_true", help="only the scale simulation")
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    result: dict[str, object] = {"benchmark": "ray_crawl", "cores": os.cpu_count()}
+    with tempfile.TemporaryDirectory(prefix="linklens-bench-ray-") as tmp:
+        if not args.no_same_list:
+            result["same_list"] = same_list(args.pages, args.hosts, args.latency_ms, Path(tmp))
+            if args.out:  # kept even if the longer simulation is stopped
+                args.out.write_text(json.dumps(result, indent=2) + "\n")
+        if not args.no_scale:
+            result["scale"] = scale(args.scale_links, args.scale_hosts, Path(tmp), args.scale_local)
+    emit(result, args.out)
+
+
+if __name__ == "__main__":
+    main()

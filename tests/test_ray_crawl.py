@@ -1,0 +1,190 @@
+"""`linklens crawl --engine ray`: the same outcome as the local engine, resumable, with clear errors.
+
+One real Ray (2 CPUs) serves the whole module: started here, it is the session every in-process
+`linklens` command joins (Ray stays up between tests), and the cluster a separate driver process
+joins with --ray-address.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+import ray  # the extra: `make test` installs it (make install-ray)
+from typer.testing import CliRunner
+
+from cli.engines.datasets import ARTICLES, articles_from_table
+from cli.main import app
+from ingest.store import Store
+from ingest.urls import normalise_url
+from tests.conftest import FAST_CRAWL_ENV
+from tests.fixtureweb import FixtureWeb
+
+runner = CliRunner()
+HOST_LINKS = 3  # a host counts as finished with this many links at least, all final
+DEADLINE_S = 120
+
+
+@pytest.fixture(scope="module")
+def ray_cluster() -> Iterator[str]:
+    """A 2-CPU Ray for this module; its address, for drivers in other processes."""
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        yield str(ray.get_runtime_context().gcs_address)
+    finally:
+        ray.shutdown()
+
+
+def crawl_env(web: FixtureWeb, data_dir: Path) -> dict[str, str]:
+    return {**FAST_CRAWL_ENV, "LINKLENS_ARCHIVE_URL": web.archive_url, "LINKLENS_DATA_DIR": str(data_dir)}
+
+
+def reason_class(reason: str | None) -> str:
+    """What a reason says, without the parts that vary between two crawls (numbers: ports, times)."""
+    words = (reason or "").split(";")[0].split()
+    return " ".join(w for w in words[:3] if not any(c.isdigit() for c in w))
+
+
+def crawl_outcome(store_path: Path) -> dict[str, tuple[str, str, str | None]]:
+    """url -> (state, reason class, document text) of every link in a store."""
+    with Store.open(store_path) as store:
+        documents = {a.url: a.document.text if a.document else None for a in store.articles()}
+        return {str(r["url"]): (str(r["state"]), reason_class(r["reason"]), documents[str(r["url"])])  # type: ignore[arg-type]
+                for r in store.link_rows()}
+
+
+def test_ray_crawl_matches_the_local_crawl(ray_cluster: str, tmp_path: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    outcomes, summaries = {}, {}
+    with FixtureWeb(n_hosts=4) as web:
+        list_file = web.write_list_markdown(tmp_path / "list.md")
+        for engine in ("local", "ray"):
+            web.reset_counters()  # the 503-then-200 and 429 faults fail once again for each engine
+            for key, value in crawl_env(web, tmp_path / engine).items():
+                monkeypatch.setenv(key, value)
+            result = runner.invoke(app, ["crawl", str(list_file), "--engine", engine, "--json"])
+            assert result.exit_code == 0, result.output
+            summaries[engine] = json.loads(result.stdout)
+            outcomes[engine] = crawl_outcome(tmp_path / engine / "linklens.sqlite3")
+        expected = {normalise_url(u): s for u, s in web.expected_states().items()}
+    assert {u: o[0] for u, o in outcomes["ray"].items()} == expected
+    assert outcomes["ray"] == outcomes["local"]  # states, reasons and every document's text
+    assert summaries["ray"]["states"] == summaries["local"]["states"]
+    assert summaries["ray"]["crawled"] == summaries["local"]["crawled"] == len(expected)
+    assert summaries["ray"]["this_run"] == summaries["local"]["this_run"]
+
+    import pyarrow.parquet as pq
+
+    articles = articles_from_table(pq.read_table(tmp_path / "ray" / "datasets" / ARTICLES))
+    assert {a.url: a.document.text if a.document else None for a in articles} == {
+        u: o[2] for u, o in outcomes["ray"].items()}
+
+
+def finished_links(store_path: Path) -> dict[str, str]:
+    """Finished links of another process's store, read as an outside observer."""
+    if not store_path.exists():
+        return {}
+    try:
+        conn = sqlite3.connect(f"file:{store_path}?mode=ro", uri=True, timeout=5)
+        try:
+            return dict(conn.execute("SELECT url, state FROM links WHERE state != 'pending'").fetchall())
+        finally:
+            conn.close()
+    except sqlite3.OperationalError:  # schema not created yet
+        return {}
+
+
+def finished_hosts(finished: dict[str, str], expected: dict[str, str]) -> set[str]:
+    """Hosts (ip:port) with at least `HOST_LINKS` links listed, every one of them finished."""
+    by_host: dict[str, list[str]] = {}
+    for url in expected:
+        by_host.setdefault(urlsplit(url).netloc, []).append(url)
+    return {host for host, urls in by_host.items() if len(urls) >= HOST_LINKS and all(u in finished for u in urls)}
+
+
+def requests_by_host(web: FixtureWeb) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for record in web.request_log():
+        netloc = urlsplit(record.url).netloc
+        counts[netloc] = counts.get(netloc, 0) + 1
+    return counts
+
+
+def test_a_killed_ray_crawl_resumes_without_fetching_finished_hosts_again(
+        ray_cluster: str, tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with FixtureWeb(n_hosts=4, latency_s=0.15) as web:
+        list_file = web.write_list_markdown(tmp_path / "list.md")
+        env = {**os.environ, **crawl_env(web, data_dir), "LINKLENS_CONCURRENCY": "2"}
+        store_path = data_dir / "linklens.sqlite3"
+        # A driver of its own, joining this module's Ray, killed with no goodbye once some links are recorded.
+        driver = subprocess.Popen([sys.executable, "-m", "cli.main", "crawl", str(list_file), "--json",
+                                   "--engine", "ray", "--ray-address", ray_cluster],
+                                  env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+        expected = {normalise_url(u): s for u, s in web.expected_states().items()}
+        deadline = time.monotonic() + DEADLINE_S
+        try:
+            while not finished_hosts(finished_links(store_path), expected):
+                assert driver.poll() is None, driver.stderr.read().decode() if driver.stderr else ""
+                assert time.monotonic() < deadline, "the Ray crawl made no progress"
+                time.sleep(0.05)
+        finally:
+            os.killpg(driver.pid, signal.SIGKILL)
+            driver.wait(10)
+        before_kill = finished_links(store_path)
+        assert len(before_kill) < len(expected), "the kill must land midway"
+        done_hosts = finished_hosts(before_kill, expected)
+        time.sleep(2)  # the killed driver's tasks may still be running on the cluster: let them end
+        hits_before = requests_by_host(web)
+        url_hits_before = {url: web.hits(url) for url in before_kill}
+
+        for key, value in crawl_env(web, data_dir).items():
+            monkeypatch.setenv(key, value)
+        result = runner.invoke(app, ["crawl", str(list_file), "--engine", "ray", "--json"])
+        assert result.exit_code == 0, result.output
+        assert json.loads(result.stdout)["crawled"] == len(expected) - len(before_kill)
+        assert finished_links(store_path) == expected  # every link once, in its right final state
+        hits_after = requests_by_host(web)
+        for host in done_hosts:
+            assert hits_after.get(host, 0) == hits_before.get(host, 0), f"{host} was fetched again after resume"
+        for url, state in before_kill.items():
+            if url.startswith("http") and state in ("ok", "redirected"):
+                assert web.hits(url) == url_hits_before[url], f"{url} was fetched again after resume"
+
+
+def linklens_without(*args: str, data_dir: Path, hide_ray: bool = False) -> subprocess.CompletedProcess[str]:
+    """`linklens` in a process of its own; with `hide_ray`, as if the extra were not installed."""
+    prelude = "import sys; sys.modules['ray'] = None; " if hide_ray else ""  # `import ray` raises ImportError
+    code = prelude + f"sys.argv = ['linklens', *{list(args)!r}]; from cli.main import main; main()"
+    env = {**os.environ, "LINKLENS_DATA_DIR": str(data_dir)}
+    return subprocess.run([sys.executable, "-c", "import sys; " + code], capture_output=True, text=True,
+                          timeout=60, env=env)
+
+
+def test_engine_errors_are_one_sentence(tmp_path: Path, data_dir: Path) -> None:
+    listing = tmp_path / "list.md"
+    listing.write_text("# L\n\n## S\n\n* [A](http://127.0.0.1:9/a)\n")
+    missing = linklens_without("crawl", str(listing), "--engine", "ray", data_dir=data_dir, hide_ray=True)
+    assert missing.returncode == 1
+    assert "pip install 'linklens[ray]'" in missing.stderr and "Traceback" not in missing.stderr
+
+    started = time.monotonic()
+    refused = linklens_without("crawl", str(listing), "--engine", "ray", "--ray-address", "127.0.0.1:9",
+                               data_dir=data_dir)
+    assert refused.returncode == 1, refused.stderr
+    assert "no Ray cluster answers at 127.0.0.1:9" in refused.stderr and "Traceback" not in refused.stderr
+    assert time.monotonic() - started < 30  # Ray alone retries for minutes
+
+    bad = linklens_without("crawl", str(listing), "--engine", "ray", "--ray-address", "nonsense", data_dir=data_dir)
+    assert bad.returncode == 1 and "bad Ray address 'nonsense'" in bad.stderr, bad.stderr
+
+    unknown = linklens_without("crawl", str(listing), "--engine", "spark", data_dir=data_dir)
+    assert unknown.returncode == 2 and "spark" in unknown.stderr and "Traceback" not in unknown.stderr
