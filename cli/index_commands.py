@@ -53,6 +53,28 @@ def print_build(report: dict[str, object]) -> None:
 
 
 INDEX_KINDS = ("auto", "flat", "hnsw", "ivf")
+ENGINES = ("local", "ray")
+
+
+def run_index_with(cfg: Settings, engine: str, rebuild: bool, quiet: bool = False,
+                   kind: str | None = None) -> dict[str, object]:  # fmt: skip
+    """The index stage on the chosen engine; both return the same report."""
+    if engine == "ray":
+        from cli.engines.ray_index import run_ray_index
+
+        return run_ray_index(cfg, rebuild, quiet=quiet, kind=kind)
+    return run_index(cfg, rebuild, quiet=quiet, kind=kind)
+
+
+def engine_settings(engine: str | None, ray_address: str | None) -> tuple[Settings, str]:
+    """Settings with the command line's --engine/--ray-address over LINKLENS_ENGINE/LINKLENS_RAY_ADDRESS."""
+    if engine is not None and engine not in ENGINES:
+        raise typer.BadParameter(f"unknown engine {engine!r} — use one of: {', '.join(ENGINES)}",
+                                 param_hint="--engine")  # fmt: skip
+    cfg = settings()
+    if ray_address is not None:
+        cfg = cfg.model_copy(update={"ray_address": ray_address})
+    return cfg, engine or cfg.engine
 
 
 @friendly_errors
@@ -62,14 +84,23 @@ def index(
         None, "--kind", help="Dense index: flat (exact), hnsw, ivf (memory-lean) or auto (by size: LINKLENS_INDEX_KIND)"
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the build report as JSON."),
+    engine: str = typer.Option(
+        None, "--engine", help="local (this process) or ray (Ray Data: passages and embedding on a cluster); "
+        "default LINKLENS_ENGINE, else local"
+    ),
+    ray_address: str = typer.Option(
+        None, "--ray-address", help="Ray cluster to join (ray://host:10001 or auto); default LINKLENS_RAY_ADDRESS, "
+        "RAY_ADDRESS, else a Ray started in this process"
+    ),
 ) -> None:
     """Build a new index snapshot from what was crawled; only new or changed passages are embedded.
 
-    Example: linklens index            (or: linklens index --kind hnsw)
+    Example: linklens index            (or: linklens index --kind hnsw,  linklens index --engine ray)
     """
     if kind is not None and kind not in INDEX_KINDS:
         raise typer.BadParameter(f"unknown kind {kind!r} — use one of: {', '.join(INDEX_KINDS)}", param_hint="--kind")
-    report = run_index(settings(), rebuild, quiet=as_json, kind=None if kind in (None, "auto") else kind)
+    cfg, chosen = engine_settings(engine, ray_address)
+    report = run_index_with(cfg, chosen, rebuild, quiet=as_json, kind=None if kind in (None, "auto") else kind)
     if as_json:
         out.print_json(json.dumps(report))
     else:

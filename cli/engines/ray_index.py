@@ -1,0 +1,214 @@
+"""`linklens index --engine ray`: passages and embeddings as Ray Data stages, then the same snapshot build.
+
+Two phases:
+1. Ray Data: `articles/` → passages (stateless tasks, `article_passages`) → left join with the
+   embedding cache `embeddings/<model key>/` by passage id → an actor pool that embeds only
+   the passages the cache lacked (`PassageEmbedder`: one model per actor) → `passages/`
+   (passages with their vectors, Parquet, replaced atomically).
+2. The driver streams `passages/` and `articles/`, both sorted by list position, into the
+   engine-neutral `index.build.build_snapshot`: the same snapshot format, written the same
+   way as the local engine's, so serving cannot tell which engine built it.
+
+Incremental like the local engine: the embedding cache is read (joined) before embedding, every
+new vector is appended to it as a part file as soon as its batch is done (so a build killed
+midway loses no finished embedding), and after a good build it is rewritten as exactly the
+vectors of the indexed passages (the local cache's `keep_only`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict
+from typing import Any
+
+import numpy as np
+
+from cli.engines.datasets import ARTICLES, EMBEDDINGS, PASSAGES, article_from_row, dataset_uri
+from cli.engines.ray_progress import ProgressBars
+from cli.engines.ray_runtime import ray_session
+from cli.engines.ray_stages import PASSAGE_KEY, PassageEmbedder, cut_passages, passage_from_row, vectors_of
+from cli.engines.store_export import dataset_exists, dataset_filesystem, replace_folder
+from index import snapshot
+from index.build import EmbedCounts, IndexBatch, build_snapshot, existing_export, model_profile_of, query_encoder_dir
+from index.embedder import Embedder
+from index.model_ref import ModelProfile, configured_model
+from ingest.errors import SourceError
+from ingest.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+# Articles per task of the passage stage: cutting is cheap, so few large tasks.
+ARTICLES_PER_TASK = 256
+# Articles per batch handed to the snapshot writer (as the local engine's ARTICLES_PER_BATCH).
+ARTICLES_PER_SNAPSHOT_BATCH = 256
+PROGRESS_INTERVAL_S = 0.25
+NO_ARTICLES = (
+    "no articles dataset at {uri} yet — run: linklens crawl LIST --engine ray "
+    "(or, after a local crawl, linklens index --engine ray, which exports the page store)"
+)
+
+
+def cache_folder_name(key: str) -> str:
+    """A folder name for an embedding cache key: the key itself when it is a safe name, else a slug and a hash."""
+    if re.fullmatch(r"[A-Za-z0-9._-]{1,100}", key):
+        return key
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", key).strip("_")[:60]
+    return f"{slug}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
+
+
+def embedding_cache_uri(cfg: Settings, key: str) -> str:
+    """Where the embedding cache of one model key lives: `embeddings/<key as a folder name>`."""
+    return dataset_uri(dataset_uri(cfg.datasets_location, EMBEDDINGS), cache_folder_name(key))
+
+
+def run_ray_index(cfg: Settings, rebuild: bool, quiet: bool = False, kind: str | None = None) -> dict[str, object]:
+    """Build and publish a snapshot with Ray Data; returns the same report as the local `run_index`.
+
+    When the data folder has a page store (a local crawl), it is exported to `articles/` first,
+    so the index is always of what was crawled; otherwise `articles/` must already be there
+    (written by `linklens crawl --engine ray`, possibly on a cluster).
+    """
+    if cfg.store_path.exists():
+        from cli.engines.store_export import export_articles
+
+        export_articles(cfg)
+    if not dataset_exists(cfg.datasets_location, ARTICLES):
+        raise SourceError(NO_ARTICLES.format(uri=dataset_uri(cfg.datasets_location, ARTICLES)))
+    ref = configured_model(cfg)
+    embedder = Embedder(ref)
+    ready_export = None if rebuild else existing_export(cfg.cache_dir, ref)
+    profile = model_profile_of(ready_export, embedder).with_settings(cfg)
+    counts = EmbedCounts()
+    with snapshot.build_lock(cfg.snapshots_dir), ray_session(cfg) as ray, ProgressBars(quiet) as bars:
+        _quiet_ray_data(ray)
+        cache_uri = embedding_cache_uri(cfg, profile.cache_key(ref))
+        _embed_passages(ray, cfg, profile, cache_uri, rebuild, bars)
+        report = build_snapshot(
+            cfg, _index_batches(ray, cfg, counts, bars), ref.id, profile,
+            lambda: query_encoder_dir(cfg.cache_dir, ref, embedder, rebuild), counts=counts, kind=kind, unlocked=True,
+        )  # fmt: skip
+        _rewrite_cache(ray, cfg, cache_uri)
+    return asdict(report)
+
+
+def _quiet_ray_data(ray: Any) -> None:
+    """Ray Data's own progress bars and per-dataset log lines only with -v: ours show each stage."""
+    context = ray.data.DataContext.get_current()
+    verbose = logger.isEnabledFor(logging.INFO)
+    context.enable_progress_bars = verbose
+    context.print_on_execution_start = verbose
+    logging.getLogger("ray.data").setLevel(logging.INFO if verbose else logging.WARNING)
+
+
+def _embedding_threads(ray: Any, actors: int) -> int:
+    """Torch threads per embedding actor: the cluster's CPUs shared among the actors, at most one node's cores.
+
+    Actors reserve one Ray CPU each (the passage tasks need the rest to be scheduled), but
+    embedding is where the time goes, so each actor's torch uses its share of the cores.
+    """
+    from index.embedder import core_count
+
+    total = int(ray.cluster_resources().get("CPU", 1))
+    return max(1, min(core_count(), total // actors))
+
+
+def _embed_passages(ray: Any, cfg: Settings, profile: ModelProfile, cache_uri: str, rebuild: bool,
+                    bars: ProgressBars) -> None:  # fmt: skip
+    """Phase 1: cut, join with the embedding cache, embed what is missing, write `passages/` (replaced atomically)."""
+    import uuid
+
+    ref = configured_model(cfg)
+    articles = ray.data.read_parquet(dataset_uri(cfg.datasets_location, ARTICLES))
+    counter = bars.start(ray, articles.count())
+    passages = articles.map_batches(
+        cut_passages, batch_format="pyarrow", batch_size=ARTICLES_PER_TASK,
+        fn_kwargs={"words": cfg.passage_words, "overlap": cfg.passage_overlap_words,
+                   "headings": cfg.passage_headings, "progress": counter},
+    )  # fmt: skip
+    cache_location, cache_name = cache_uri.rsplit("/", 1)
+    if not rebuild and dataset_exists(cache_location, cache_name):
+        cached = ray.data.read_parquet(cache_uri, columns=["id", "vector"])
+        passages = passages.join(cached, join_type="left_outer", num_partitions=_partitions(ray), on=("id",))
+    gpus = cfg.embed_gpus if int(ray.cluster_resources().get("GPU", 0)) else 0
+    embedded = passages.map_batches(
+        PassageEmbedder, batch_format="pyarrow", batch_size=cfg.embed_batch_size, concurrency=cfg.embed_actors,
+        num_gpus=gpus or None,
+        fn_constructor_kwargs={
+            "model_id": ref.id, "location": ref.location, "passage_prefix": profile.passage_prefix,
+            "cache_uri": cache_uri, "threads": _embedding_threads(ray, cfg.embed_actors),
+            "device": "cuda" if gpus else "cpu", "progress": counter,
+        },
+    )  # fmt: skip
+    fs, root = dataset_filesystem(cfg.datasets_location)
+    work = f".{PASSAGES}.tmp-{uuid.uuid4().hex[:8]}"
+    with ThreadPoolExecutor(max_workers=1) as pool:  # the pipeline runs while this thread draws progress
+        written = pool.submit(embedded.write_parquet, dataset_uri(cfg.datasets_location, work))
+        while not written.done():
+            bars.poll()
+            time.sleep(PROGRESS_INTERVAL_S)
+        written.result()
+    bars.poll()
+    replace_folder(fs, dataset_uri(root, work), dataset_uri(root, PASSAGES))
+
+
+def _partitions(ray: Any) -> int:
+    return max(2, int(ray.cluster_resources().get("CPU", 1)))
+
+
+def _index_batches(ray: Any, cfg: Settings, counts: EmbedCounts, bars: ProgressBars) -> Iterator[IndexBatch]:
+    """Phase 2: `articles/` and `passages/`, each sorted by list position, merged into IndexBatches, streamed.
+
+    Both datasets are sorted by Ray (no order holds across Parquet files and tasks); the driver
+    holds one batch of articles and their passages at a time. A passage joined with two equal
+    cache rows arrives twice in a row and is kept once.
+    """
+    articles = ray.data.read_parquet(dataset_uri(cfg.datasets_location, ARTICLES)).sort("position")
+    passages = ray.data.read_parquet(dataset_uri(cfg.datasets_location, PASSAGES)).sort(list(PASSAGE_KEY))
+    rows = _passage_rows(passages)
+    pending: dict[str, Any] | None = next(rows, None)
+    last_key: tuple[int, int] | None = None
+    for table in articles.iter_batches(batch_size=ARTICLES_PER_SNAPSHOT_BATCH, batch_format="pyarrow"):
+        batch_articles = [article_from_row(r) for r in table.to_pylist()]
+        until = int(table.column("position")[-1].as_py())
+        batch_passages = []
+        vectors = []
+        while pending is not None and pending["position"] <= until:
+            key = (pending["position"], pending["ordinal"])
+            if key != last_key:
+                batch_passages.append(passage_from_row(pending))
+                vectors.append(pending["vector"])
+                counts.embedded += int(pending["embedded"])
+                counts.cached += int(not pending["embedded"])
+                last_key = key
+            pending = next(rows, None)
+        matrix = np.stack(vectors) if vectors else np.zeros((0, 0), np.float32)
+        bars.snapshot(len(batch_articles))
+        yield IndexBatch(batch_articles, batch_passages, matrix)
+
+
+def _passage_rows(passages: Any) -> Iterator[dict[str, Any]]:
+    """Rows of the sorted passages, each with its vector as a float32 array."""
+    for table in passages.iter_batches(batch_size=4096, batch_format="pyarrow"):
+        matrix = vectors_of(table.column("vector"))
+        for i, row in enumerate(table.drop_columns(["vector"]).to_pylist()):
+            row["vector"] = matrix[i]
+            yield row
+
+
+def _rewrite_cache(ray: Any, cfg: Settings, cache_uri: str) -> None:
+    """After a good build, the embedding cache becomes exactly the indexed passages' vectors (few files, no strays)."""
+    import uuid
+
+    fs, _ = dataset_filesystem(cfg.datasets_location)
+    started = time.perf_counter()
+    work = f"{cache_uri}.compact-{uuid.uuid4().hex[:8]}"
+    ray.data.read_parquet(dataset_uri(cfg.datasets_location, PASSAGES), columns=["id", "vector"]).write_parquet(work)
+    _, work_path = dataset_filesystem(work)
+    _, cache_path = dataset_filesystem(cache_uri)
+    replace_folder(fs, work_path, cache_path)
+    logger.info("embedding cache rewritten in %.1fs", time.perf_counter() - started)
