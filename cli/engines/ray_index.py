@@ -21,20 +21,18 @@ import hashlib
 import logging
 import re
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from typing import Any
 
-import numpy as np
-
-from cli.engines.datasets import ARTICLES, EMBEDDINGS, PASSAGES, article_from_row, dataset_uri
+from cli.engines.datasets import ARTICLES, EMBEDDINGS, PASSAGES, dataset_uri
 from cli.engines.ray_progress import ProgressBars
 from cli.engines.ray_runtime import ray_session
-from cli.engines.ray_stages import PASSAGE_KEY, PassageEmbedder, cut_passages, passage_from_row, vectors_of
-from cli.engines.store_export import dataset_exists, dataset_filesystem, replace_folder
+from cli.engines.ray_snapshot import ROWS_PER_SORT_BLOCK, CacheRewriter, index_batches, read_blocks
+from cli.engines.ray_stages import PassageEmbedder, cut_passages
+from cli.engines.store_export import dataset_exists, dataset_filesystem, dataset_rows, replace_folder
 from index import snapshot
-from index.build import EmbedCounts, IndexBatch, build_snapshot, existing_export, model_profile_of, query_encoder_dir
+from index.build import EmbedCounts, build_snapshot, existing_export, model_profile_of, query_encoder_dir
 from index.embedder import Embedder
 from index.model_ref import ModelProfile, configured_model
 from ingest.errors import SourceError
@@ -44,8 +42,6 @@ logger = logging.getLogger(__name__)
 
 # Articles per task of the passage stage: cutting is cheap, so few large tasks.
 ARTICLES_PER_TASK = 256
-# Articles per batch handed to the snapshot writer (as the local engine's ARTICLES_PER_BATCH).
-ARTICLES_PER_SNAPSHOT_BATCH = 256
 PROGRESS_INTERVAL_S = 0.25
 NO_ARTICLES = (
     "no articles dataset at {uri} yet — run: linklens crawl LIST --engine ray "
@@ -73,6 +69,7 @@ def run_ray_index(cfg: Settings, rebuild: bool, quiet: bool = False, kind: str |
     so the index is always of what was crawled; otherwise `articles/` must already be there
     (written by `linklens crawl --engine ray`, possibly on a cluster).
     """
+    started = time.perf_counter()
     if cfg.store_path.exists():
         from cli.engines.store_export import export_articles
 
@@ -86,13 +83,22 @@ def run_ray_index(cfg: Settings, rebuild: bool, quiet: bool = False, kind: str |
     counts = EmbedCounts()
     with snapshot.build_lock(cfg.snapshots_dir), ray_session(cfg) as ray, ProgressBars(quiet) as bars:
         _quiet_ray_data(ray)
+        logger.info("Ray ready at %.1fs", time.perf_counter() - started)
         cache_uri = embedding_cache_uri(cfg, profile.cache_key(ref))
         _embed_passages(ray, cfg, profile, cache_uri, rebuild, bars)
-        report = build_snapshot(
-            cfg, _index_batches(ray, cfg, counts, bars), ref.id, profile,
-            lambda: query_encoder_dir(cfg.cache_dir, ref, embedder, rebuild), counts=counts, kind=kind, unlocked=True,
-        )  # fmt: skip
-        _rewrite_cache(ray, cfg, cache_uri)
+        logger.info("passages embedded and written at %.1fs", time.perf_counter() - started)
+        cache = CacheRewriter(cache_uri)
+        try:
+            report = build_snapshot(
+                cfg, index_batches(ray, cfg.datasets_location, counts, bars, cache), ref.id, profile,
+                lambda: query_encoder_dir(cfg.cache_dir, ref, embedder, rebuild), counts=counts, kind=kind,
+                unlocked=True,
+            )  # fmt: skip
+        except BaseException:
+            cache.abort()
+            raise
+        cache.publish()
+        logger.info("snapshot published, embedding cache rewritten at %.1fs", time.perf_counter() - started)
     return asdict(report)
 
 
@@ -123,8 +129,10 @@ def _embed_passages(ray: Any, cfg: Settings, profile: ModelProfile, cache_uri: s
     import uuid
 
     ref = configured_model(cfg)
-    articles = ray.data.read_parquet(dataset_uri(cfg.datasets_location, ARTICLES))
-    counter = bars.start(ray, articles.count())
+    total = dataset_rows(cfg.datasets_location, ARTICLES)
+    articles = ray.data.read_parquet(dataset_uri(cfg.datasets_location, ARTICLES),
+                                     override_num_blocks=read_blocks(total, ARTICLES_PER_TASK))  # fmt: skip
+    counter = bars.start(ray, total)
     passages = articles.map_batches(
         cut_passages, batch_format="pyarrow", batch_size=ARTICLES_PER_TASK,
         fn_kwargs={"words": cfg.passage_words, "overlap": cfg.passage_overlap_words,
@@ -132,11 +140,14 @@ def _embed_passages(ray: Any, cfg: Settings, profile: ModelProfile, cache_uri: s
     )  # fmt: skip
     cache_location, cache_name = cache_uri.rsplit("/", 1)
     if not rebuild and dataset_exists(cache_location, cache_name):
-        cached = ray.data.read_parquet(cache_uri, columns=["id", "vector"])
+        rows = dataset_rows(cache_location, cache_name)
+        cached = ray.data.read_parquet(cache_uri, columns=["id", "vector"],
+                                       override_num_blocks=read_blocks(rows, ROWS_PER_SORT_BLOCK))  # fmt: skip
         passages = passages.join(cached, join_type="left_outer", num_partitions=_partitions(ray), on=("id",))
     gpus = cfg.embed_gpus if int(ray.cluster_resources().get("GPU", 0)) else 0
     embedded = passages.map_batches(
-        PassageEmbedder, batch_format="pyarrow", batch_size=cfg.embed_batch_size, concurrency=cfg.embed_actors,
+        PassageEmbedder, batch_format="pyarrow", batch_size=cfg.embed_batch_size,
+        compute=ray.data.ActorPoolStrategy(size=cfg.embed_actors),
         num_gpus=gpus or None,
         fn_constructor_kwargs={
             "model_id": ref.id, "location": ref.location, "passage_prefix": profile.passage_prefix,
@@ -158,57 +169,3 @@ def _embed_passages(ray: Any, cfg: Settings, profile: ModelProfile, cache_uri: s
 
 def _partitions(ray: Any) -> int:
     return max(2, int(ray.cluster_resources().get("CPU", 1)))
-
-
-def _index_batches(ray: Any, cfg: Settings, counts: EmbedCounts, bars: ProgressBars) -> Iterator[IndexBatch]:
-    """Phase 2: `articles/` and `passages/`, each sorted by list position, merged into IndexBatches, streamed.
-
-    Both datasets are sorted by Ray (no order holds across Parquet files and tasks); the driver
-    holds one batch of articles and their passages at a time. A passage joined with two equal
-    cache rows arrives twice in a row and is kept once.
-    """
-    articles = ray.data.read_parquet(dataset_uri(cfg.datasets_location, ARTICLES)).sort("position")
-    passages = ray.data.read_parquet(dataset_uri(cfg.datasets_location, PASSAGES)).sort(list(PASSAGE_KEY))
-    rows = _passage_rows(passages)
-    pending: dict[str, Any] | None = next(rows, None)
-    last_key: tuple[int, int] | None = None
-    for table in articles.iter_batches(batch_size=ARTICLES_PER_SNAPSHOT_BATCH, batch_format="pyarrow"):
-        batch_articles = [article_from_row(r) for r in table.to_pylist()]
-        until = int(table.column("position")[-1].as_py())
-        batch_passages = []
-        vectors = []
-        while pending is not None and pending["position"] <= until:
-            key = (pending["position"], pending["ordinal"])
-            if key != last_key:
-                batch_passages.append(passage_from_row(pending))
-                vectors.append(pending["vector"])
-                counts.embedded += int(pending["embedded"])
-                counts.cached += int(not pending["embedded"])
-                last_key = key
-            pending = next(rows, None)
-        matrix = np.stack(vectors) if vectors else np.zeros((0, 0), np.float32)
-        bars.snapshot(len(batch_articles))
-        yield IndexBatch(batch_articles, batch_passages, matrix)
-
-
-def _passage_rows(passages: Any) -> Iterator[dict[str, Any]]:
-    """Rows of the sorted passages, each with its vector as a float32 array."""
-    for table in passages.iter_batches(batch_size=4096, batch_format="pyarrow"):
-        matrix = vectors_of(table.column("vector"))
-        for i, row in enumerate(table.drop_columns(["vector"]).to_pylist()):
-            row["vector"] = matrix[i]
-            yield row
-
-
-def _rewrite_cache(ray: Any, cfg: Settings, cache_uri: str) -> None:
-    """After a good build, the embedding cache becomes exactly the indexed passages' vectors (few files, no strays)."""
-    import uuid
-
-    fs, _ = dataset_filesystem(cfg.datasets_location)
-    started = time.perf_counter()
-    work = f"{cache_uri}.compact-{uuid.uuid4().hex[:8]}"
-    ray.data.read_parquet(dataset_uri(cfg.datasets_location, PASSAGES), columns=["id", "vector"]).write_parquet(work)
-    _, work_path = dataset_filesystem(work)
-    _, cache_path = dataset_filesystem(cache_uri)
-    replace_folder(fs, work_path, cache_path)
-    logger.info("embedding cache rewritten in %.1fs", time.perf_counter() - started)

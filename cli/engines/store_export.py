@@ -66,6 +66,14 @@ def dataset_exists(location: str, name: str) -> bool:
     return any(info.path.endswith(".parquet") for info in fs.get_file_info(selector))
 
 
+def dataset_rows(location: str, name: str) -> int:
+    """Rows of the dataset `location`/`name`, from its Parquet footers (no data read)."""
+    import pyarrow.dataset as pads
+
+    fs, root = dataset_filesystem(location)
+    return int(pads.dataset(dataset_uri(root, name), filesystem=fs, format="parquet").count_rows())
+
+
 def replace_folder(fs: pafs.FileSystem, finished: str, target: str) -> None:
     """Move the finished folder `finished` to `target`, replacing what was there."""
     import pyarrow.fs as pafs
@@ -74,10 +82,10 @@ def replace_folder(fs: pafs.FileSystem, finished: str, target: str) -> None:
     if fs.get_file_info(target).type != pafs.FileType.NotFound:
         fs.move(target, old)
     fs.move(finished, target)
-    _remove_folder(fs, old)
+    remove_folder(fs, old)
 
 
-def _remove_folder(fs: pafs.FileSystem, folder: str) -> None:
+def remove_folder(fs: pafs.FileSystem, folder: str) -> None:
     import pyarrow.fs as pafs
 
     if fs.get_file_info(folder).type != pafs.FileType.NotFound:
@@ -104,7 +112,7 @@ def export_articles(settings: Settings) -> ExportReport:
             raise SourceError(f"the page store {settings.store_path} holds no links yet — run: linklens crawl LIST")
         replace_folder(fs, work, target)
     except BaseException:
-        _remove_folder(fs, work)
+        remove_folder(fs, work)
         raise
     logger.info("exported %d articles in %d parts to %s", articles, parts, target)
     return ExportReport(articles, parts, dataset_uri(settings.datasets_location, ARTICLES))
