@@ -62,14 +62,19 @@ def embedding_cache_uri(cfg: Settings, key: str) -> str:
     return dataset_uri(dataset_uri(cfg.datasets_location, EMBEDDINGS), cache_folder_name(key))
 
 
-def run_ray_index(cfg: Settings, rebuild: bool, quiet: bool = False, kind: str | None = None) -> dict[str, object]:
+def run_ray_index(
+    cfg: Settings, rebuild: bool, quiet: bool = False, kind: str | None = None, timings: dict[str, float] | None = None
+) -> dict[str, object]:
     """Build and publish a snapshot with Ray Data; returns the same report as the local `run_index`.
 
     When the data folder has a page store (a local crawl), it is exported to `articles/` first,
     so the index is always of what was crawled; otherwise `articles/` must already be there
-    (written by `linklens crawl --engine ray`, possibly on a cluster).
+    (written by `linklens crawl --engine ray`, possibly on a cluster). `timings`, when given,
+    receives the seconds each phase took (bench/ray_embed.py): `start_s` (export, Ray start),
+    `passages_s` (cutting and embedding into `passages/`), `snapshot_s` and `total_s`.
     """
     started = time.perf_counter()
+    timings = {} if timings is None else timings
     if cfg.store_path.exists():
         from cli.engines.store_export import export_articles
 
@@ -83,9 +88,11 @@ def run_ray_index(cfg: Settings, rebuild: bool, quiet: bool = False, kind: str |
     counts = EmbedCounts()
     with snapshot.build_lock(cfg.snapshots_dir), ray_session(cfg) as ray, ProgressBars(quiet) as bars:
         _quiet_ray_data(ray)
-        logger.info("Ray ready at %.1fs", time.perf_counter() - started)
+        timings["start_s"] = time.perf_counter() - started
+        logger.info("Ray ready at %.1fs", timings["start_s"])
         cache_uri = embedding_cache_uri(cfg, profile.cache_key(ref))
         _embed_passages(ray, cfg, profile, cache_uri, rebuild, bars)
+        timings["passages_s"] = time.perf_counter() - started - timings["start_s"]
         logger.info("passages embedded and written at %.1fs", time.perf_counter() - started)
         cache = CacheRewriter(cache_uri)
         try:
@@ -98,7 +105,9 @@ def run_ray_index(cfg: Settings, rebuild: bool, quiet: bool = False, kind: str |
             cache.abort()
             raise
         cache.publish()
-        logger.info("snapshot published, embedding cache rewritten at %.1fs", time.perf_counter() - started)
+        timings["total_s"] = time.perf_counter() - started
+        timings["snapshot_s"] = timings["total_s"] - timings["passages_s"] - timings["start_s"]
+        logger.info("snapshot published, embedding cache rewritten at %.1fs", timings["total_s"])
     return asdict(report)
 
 
