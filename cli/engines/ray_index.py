@@ -43,6 +43,9 @@ logger = logging.getLogger(__name__)
 # Articles per task of the passage stage: cutting is cheap, so few large tasks.
 ARTICLES_PER_TASK = 256
 PROGRESS_INTERVAL_S = 0.25
+BLOCKS_PER_ACTOR = 4
+# The least Ray CPU share an embedding actor reserves (many actors on a small cluster).
+MIN_ACTOR_CPUS = 0.1
 NO_ARTICLES = (
     "no articles dataset at {uri} yet — run: linklens crawl LIST --engine ray "
     "(or, after a local crawl, linklens index --engine ray, which exports the page store)"
@@ -71,7 +74,8 @@ def run_ray_index(
     so the index is always of what was crawled; otherwise `articles/` must already be there
     (written by `linklens crawl --engine ray`, possibly on a cluster). `timings`, when given,
     receives the seconds each phase took (bench/ray_embed.py): `start_s` (export, Ray start),
-    `passages_s` (cutting and embedding into `passages/`), `snapshot_s` and `total_s`.
+    `passages_s` (cutting and embedding into `passages/`), `snapshot_s`, `total_s`; and `encode_s`
+    (time the actors spent in the model, summed) with `threads_per_actor`.
     """
     started = time.perf_counter()
     timings = {} if timings is None else timings
@@ -91,7 +95,9 @@ def run_ray_index(
         timings["start_s"] = time.perf_counter() - started
         logger.info("Ray ready at %.1fs", timings["start_s"])
         cache_uri = embedding_cache_uri(cfg, profile.cache_key(ref))
-        _embed_passages(ray, cfg, profile, cache_uri, rebuild, bars)
+        counts_by_stage = _embed_passages(ray, cfg, profile, cache_uri, rebuild, bars)
+        timings["encode_s"] = counts_by_stage.get("encode_ms", 0) / 1000
+        timings["threads_per_actor"] = _embedding_threads(ray, cfg.embed_actors)
         timings["passages_s"] = time.perf_counter() - started - timings["start_s"]
         logger.info("passages embedded and written at %.1fs", time.perf_counter() - started)
         cache = CacheRewriter(cache_uri)
@@ -123,8 +129,8 @@ def _quiet_ray_data(ray: Any) -> None:
 def _embedding_threads(ray: Any, actors: int) -> int:
     """Torch threads per embedding actor: the cluster's CPUs shared among the actors, at most one node's cores.
 
-    Actors reserve one Ray CPU each (the passage tasks need the rest to be scheduled), but
-    embedding is where the time goes, so each actor's torch uses its share of the cores.
+    Actors reserve less than that (`_actor_cpus`), but embedding is where the time goes, so
+    each actor's torch uses its whole share of the cores.
     """
     from index.embedder import core_count
 
@@ -132,15 +138,25 @@ def _embedding_threads(ray: Any, actors: int) -> int:
     return max(1, min(core_count(), total // actors))
 
 
+def _actor_cpus(ray: Any, actors: int) -> float:
+    """Ray CPUs each embedding actor reserves: one, but never so many that no CPU is left for the read and
+    passage tasks (actors holding every CPU would wait forever for input that cannot be scheduled)."""
+    total = float(ray.cluster_resources().get("CPU", 1))
+    return max(MIN_ACTOR_CPUS, min(1.0, (total - 1) / actors))
+
+
 def _embed_passages(ray: Any, cfg: Settings, profile: ModelProfile, cache_uri: str, rebuild: bool,
-                    bars: ProgressBars) -> None:  # fmt: skip
-    """Phase 1: cut, join with the embedding cache, embed what is missing, write `passages/` (replaced atomically)."""
+                    bars: ProgressBars) -> dict[str, int]:  # fmt: skip
+    """Phase 1: cut, join with the embedding cache, embed what is missing, write `passages/` (replaced atomically).
+
+    Returns the stages' counts (`ray_progress.StageCounter`)."""
     import uuid
 
     ref = configured_model(cfg)
     total = dataset_rows(cfg.datasets_location, ARTICLES)
-    articles = ray.data.read_parquet(dataset_uri(cfg.datasets_location, ARTICLES),
-                                     override_num_blocks=read_blocks(total, ARTICLES_PER_TASK))  # fmt: skip
+    # At least a few blocks per actor: an actor takes a whole block as one task, so fewer would leave actors idle.
+    blocks = max(read_blocks(total, ARTICLES_PER_TASK), min(total, BLOCKS_PER_ACTOR * cfg.embed_actors))
+    articles = ray.data.read_parquet(dataset_uri(cfg.datasets_location, ARTICLES), override_num_blocks=blocks)
     counter = bars.start(ray, total)
     passages = articles.map_batches(
         cut_passages, batch_format="pyarrow", batch_size=ARTICLES_PER_TASK,
@@ -157,7 +173,7 @@ def _embed_passages(ray: Any, cfg: Settings, profile: ModelProfile, cache_uri: s
     embedded = passages.map_batches(
         PassageEmbedder, batch_format="pyarrow", batch_size=cfg.embed_batch_size,
         compute=ray.data.ActorPoolStrategy(size=cfg.embed_actors),
-        num_gpus=gpus or None,
+        num_cpus=_actor_cpus(ray, cfg.embed_actors), num_gpus=gpus or None,
         fn_constructor_kwargs={
             "model_id": ref.id, "location": ref.location, "passage_prefix": profile.passage_prefix,
             "cache_uri": cache_uri, "threads": _embedding_threads(ray, cfg.embed_actors),
@@ -172,8 +188,9 @@ def _embed_passages(ray: Any, cfg: Settings, profile: ModelProfile, cache_uri: s
             bars.poll()
             time.sleep(PROGRESS_INTERVAL_S)
         written.result()
-    bars.poll()
+    counts = bars.poll()
     replace_folder(fs, dataset_uri(root, work), dataset_uri(root, PASSAGES))
+    return counts
 
 
 def _partitions(ray: Any) -> int:
