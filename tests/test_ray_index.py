@@ -112,15 +112,11 @@ def test_ray_and_local_index_the_same_passages_vectors_and_rankings(engines: dic
         assert ray.top[query] == urls, query
 
 
-def test_a_second_ray_run_embeds_nothing_and_keeps_one_vector_per_passage(engines: dict[str, Any]) -> None:
+def test_rebuild_ignores_the_embedding_cache(engines: dict[str, Any]) -> None:
     settings: Settings = engines["settings"]
-    again = run_ray_index(settings, rebuild=False, quiet=True)
-    assert again["embedded"] == 0 and again["cached"] == again["passages"]
-    cache = pads.dataset(embedding_cache_uri(settings, BUNDLED_MODEL_ID), format="parquet")
-    assert cache.count_rows() == again["passages"]  # rewritten: exactly the indexed passages
-    assert again["snapshot_id"] != engines["ray"].report["snapshot_id"]
     rebuilt = run_ray_index(settings, rebuild=True, quiet=True)
-    assert rebuilt["embedded"] == rebuilt["passages"]
+    assert rebuilt["embedded"] == rebuilt["passages"] and rebuilt["cached"] == 0
+    assert rebuilt["snapshot_id"] != engines["ray"].report["snapshot_id"]
 
 
 def test_export_writes_every_article_in_list_order(built: BuiltIndex, tmp_path: Path) -> None:
@@ -150,7 +146,7 @@ def cached_ids(settings: Settings) -> set[str]:
     return set(pads.dataset(parts, format="parquet").to_table(columns=["id"]).column("id").to_pylist())
 
 
-def test_a_killed_ray_build_resumes_without_re_embedding(
+def test_a_killed_ray_build_resumes_without_re_embedding_what_it_embedded(
     ray_cluster: Any, built: BuiltIndex, tmp_path: Path
 ) -> None:
     settings = fresh_settings(built, tmp_path / "killed")
@@ -179,3 +175,5 @@ def test_a_killed_ray_build_resumes_without_re_embedding(
     assert resumed["cached"] == sum(1 for i in ids if i in before)
     assert resumed["embedded"] == sum(1 for i in ids if i not in before)
     assert snapshot.current_id(settings.snapshots_dir) == resumed["snapshot_id"]
+    assert cached_ids(settings) == set(ids)  # the cache was rewritten: exactly the indexed passages' vectors
+    assert len(list(Path(embedding_cache_uri(settings, BUNDLED_MODEL_ID)).glob("*.parquet"))) == 1
