@@ -97,13 +97,14 @@ class Settings(BaseSettings):
     dense_weight: float = Field(1.5, ge=0, le=100, description="weight of the dense ranking in hybrid (BM25's is 1)")
 
     # engine (issue 9): where crawl and index run. `ray` needs the optional extra: pip install 'linklens[ray]'
-    engine: str = Field("local", pattern="^(local|ray)$", description="local (asyncio + process pool) or ray (Ray Data)")
+    engine: str = Field("local", pattern="^(local|ray)$",
+                        description="local (asyncio + process pool) or ray (Ray Data)")
     ray_address: str = Field("", description="Ray cluster to use (ray://host:10001 or auto); empty = RAY_ADDRESS, "
                                              "else a Ray started in this process")
     ray_cpus: int = Field(0, ge=0, description="CPUs of a Ray started in this process; 0 = every core")
     datasets_uri: str = Field("", description="where the Ray engine writes its Parquet datasets: a folder or any "
                                               "pyarrow filesystem URI (s3://bucket/prefix); empty = <data>/datasets")
-    embed_batch_size: int = Field(64, ge=1, le=4096, description="passages per embedding batch (Ray actors)")
+    embed_batch_size: int = Field(512, ge=1, le=4096, description="passages per embedding batch (Ray actors)")
     embed_actors: int = Field(1, ge=1, le=1024, description="embedding actors of the Ray engine (one model each)")
     embed_gpus: float = Field(0.0, ge=0, description="GPUs per embedding actor of the Ray engine; 0 = CPU")
 

@@ -43,7 +43,11 @@ logger = logging.getLogger(__name__)
 # Articles per task of the passage stage: cutting is cheap, so few large tasks.
 ARTICLES_PER_TASK = 256
 PROGRESS_INTERVAL_S = 0.25
-BLOCKS_PER_ACTOR = 4
+BLOCKS_PER_ACTOR = 8
+# Blocks queued at an actor beyond the one it runs: Ray's default (4) hands out a small corpus's blocks
+# up front, so one actor could hold the long articles while the other idles; two (one running, one
+# waiting) keep them balanced without a gap between tasks.
+TASKS_QUEUED_PER_ACTOR = 2
 # The least Ray CPU share an embedding actor reserves (many actors on a small cluster).
 MIN_ACTOR_CPUS = 0.1
 NO_ARTICLES = (
@@ -75,7 +79,8 @@ def run_ray_index(
     (written by `linklens crawl --engine ray`, possibly on a cluster). `timings`, when given,
     receives the seconds each phase took (bench/ray_embed.py): `start_s` (export, Ray start),
     `passages_s` (cutting and embedding into `passages/`), `snapshot_s`, `total_s`; and `encode_s`
-    (time the actors spent in the model, summed) with `threads_per_actor`.
+    (time the actors spent in the model, summed) with `threads_per_actor`, and `actor_start_s`
+    (time the actors took to load the model, summed).
     """
     started = time.perf_counter()
     timings = {} if timings is None else timings
@@ -97,6 +102,7 @@ def run_ray_index(
         cache_uri = embedding_cache_uri(cfg, profile.cache_key(ref))
         counts_by_stage = _embed_passages(ray, cfg, profile, cache_uri, rebuild, bars)
         timings["encode_s"] = counts_by_stage.get("encode_ms", 0) / 1000
+        timings["actor_start_s"] = counts_by_stage.get("actor_start_ms", 0) / 1000
         timings["threads_per_actor"] = _embedding_threads(ray, cfg.embed_actors)
         timings["passages_s"] = time.perf_counter() - started - timings["start_s"]
         logger.info("passages embedded and written at %.1fs", time.perf_counter() - started)
@@ -172,7 +178,7 @@ def _embed_passages(ray: Any, cfg: Settings, profile: ModelProfile, cache_uri: s
     gpus = cfg.embed_gpus if int(ray.cluster_resources().get("GPU", 0)) else 0
     embedded = passages.map_batches(
         PassageEmbedder, batch_format="pyarrow", batch_size=cfg.embed_batch_size,
-        compute=ray.data.ActorPoolStrategy(size=cfg.embed_actors),
+        compute=ray.data.ActorPoolStrategy(size=cfg.embed_actors, max_tasks_in_flight_per_actor=TASKS_QUEUED_PER_ACTOR),
         num_cpus=_actor_cpus(ray, cfg.embed_actors), num_gpus=gpus or None,
         fn_constructor_kwargs={
             "model_id": ref.id, "location": ref.location, "passage_prefix": profile.passage_prefix,

@@ -93,6 +93,7 @@ class PassageEmbedder:
         self, model_id: str, location: str, passage_prefix: str, cache_uri: str, threads: int, device: str,
         progress: Any = None,
     ) -> None:  # fmt: skip
+        started = time.perf_counter()
         import torch
 
         from cli.engines.store_export import dataset_filesystem
@@ -106,6 +107,8 @@ class PassageEmbedder:
         self.fs, self.cache_dir = dataset_filesystem(cache_uri)
         self.fs.create_dir(self.cache_dir, recursive=True)
         self.progress = progress
+        if progress is not None:
+            progress.add.remote("actor_start_ms", round((time.perf_counter() - started) * 1000))
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         import pyarrow as pa
