@@ -172,8 +172,8 @@ def _embed_passages(ray: Any, cfg: Settings, profile: ModelProfile, cache_uri: s
     cache_location, cache_name = cache_uri.rsplit("/", 1)
     if not rebuild and dataset_exists(cache_location, cache_name):
         rows = dataset_rows(cache_location, cache_name)
-        cached = ray.data.read_parquet(cache_uri, columns=["id", "vector"],
-                                       override_num_blocks=read_blocks(rows, ROWS_PER_SORT_BLOCK))  # fmt: skip
+        cached = ray.data.read_parquet(cache_uri, override_num_blocks=read_blocks(rows, ROWS_PER_SORT_BLOCK))
+        cached = cached.select_columns(["id", "vector"])
         passages = passages.join(cached, join_type="left_outer", num_partitions=_partitions(ray), on=("id",))
     gpus = cfg.embed_gpus if int(ray.cluster_resources().get("GPU", 0)) else 0
     embedded = passages.map_batches(
