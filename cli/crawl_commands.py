@@ -40,7 +40,7 @@ class Engine(StrEnum):
     ray = "ray"
 
 
-ENGINE_HELP = "Where the crawl runs: local (this process) or ray (Ray Data; pip install 'linklens[ray]'). " \
+ENGINE_HELP = "Where the work runs: local (this process) or ray (Ray Data; pip install 'linklens[ray]'). " \
               "Default: LINKLENS_ENGINE, else local."
 RAY_ADDRESS_HELP = "Ray cluster to join (ray://head:10001 or auto). Default: LINKLENS_RAY_ADDRESS, else " \
                    "RAY_ADDRESS, else a Ray started in this process."

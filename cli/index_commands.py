@@ -62,6 +62,15 @@ def print_build(report: dict[str, object]) -> None:
 INDEX_KINDS = ("auto", "flat", "hnsw", "ivf")
 
 
+def run_index_with(cfg: Settings, rebuild: bool, quiet: bool = False, kind: str | None = None) -> dict[str, object]:
+    """The index stage on the engine `cfg` names; both return the same report."""
+    if cfg.engine == Engine.ray:
+        from cli.engines.ray_index import run_ray_index
+
+        return run_ray_index(cfg, rebuild, quiet=quiet, kind=kind)
+    return run_index(cfg, rebuild, quiet=quiet, kind=kind)
+
+
 @friendly_errors
 def index(
     rebuild: bool = typer.Option(False, "--rebuild", help="Ignore the embedding cache and re-embed everything."),
@@ -69,14 +78,17 @@ def index(
         None, "--kind", help="Dense index: flat (exact), hnsw, ivf (memory-lean) or auto (by size: LINKLENS_INDEX_KIND)"
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the build report as JSON."),
+    engine: Engine = typer.Option(None, "--engine", help=ENGINE_HELP, case_sensitive=False),
+    ray_address: str = typer.Option(None, "--ray-address", help=RAY_ADDRESS_HELP),
 ) -> None:
     """Build a new index snapshot from what was crawled; only new or changed passages are embedded.
 
-    Example: linklens index            (or: linklens index --kind hnsw)
+    Example: linklens index            (or: linklens index --kind hnsw,  linklens index --engine ray)
     """
     if kind is not None and kind not in INDEX_KINDS:
         raise typer.BadParameter(f"unknown kind {kind!r} — use one of: {', '.join(INDEX_KINDS)}", param_hint="--kind")
-    report = run_index(settings(), rebuild, quiet=as_json, kind=None if kind in (None, "auto") else kind)
+    chosen_kind = None if kind in (None, "auto") else kind
+    report = run_index_with(engine_settings(engine, ray_address), rebuild, quiet=as_json, kind=chosen_kind)
     if as_json:
         out.print_json(json.dumps(report))
     else:

@@ -128,14 +128,14 @@ def build_index(
         EmbeddingCache.open(settings.cache_dir / EMBEDDING_CACHE_FILE) as cache,
     ):
         ready_export = None if rebuild else existing_export(settings.cache_dir, ref)
-        profile = _model_profile(ready_export, embedder).with_settings(settings)
+        profile = model_profile_of(ready_export, embedder).with_settings(settings)
         batches = embedded_batches(
             article_batches(store.articles(), ARTICLES_PER_BATCH), settings, embedder, profile, cache,
             rebuild=rebuild, ready_export=ready_export, counts=counts,
             progress=(lambda done: progress(done, total)) if progress else None,
         )  # fmt: skip
         report = build_snapshot(
-            settings, batches, ref.id, profile, lambda: _query_encoder(settings.cache_dir, ref, embedder, rebuild),
+            settings, batches, ref.id, profile, lambda: query_encoder_dir(settings.cache_dir, ref, embedder, rebuild),
             counts=counts, kind=kind, unlocked=True, list_sources=list_sources(store),
         )  # fmt: skip
         folder = settings.snapshots_dir / report.snapshot_id
@@ -165,7 +165,7 @@ def article_batches(articles: Iterable[Article], size: int) -> Iterator[list[Art
         yield batch
 
 
-def _model_profile(ready_export: Path | None, embedder: Embedder) -> ModelProfile:
+def model_profile_of(ready_export: Path | None, embedder: Embedder) -> ModelProfile:
     """How the model reads text: from its verified export's config when there is one (no torch), else the model."""
     if ready_export is not None:
         from index.query_encoder import EncoderConfig
@@ -391,7 +391,7 @@ def existing_export(cache_dir: Path, ref: ModelRef) -> Path | None:
     return folder if (folder / ENCODER_FILE).exists() else None
 
 
-def _query_encoder(cache_dir: Path, ref: ModelRef, embedder: Embedder, rebuild: bool) -> Path | None:
+def query_encoder_dir(cache_dir: Path, ref: ModelRef, embedder: Embedder, rebuild: bool) -> Path | None:
     """The cached ONNX export for the model, made now if missing; None if the model cannot be exported."""
     from index.onnx_export import cached_export
 

@@ -46,14 +46,17 @@ def core_count() -> int:
         return os.cpu_count() or 1
 
 
-def load_sentence_model(ref: ModelRef) -> SentenceTransformer:
-    """Load the model on CPU with one torch thread per core; a model that cannot load is a ConfigError."""
+def load_sentence_model(ref: ModelRef, device: str = "cpu") -> SentenceTransformer:
+    """Load the model (on CPU unless told: the Ray engine's GPU actors pass "cuda") with one torch thread per core.
+
+    A model that cannot load is a ConfigError.
+    """
     import torch
     from sentence_transformers import SentenceTransformer
 
     torch.set_num_threads(core_count())
     try:
-        model = SentenceTransformer(ref.location, device="cpu")
+        model = SentenceTransformer(ref.location, device=device)
     except (OSError, ValueError) as exc:
         raise ConfigError(
             f"cannot load the embedding model {ref.location!r} ({exc}) — set LINKLENS_MODEL to a local "
@@ -86,9 +89,10 @@ def model_profile(model: SentenceTransformer, ref: ModelRef) -> ModelProfile:
 class Embedder:
     """Turns passage texts into L2-normalised float32 vectors with one model."""
 
-    def __init__(self, ref: ModelRef, model: SentenceTransformer | None = None) -> None:
+    def __init__(self, ref: ModelRef, model: SentenceTransformer | None = None, device: str = "cpu") -> None:
         self.ref = ref
         self._model = model
+        self.device = device
 
     @property
     def loaded(self) -> bool:
@@ -98,7 +102,7 @@ class Embedder:
     def model(self) -> SentenceTransformer:
         """Loaded on first use, so a build whose passages are all cached never loads torch."""
         if self._model is None:
-            self._model = load_sentence_model(self.ref)
+            self._model = load_sentence_model(self.ref, self.device)
         return self._model
 
     @property

@@ -31,12 +31,17 @@ _DOCUMENT_FIELDS = ("title", "text", "kind", "author", "date", "sitename", "lang
 
 
 def article_schema() -> pa.Schema:
-    """Columns of `articles/`: every field of `Article`, the document's fields prefixed `doc_`."""
+    """Columns of `articles/`: the article's place in list order, every field of `Article`, the document's fields
+    prefixed `doc_`.
+
+    `position` is what orders the index (Ray Data gives no order across files and tasks): the
+    Ray index sorts by it, so the snapshot holds the articles in list order as the local one does.
+    """
     import pyarrow as pa
 
     text = pa.string()
     return pa.schema([
-        ("link_id", pa.int64()), ("url", text), ("host", text), ("list_title", text),
+        ("position", pa.int64()), ("link_id", pa.int64()), ("url", text), ("host", text), ("list_title", text),
         ("sections", pa.list_(text)), ("state", text), ("final_url", text), ("archived_url", text),
         ("has_document", pa.bool_()), ("lists", pa.list_(text)),
         ("doc_title", text), ("doc_text", text), ("doc_kind", text), ("doc_author", text), ("doc_date", text),
@@ -44,11 +49,12 @@ def article_schema() -> pa.Schema:
     ])
 
 
-def article_row(article: Article) -> dict[str, Any]:
-    """One `articles/` row for `article`."""
+def article_row(article: Article, position: int) -> dict[str, Any]:
+    """One `articles/` row for `article`, the `position`-th in list order."""
     doc = article.document
     row: dict[str, Any] = {
-        "link_id": article.link_id, "url": article.url, "host": article.host, "list_title": article.list_title,
+        "position": position, "link_id": article.link_id, "url": article.url, "host": article.host,
+        "list_title": article.list_title,
         "sections": list(article.sections), "state": article.state.value, "final_url": article.final_url,
         "archived_url": article.archived_url, "has_document": doc is not None, "lists": list(article.lists),
     }
@@ -70,13 +76,17 @@ def article_from_row(row: dict[str, Any]) -> Article:
 
 
 def article_tables(articles: Iterable[Article], rows_per_table: int = 1024) -> Iterator[pa.Table]:
-    """`articles` as Parquet-ready tables of at most `rows_per_table` rows, in order (streamed)."""
+    """`articles` (in list order) as Parquet-ready tables of at most `rows_per_table` rows, streamed.
+
+    Rows are numbered 0, 1, 2, ... in the `position` column: call this once over the whole
+    corpus (`Store.articles()`), so that positions are the list order.
+    """
     import pyarrow as pa
 
     schema = article_schema()
     batch: list[dict[str, Any]] = []
-    for article in articles:
-        batch.append(article_row(article))
+    for position, article in enumerate(articles):
+        batch.append(article_row(article, position))
         if len(batch) >= rows_per_table:
             yield pa.Table.from_pylist(batch, schema=schema)
             batch = []

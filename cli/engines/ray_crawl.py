@@ -36,9 +36,9 @@ from typing import TYPE_CHECKING, Any
 
 import ray
 
-from cli.engines.datasets import ARTICLES, article_schema, article_tables, dataset_uri
-from cli.engines.ray_progress import StageBars, StageCounter
-from cli.engines.ray_runtime import ray_session
+from cli.engines.ray_progress import StageBars, new_stage_counter
+from cli.engines.ray_runtime import quiet_ray_data, ray_session
+from cli.engines.store_export import export_articles
 from ingest.crawler import CrawlSummary, extract_outcome, extraction_pool, record_outcome
 from ingest.link_batch import FetchedBatch, HandedLink, fetch_batch
 from ingest.models import CrawlOutcome, LinkState
@@ -74,19 +74,19 @@ def run_ray_crawl(cfg: Settings, store: Store, list_id: int | None, refresh: boo
     if ids:
         with ray_session(cfg) as ray, StageBars(len(ids), quiet) as bars:
             logger.info("ray ready after %.1f s", time.perf_counter() - started)
-            _quiet_ray_data(ray, verbose=logger.isEnabledFor(logging.INFO))
-            counter = StageCounter.remote()  # type: ignore[attr-defined]
+            quiet_ray_data(ray)
+            counter = new_stage_counter(ray)
             bars.follow(counter)
             _run_round(ray, cfg, store, ids, None, counter, bars, tally)
             unsettled = [i for i, state in tally.last_state.items() if state is LinkState.PENDING]
             if unsettled and tally.answered_url is not None:
                 # Links whose unit reached no host at all: tried again, told a URL that answered elsewhere.
                 _run_round(ray, cfg, store, unsettled, tally.answered_url, counter, bars, tally)
-            tally.requests += ray.get(counter.done.remote()).get("robots_requests", 0)
+            tally.requests += ray.get(counter.read.remote()).get("robots_requests", 0)
     if list_id is not None:
         store.mark_list_crawled(list_id)
     logger.info("crawl done after %.1f s", time.perf_counter() - started)
-    write_articles(store, cfg.datasets_location)
+    export_articles(cfg)  # the index stage reads articles/ (cli/engines/datasets.py)
     counts = store.state_counts()
     return CrawlSummary(crawled=len(ids), total_links=sum(counts.values()), counts=counts,
                         seconds=time.perf_counter() - started, requests=tally.requests,
@@ -259,39 +259,3 @@ class PageExtractor:
             row["outcome"] = pickle.dumps(outcome)
 
         await asyncio.gather(*(one(row) for row in rows))
-
-
-def _quiet_ray_data(ray: Any, verbose: bool) -> None:
-    """Ray Data's own progress bars and plan printouts only with -v: ours show the stages."""
-    context = ray.data.DataContext.get_current()
-    context.enable_progress_bars = verbose
-    context.print_on_execution_start = verbose
-    if not verbose:
-        logging.getLogger("ray.data").setLevel(logging.ERROR)
-
-
-def write_articles(store: Store, location: str) -> str:
-    """The store's articles as the Parquet dataset `articles/` under `location`, replacing the last one.
-
-    Written to a temporary file first and moved into place, so a reader never sees half a file.
-    """
-    import pyarrow.fs as pafs
-    import pyarrow.parquet as pq
-
-    uri = dataset_uri(location, ARTICLES)
-    filesystem, path = pafs.FileSystem.from_uri(uri if "://" in uri else _absolute(uri))
-    filesystem.create_dir(path, recursive=True)
-    partial = f"{path}/.part-00000.parquet.partial"
-    with filesystem.open_output_stream(partial) as sink, pq.ParquetWriter(sink, article_schema()) as writer:
-        for table in article_tables(store.articles()):
-            writer.write_table(table)
-    filesystem.move(partial, f"{path}/part-00000.parquet")
-    logger.info("articles written to %s", uri)
-    return uri
-
-
-def _absolute(path: str) -> str:
-    from pathlib import Path
-
-    return str(Path(path).resolve())
-

@@ -22,9 +22,12 @@ STATE_COLOURS = {"ok": "green", "redirected": "cyan", "archived": "yellow", "dea
                  "unsupported": "bright_black", "failed": "red", "removed": "bright_black", "pending": "white"}
 
 
-@ray.remote(num_cpus=0)
 class StageCounter:
-    """How many links each remote stage has finished; tasks add, the driver reads."""
+    """Counts by stage, added to by remote stages (`counter.add.remote(stage, n)`), read by the driver.
+
+    Run as an actor with no CPU of its own: `new_stage_counter(ray)`. Shared by the crawl's and
+    the index's progress bars.
+    """
 
     def __init__(self) -> None:
         self._done: Counter[str] = Counter()
@@ -32,8 +35,13 @@ class StageCounter:
     def add(self, stage: str, count: int) -> None:
         self._done[stage] += count
 
-    def done(self) -> dict[str, int]:
+    def read(self) -> dict[str, int]:
         return dict(self._done)
+
+
+def new_stage_counter(ray: Any) -> Any:
+    """A `StageCounter` actor (takes no CPU, so it never waits for one)."""
+    return ray.remote(num_cpus=0)(StageCounter).remote()
 
 
 class StageBars:
@@ -73,7 +81,7 @@ class StageBars:
         def poll() -> None:
             while not self._stop.wait(POLL_S):
                 try:
-                    done = ray.get(counter.done.remote(), timeout=POLL_S * 4)
+                    done = ray.get(counter.read.remote(), timeout=POLL_S * 4)
                 except Exception:  # noqa: BLE001 - a slow or gone counter only freezes the bars
                     continue
                 for stage in ("fetch", "extract"):

@@ -88,3 +88,12 @@ def ray_session(settings: Settings) -> Iterator[Any]:
         yield ray
     finally:
         ray.shutdown()
+
+
+def quiet_ray_data(ray: Any) -> None:
+    """Ray Data's own progress bars, plan printouts and log lines only with -v: our bars show each stage."""
+    context = ray.data.DataContext.get_current()
+    verbose = logger.isEnabledFor(logging.INFO)
+    context.enable_progress_bars = verbose
+    context.print_on_execution_start = verbose
+    logging.getLogger("ray.data").setLevel(logging.INFO if verbose else logging.ERROR)

@@ -1,0 +1,163 @@
+"""The Ray index's second phase: `articles/` and `passages/` (Parquet) → `IndexBatch`es in list order, streamed.
+
+`index.build.build_snapshot` wants batches of articles in list order with their passages
+and vectors; Parquet files written by Ray tasks keep no order, so both datasets are put in
+order by their `position` column (the article's place in the list) before they are merged.
+The driver holds one batch of articles and their passages at a time, never the corpus.
+
+Passing through every indexed vector in order, this phase also writes the embedding cache's
+replacement (`CacheRewriter`): exactly the vectors of the indexed passages, in a few large
+files instead of one small file per embedding batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from cli.engines.datasets import ARTICLES, PASSAGES, article_from_row, dataset_uri
+from cli.engines.ray_index_progress import ProgressBars
+from cli.engines.ray_stages import PASSAGE_KEY, passage_from_row, vector_type, vectors_of
+from cli.engines.store_export import dataset_filesystem, dataset_rows, remove_folder, replace_folder
+from index.build import EmbedCounts, IndexBatch
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+logger = logging.getLogger(__name__)
+
+# Articles per batch handed to the snapshot writer (as the local engine's ARTICLES_PER_BATCH).
+ARTICLES_PER_SNAPSHOT_BATCH = 256
+# Rows per Ray block when a dataset is read back to be sorted: a sort has as many partitions as its
+# input has blocks, and Ray's default (200 at least) costs seconds of scheduling on a small corpus.
+ROWS_PER_SORT_BLOCK = 20_000
+PASSAGE_ROWS_PER_READ = 4096
+CACHE_ROWS_PER_FILE = 200_000
+
+
+def read_blocks(rows: int, per_block: int) -> int:
+    """How many blocks Ray should read a dataset of `rows` rows into."""
+    return max(1, -(-rows // per_block))
+
+
+def index_batches(
+    ray: Any, location: str, counts: EmbedCounts, bars: ProgressBars, cache: CacheRewriter
+) -> Iterator[IndexBatch]:
+    """Articles with their passages and vectors, in list order, `ARTICLES_PER_SNAPSHOT_BATCH` articles at a time.
+
+    A passage that met two equal rows of the embedding cache in the join arrives twice in a
+    row (same position and ordinal) and is kept once.
+    """
+    passages = ray.data.read_parquet(
+        dataset_uri(location, PASSAGES),
+        override_num_blocks=read_blocks(dataset_rows(location, PASSAGES), ROWS_PER_SORT_BLOCK),
+    ).sort(list(PASSAGE_KEY))
+    rows = _passage_rows(passages)
+    pending: dict[str, Any] | None = next(rows, None)
+    last_key: tuple[int, int] | None = None
+    for table in articles_in_order(ray, location):
+        articles = [article_from_row(r) for r in table.to_pylist()]
+        until = int(table.column("position")[-1].as_py())
+        passages_of_batch, vectors = [], []
+        while pending is not None and pending["position"] <= until:
+            key = (pending["position"], pending["ordinal"])
+            if key != last_key:
+                passages_of_batch.append(passage_from_row(pending))
+                vectors.append(pending["vector"])
+                counts.embedded += int(pending["embedded"])
+                counts.cached += int(not pending["embedded"])
+                last_key = key
+            pending = next(rows, None)
+        matrix = np.stack(vectors) if vectors else np.zeros((0, 0), np.float32)
+        cache.add([p.id for p in passages_of_batch], matrix)
+        bars.snapshot(len(articles))
+        yield IndexBatch(articles, passages_of_batch, matrix)
+
+
+def articles_in_order(ray: Any, location: str) -> Iterator[pa.Table]:
+    """`articles/` in position order: read straight from its files when they are in order (an export's are), else
+    sorted by Ray."""
+    import pyarrow as pa
+    import pyarrow.dataset as pads
+
+    fs, root = dataset_filesystem(location)
+    dataset = pads.dataset(dataset_uri(root, ARTICLES), filesystem=fs, format="parquet")
+    fragments = sorted(dataset.get_fragments(), key=lambda f: f.path)
+    positions = [f.to_table(columns=["position"]).column("position").to_numpy() for f in fragments]
+    joined = np.concatenate(positions) if positions else np.zeros(0, np.int64)
+    if bool(np.all(np.diff(joined) > 0)):
+        for fragment in fragments:
+            for batch in fragment.to_batches(batch_size=ARTICLES_PER_SNAPSHOT_BATCH):
+                if batch.num_rows:
+                    yield pa.Table.from_batches([batch])
+        return
+    logger.info("articles/ files are not in list order: sorting them with Ray")
+    ordered = ray.data.read_parquet(
+        dataset_uri(location, ARTICLES), override_num_blocks=read_blocks(len(joined), ROWS_PER_SORT_BLOCK)
+    ).sort("position")
+    yield from ordered.iter_batches(batch_size=ARTICLES_PER_SNAPSHOT_BATCH, batch_format="pyarrow")
+
+
+def _passage_rows(passages: Any) -> Iterator[dict[str, Any]]:
+    """Rows of the sorted passages, each with its vector as a float32 array."""
+    for table in passages.iter_batches(batch_size=PASSAGE_ROWS_PER_READ, batch_format="pyarrow"):
+        matrix = vectors_of(table.column("vector"))
+        for i, row in enumerate(table.drop_columns(["vector"]).to_pylist()):
+            row["vector"] = matrix[i]
+            yield row
+
+
+class CacheRewriter:
+    """Writes the embedding cache's replacement beside it; `publish()` swaps it in, `abort()` drops it.
+
+    Written only from a build that got through every batch, and swapped in after the snapshot
+    is published: until then the old cache (with every part added during this run) stays.
+    """
+
+    def __init__(self, cache_uri: str) -> None:
+        self.fs, self.target = dataset_filesystem(cache_uri)
+        self.work = f"{self.target}.rewrite-{uuid.uuid4().hex[:8]}"
+        self._writer: pq.ParquetWriter | None = None
+        self._rows_in_file = 0
+        self._files = 0
+
+    def add(self, ids: list[str], matrix: np.ndarray) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        if not ids:
+            return
+        dimension = int(matrix.shape[1])
+        table = pa.table({
+            "id": pa.array(ids, pa.string()),
+            "vector": pa.FixedSizeListArray.from_arrays(pa.array(matrix.reshape(-1)), dimension),
+        })  # fmt: skip
+        if self._writer is None or self._rows_in_file >= CACHE_ROWS_PER_FILE:
+            self._close_file()
+            self.fs.create_dir(self.work, recursive=True)
+            schema = pa.schema([("id", pa.string()), ("vector", vector_type(dimension))])
+            path = f"{self.work}/part-{self._files:06d}.parquet"
+            self._writer = pq.ParquetWriter(path, schema, filesystem=self.fs)
+            self._files += 1
+            self._rows_in_file = 0
+        self._writer.write_table(table)
+        self._rows_in_file += table.num_rows
+
+    def _close_file(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+    def publish(self) -> None:
+        self._close_file()
+        if self._files:
+            replace_folder(self.fs, self.work, self.target)
+
+    def abort(self) -> None:
+        self._close_file()
+        remove_folder(self.fs, self.work)

@@ -1,0 +1,179 @@
+"""`linklens index --engine ray` against the local engine, on a real local Ray (2 CPUs) and the real model.
+
+One Ray session for the module. The page store is the fixture articles (`fill_store`), so
+the judged fixture queries apply; caches are seeded from the session build, so the local
+engine embeds nothing, while the Ray engine (whose Parquet embedding cache starts empty)
+embeds every passage in its actors: the vectors compared come from two separate runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.dataset as pads
+import pytest
+from typer.testing import CliRunner
+
+from cli.engines.datasets import ARTICLES, PASSAGES, article_from_row
+from cli.engines.ray_index import embedding_cache_uri, run_ray_index
+from cli.engines.store_export import export_articles
+from cli.index_commands import run_index
+from cli.main import app
+from index import snapshot
+from index.model_ref import BUNDLED_MODEL_ID
+from index.search import Searcher
+from ingest.settings import Settings, load_settings
+from ingest.store import Store
+from tests.fixtures.relevance import judged_queries
+from tests.index_fixtures import BuiltIndex, fill_store, seed_caches
+
+pytest_plugins = ["tests.index_fixtures"]  # the session index: built
+
+REPO = Path(__file__).resolve().parents[1]
+VECTOR_TOLERANCE = 1e-5
+TOP_K = 10
+KILL_BATCH_SIZE = 4
+MIDWAY_TIMEOUT_S = 180.0
+
+
+@pytest.fixture(scope="module")
+def ray_cluster() -> Iterator[Any]:
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+@dataclass
+class Built:
+    """What one engine's snapshot holds: passage ids in order, vectors, and top-10 URLs per judged query."""
+
+    report: dict[str, object]
+    passage_ids: list[str]
+    vectors: np.ndarray
+    top: dict[str, list[str]]
+
+
+def read_snapshot(settings: Settings, report: dict[str, object]) -> Built:
+    folder = settings.snapshots_dir / str(report["snapshot_id"])
+    conn = sqlite3.connect(folder / "meta.sqlite3")
+    ids = [row[0] for row in conn.execute("SELECT id FROM passages ORDER BY row")]
+    conn.close()
+    vectors = np.array(np.load(folder / snapshot.VECTORS_FILE, mmap_mode="r"))
+    searcher = Searcher.open(settings)
+    assert searcher.snapshot_id == report["snapshot_id"]
+    top = {q.query: [r.url for r in searcher.search(q.query, k=TOP_K).results] for q in judged_queries()}
+    searcher.close()
+    return Built(report, ids, vectors, top)
+
+
+def fresh_settings(built: BuiltIndex, folder: Path, **overrides: object) -> Settings:
+    """A data folder with the fixture store and the session's caches (the SQLite ones the local engine reads)."""
+    settings = load_settings(data_dir=folder, keep_snapshots=3, embed_batch_size=16, **overrides)
+    seed_caches(built.settings, settings)
+    with Store.open(settings.store_path) as store:
+        fill_store(store)
+    return settings
+
+
+@pytest.fixture(scope="module")
+def engines(ray_cluster: Any, built: BuiltIndex, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The same store indexed by the local engine, then by the Ray engine, in one data folder."""
+    settings = fresh_settings(built, tmp_path_factory.mktemp("engines"))
+    local = read_snapshot(settings, run_index(settings, rebuild=False, quiet=True))
+    ray = read_snapshot(settings, run_ray_index(settings, rebuild=False, quiet=True))
+    return {"settings": settings, "local": local, "ray": ray}
+
+
+def test_ray_and_local_index_the_same_passages_vectors_and_rankings(engines: dict[str, Any]) -> None:
+    local, ray = engines["local"], engines["ray"]
+    assert ray.report["snapshot_id"] != local.report["snapshot_id"]
+    assert set(ray.report) == set(local.report)  # the same report shape
+    for key in ("articles", "documents", "passages", "model", "index_kind", "query_encoder"):
+        assert ray.report[key] == local.report[key], key
+    assert ray.report["embedded"] == ray.report["passages"] and ray.report["cached"] == 0
+    assert ray.passage_ids == local.passage_ids  # same passages, same order
+    assert ray.vectors.shape == local.vectors.shape
+    assert float(np.abs(ray.vectors - local.vectors).max()) < VECTOR_TOLERANCE
+    for query, urls in local.top.items():
+        assert len(urls) == TOP_K
+        assert ray.top[query] == urls, query
+
+
+def test_rebuild_ignores_the_embedding_cache(engines: dict[str, Any]) -> None:
+    settings: Settings = engines["settings"]
+    rebuilt = run_ray_index(settings, rebuild=True, quiet=True)
+    assert rebuilt["embedded"] == rebuilt["passages"] and rebuilt["cached"] == 0
+    assert rebuilt["snapshot_id"] != engines["ray"].report["snapshot_id"]
+
+
+def test_export_writes_every_article_in_list_order(built: BuiltIndex, tmp_path: Path) -> None:
+    settings = load_settings(data_dir=tmp_path / "export")
+    with Store.open(settings.store_path) as store:
+        fill_store(store)
+        expected = list(store.articles())
+    report = export_articles(settings)
+    table = pads.dataset(Path(settings.datasets_location) / ARTICLES, format="parquet").to_table()
+    assert report.articles == table.num_rows == len(expected)
+    assert table.column("position").to_pylist() == list(range(len(expected)))
+    assert [article_from_row(r) for r in table.to_pylist()] == expected
+    assert sorted(p.name for p in Path(settings.datasets_location).iterdir()) == [ARTICLES]  # no leftovers
+
+
+def test_ray_index_without_articles_says_what_to_run(data_dir: Path) -> None:
+    result = CliRunner().invoke(app, ["index", "--engine", "ray"])
+    assert result.exit_code == 1, result.output
+    assert "linklens crawl LIST --engine ray" in result.output and "Traceback" not in result.output
+    assert ARTICLES in result.output
+
+
+def cached_ids(settings: Settings) -> set[str]:
+    parts = [str(p) for p in Path(embedding_cache_uri(settings, BUNDLED_MODEL_ID)).glob("*.parquet")]
+    if not parts:
+        return set()
+    return set(pads.dataset(parts, format="parquet").to_table(columns=["id"]).column("id").to_pylist())
+
+
+def test_a_killed_ray_build_resumes_without_re_embedding_what_it_embedded(
+    ray_cluster: Any, built: BuiltIndex, tmp_path: Path
+) -> None:
+    settings = fresh_settings(built, tmp_path / "killed")
+    good = run_index(settings, rebuild=False, quiet=True)["snapshot_id"]
+    env = {**os.environ, "LINKLENS_DATA_DIR": str(settings.data_dir), "LINKLENS_EMBED_BATCH_SIZE": str(KILL_BATCH_SIZE),
+           "LINKLENS_RAY_ADDRESS": ray_cluster.get_runtime_context().gcs_address}  # fmt: skip
+    command = [sys.executable, "-m", "cli.main", "index", "--engine", "ray", "--json"]
+    build = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + MIDWAY_TIMEOUT_S
+        while len(cached_ids(settings)) < 2 * KILL_BATCH_SIZE:
+            assert build.poll() is None, build.stderr.read().decode() if build.stderr else ""
+            assert time.monotonic() < deadline, "the Ray build never embedded a batch"
+            time.sleep(0.05)
+    finally:
+        build.send_signal(signal.SIGKILL)
+        build.wait(timeout=30)
+    assert build.returncode == -signal.SIGKILL
+    before = cached_ids(settings)
+    assert snapshot.current_id(settings.snapshots_dir) == good  # CURRENT stayed on the last good snapshot
+    assert not (Path(settings.datasets_location) / PASSAGES).exists()  # killed before the passages were written
+
+    resumed = run_ray_index(settings, rebuild=False, quiet=True)
+    ids = read_snapshot(settings, resumed).passage_ids
+    assert 0 < len(before) < len(ids)
+    assert resumed["cached"] == sum(1 for i in ids if i in before)
+    assert resumed["embedded"] == sum(1 for i in ids if i not in before)
+    assert snapshot.current_id(settings.snapshots_dir) == resumed["snapshot_id"]
+    assert cached_ids(settings) == set(ids)  # the cache was rewritten: exactly the indexed passages' vectors
+    assert len(list(Path(embedding_cache_uri(settings, BUNDLED_MODEL_ID)).glob("*.parquet"))) == 1
