@@ -1,0 +1,95 @@
+"""`linklens build A.md B.md --engine ray` and `--engine local` build equivalent snapshots.
+
+The issue's definition of done, end to end through the command line: two lists sharing links,
+crawled from the fixture web (with its faults) and indexed, once per engine in two data
+folders. The Ray side runs on a real local Ray (2 CPUs) and embeds every passage in its
+actors; the local side reads the session index's caches.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from cli.main import app
+from index.search import Searcher
+from ingest.settings import load_settings
+from ingest.store import Store
+from tests.conftest import FAST_CRAWL_ENV
+from tests.fixtures.relevance import judged_queries
+from tests.fixtureweb import FixtureWeb
+from tests.index_fixtures import BuiltIndex, seed_caches
+
+pytest_plugins = ["tests.index_fixtures"]  # the session index: built (its caches spare the local engine)
+
+runner = CliRunner()
+TOP_K = 10
+SHARED_POSTS = 4
+
+
+@pytest.fixture(scope="module")
+def ray_cluster() -> Iterator[Any]:
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+def snapshot_passages(data_dir: Path, snapshot_id: str) -> list[str]:
+    conn = sqlite3.connect(data_dir / "snapshots" / snapshot_id / "meta.sqlite3")
+    try:
+        return [row[0] for row in conn.execute("SELECT id FROM passages ORDER BY row")]
+    finally:
+        conn.close()
+
+
+def test_build_of_two_lists_on_ray_equals_the_local_build(
+        ray_cluster: Any, built: BuiltIndex, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    built_by: dict[str, dict[str, Any]] = {}
+    with FixtureWeb(n_hosts=4) as web:
+        whole = web.write_list_markdown(tmp_path / "awesome-fixture.md")
+        shared = [u for u, s in web.expected_states().items() if s == "ok" and "/posts/" in u][:SHARED_POSTS]
+        picks = tmp_path / "picks" / "awesome-picks.md"
+        picks.parent.mkdir()
+        items = "\n".join(f"* [Pick {i}]({u}) - worth reading." for i, u in enumerate(shared))
+        picks.write_text(f"# Picks\n\n## Reading\n\n{items}\n", encoding="utf-8")
+        for engine in ("local", "ray"):
+            web.reset_counters()  # faults that fail once fail once for each engine
+            data_dir = tmp_path / engine
+            for key, value in {**FAST_CRAWL_ENV, "LINKLENS_ARCHIVE_URL": web.archive_url,
+                               "LINKLENS_DATA_DIR": str(data_dir)}.items():
+                monkeypatch.setenv(key, value)
+            seed_caches(built.settings, load_settings())
+            result = runner.invoke(app, ["build", str(whole), str(picks), "--engine", engine, "--json"])
+            assert result.exit_code == 0, result.output
+            report = json.loads(result.stdout)
+            with Store.open(data_dir / "linklens.sqlite3") as store:
+                states = {str(r["url"]): str(r["state"]) for r in store.link_rows()}
+            searcher = Searcher.open(load_settings())
+            try:
+                top = {q.query: [(r.url, tuple(r.lists)) for r in searcher.search(q.query, k=TOP_K).results]
+                       for q in judged_queries()}
+                picked = {r.url: tuple(r.lists) for r in
+                          searcher.search("how systems scale", k=50, list_name="awesome-picks").results}
+            finally:
+                searcher.close()
+            built_by[engine] = {"report": report, "states": states, "top": top, "picked": picked,
+                                "passages": snapshot_passages(data_dir, str(report["index"]["snapshot_id"]))}
+    local, ray = built_by["local"], built_by["ray"]
+    assert [x["name"] for x in ray["report"]["crawl"]["lists"]] == ["awesome-fixture", "awesome-picks"]
+    assert ray["states"] == local["states"]
+    assert len(set(ray["states"].values())) > 3  # the faults gave several states, not only ok
+    assert ray["passages"] == local["passages"] and len(local["passages"]) > 0
+    for key in ("articles", "documents", "passages", "model", "index_kind"):
+        assert ray["report"]["index"][key] == local["report"]["index"][key], key
+    assert ray["top"] == local["top"]
+    both = ("awesome-fixture", "awesome-picks")
+    assert ray["picked"] == local["picked"] == {url: both for url in shared}  # one article, both its lists
