@@ -50,6 +50,9 @@ bench: install-ray
 	$(PY) bench/index.py --sizes $(INDEX_BENCH_SIZES) --fixture --out bench/results/index.json
 	$(PY) bench/serve.py --out bench/results/serve.json
 	$(PY) bench/relevance.py --out bench/results/relevance.json
+	$(PY) bench/ray_crawl.py --out bench/results/ray_crawl.json
+	$(PY) bench/ray_crawl.py --build --no-scale --out bench/results/ray_build.json
+	$(PY) bench/ray_embed.py --out bench/results/ray_embed.json
 
 # The main job: crawl + index the bundled awesome-scalability list, then serve it on http://127.0.0.1:8000
 run: install

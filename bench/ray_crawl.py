@@ -1,6 +1,6 @@
 """Ray crawl benchmark: `crawl --engine ray` against `--engine local` on one list, and a 2,000-host simulation.
 
-    python bench/ray_crawl.py [--pages 500] [--hosts 12] [--latency-ms 50] [--scale-links 20000]
+    python bench/ray_crawl.py [--build] [--pages 500] [--hosts 12] [--latency-ms 50] [--scale-links 20000]
                               [--scale-hosts 2000] [--no-scale] [--out results.json]
 
 1. Same list, same machine: the fixture web of bench/crawl.py (real articles, in its own process)
@@ -8,6 +8,8 @@
    folder, as a user runs them: wall time of each and their ratio. The Ray run is verbose (-v) so
    its log says where the fixed cost goes: starting Ray (`ray ready after`), until the first
    outcome reaches the driver (planning the dataset, starting workers and extraction actors).
+   With `--build`, whole `linklens build` runs instead (crawl + index, every passage embedded:
+   fresh data folders, so neither engine has an embedding cache): the issue's ≤ 1.5× target.
 2. Scale simulation: `--scale-links` links over `--scale-hosts` loopback hosts (127.0.x.y, one
    listening socket, small pages), per-host delay 0 and no web archive, crawled with the Ray
    engine: it must end with every link `ok`; peak RSS of the driver process (sampled every 0.2 s;
@@ -78,10 +80,10 @@ class DriverMemory:
 
 
 def crawl(list_file: Path, data_dir: Path, engine: str, env: dict[str, str],
-          timeout_s: float = SCALE_DEADLINE_S) -> dict[str, object]:
-    """`linklens [-v] crawl LIST --engine ENGINE --json` in a process of its own: its summary, wall time, memory."""
+          timeout_s: float = SCALE_DEADLINE_S, verb: str = "crawl") -> dict[str, object]:
+    """`linklens [-v] crawl|build LIST --engine ENGINE --json` in a process of its own: summary, wall time, memory."""
     verbose = ["-v"] if engine == "ray" else []
-    command = [sys.executable, "-m", "cli.main", *verbose, "crawl", str(list_file), "--engine", engine, "--json"]
+    command = [sys.executable, "-m", "cli.main", *verbose, verb, str(list_file), "--engine", engine, "--json"]
     started = time.perf_counter()
     with tempfile.TemporaryFile("w+") as log:
         proc = subprocess.Popen(command, cwd=REPO, env={**env, "LINKLENS_DATA_DIR": str(data_dir)},
@@ -94,6 +96,8 @@ def crawl(list_file: Path, data_dir: Path, engine: str, env: dict[str, str],
     if proc.returncode != 0:
         raise SystemExit(f"{engine} crawl failed ({proc.returncode}):\n{stderr[-3000:]}")
     summary = json.loads(stdout)
+    index = summary.get("index") if verb == "build" else None
+    summary = summary["crawl"] if verb == "build" else summary
     result: dict[str, object] = {
         "wall_s": round(wall_s, 2),
         "crawl_s": summary["seconds"],
@@ -103,6 +107,8 @@ def crawl(list_file: Path, data_dir: Path, engine: str, env: dict[str, str],
         "driver_peak_rss_mb": round(memory.driver_peak / 2**20, 1),
         "other_processes_peak_rss_mb": round(memory.others_peak / 2**20, 1),
     }
+    if index is not None:
+        result.update(index_s=index["seconds"], passages=index["passages"], embedded=index["embedded"])
     for name, pattern in PHASES.items():
         found = re.search(pattern, stderr)
         if found:
@@ -115,8 +121,8 @@ def base_env() -> dict[str, str]:
     return {**env, "LINKLENS_PER_HOST_DELAY_S": "0", "LINKLENS_RAY_CPUS": str(os.cpu_count() or 1)}
 
 
-def same_list(pages: int, hosts: int, latency_ms: float, work: Path) -> dict[str, object]:
-    """Local and Ray crawls of one fixture-web list, each into a fresh data folder."""
+def same_list(pages: int, hosts: int, latency_ms: float, work: Path, verb: str = "crawl") -> dict[str, object]:
+    """Local and Ray crawls (or whole builds) of one fixture-web list, each into a fresh data folder."""
     articles, label = corpus(pages)
     articles_file = work / "articles.json"
     articles_file.write_text(json.dumps(articles))
@@ -127,14 +133,14 @@ def same_list(pages: int, hosts: int, latency_ms: float, work: Path) -> dict[str
         list_file = work / "list.md"
         list_file.write_text("\n".join(listing) + "\n")
         env = {**base_env(), "LINKLENS_ARCHIVE_URL": info["archive_url"]}
-        local = crawl(list_file, work / "local", "local", env)
-        ray = crawl(list_file, work / "ray", "ray", env)
+        local = crawl(list_file, work / "local", "local", env, verb=verb)
+        ray = crawl(list_file, work / "ray", "ray", env, verb=verb)
     finally:
         web.terminate()
         web.wait(10)
     ratio = float(ray["wall_s"]) / float(local["wall_s"])  # type: ignore[arg-type]
     fixed = float(ray.get("first_outcome_s", 0.0))  # type: ignore[arg-type]
-    return {"corpus": label, "hosts": hosts, "latency_ms": latency_ms, "per_host_delay_s": 0.0,
+    return {"command": verb, "corpus": label, "hosts": hosts, "latency_ms": latency_ms, "per_host_delay_s": 0.0,
             "local": local, "ray": ray, "ray_vs_local_wall": round(ratio, 2),
             "ray_fixed_overhead_s": round(fixed, 1),
             "ray_vs_local_wall_without_fixed_overhead": round((float(ray["wall_s"]) - fixed)  # type: ignore[arg-type]
@@ -177,12 +183,15 @@ def main() -> None:
     parser.add_argument("--scale-local", action="store_true", help="crawl the simulation locally too")
     parser.add_argument("--no-scale", action="store_true", help="only the same-list comparison")
     parser.add_argument("--no-same-list", action="store_true", help="only the scale simulation")
+    parser.add_argument("--build", action="store_true",
+                        help="compare whole builds (crawl + index, every passage embedded) instead of crawls")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     result: dict[str, object] = {"benchmark": "ray_crawl", "cores": os.cpu_count()}
     with tempfile.TemporaryDirectory(prefix="linklens-bench-ray-") as tmp:
         if not args.no_same_list:
-            result["same_list"] = same_list(args.pages, args.hosts, args.latency_ms, Path(tmp))
+            result["same_list"] = same_list(args.pages, args.hosts, args.latency_ms, Path(tmp),
+                                            "build" if args.build else "crawl")
             if args.out:  # kept even if the longer simulation is stopped
                 args.out.write_text(json.dumps(result, indent=2) + "\n")
         if not args.no_scale:

@@ -73,13 +73,16 @@ def _is_media_page(url: str, html: str) -> bool:
 
 
 def _extract_html(html: str, url: str) -> Document:
+    # No `deduplicate`: trafilatura checks segments against a cache that lives in the worker process,
+    # so a page's text would depend on which pages that worker happened to extract before (and a
+    # page extracted twice would lose its repeated parts): not idempotent, and two engines disagree.
     result = trafilatura.bare_extraction(
         html,
         url=url,
         with_metadata=True,
         include_comments=False,
         include_tables=True,
-        deduplicate=True,
+        deduplicate=False,
     )
     if result is None:
         title, description = _head_metadata(html)

@@ -23,6 +23,24 @@ def test_html_article_keeps_text_and_metadata() -> None:
     assert doc.date and doc.date.startswith(article.date[:4])
 
 
+def test_extraction_does_not_depend_on_what_the_process_extracted_before() -> None:
+    """Idempotent and engine-neutral: the same page gives the same text, first or after others sharing a note."""
+    note = "Note: this article links to the related topics instead of repeating them; see those for trade-offs."
+    pages = []
+    for i, article in enumerate(SAMPLE_ARTICLES[:3]):
+        html = render_article_page(article, f"http://blog.test/post-{i}", [], "utf-8")
+        opening = f"<p>{article.paragraphs[0][:40]}"  # the body's first paragraph (the head repeats its words)
+        assert opening in html
+        pages.append(html.replace(opening, f"<p>{note}</p>{opening}", 1))
+    first = extract_document(body(pages[2].encode(), url="http://blog.test/post-2"), "List title")
+    for _ in range(2):
+        for i, html in enumerate(pages):
+            extract_document(body(html.encode(), url=f"http://blog.test/post-{i}"), "List title")
+    again = extract_document(body(pages[2].encode(), url="http://blog.test/post-2"), "List title")
+    assert note in first.text
+    assert again == first
+
+
 def test_a_page_with_no_text_is_thin_and_keeps_the_list_title() -> None:
     doc = extract_document(body(b"<html><body><nav>Home</nav></body></html>"), "How Sharding Works")
     assert doc.thin and doc.title == "How Sharding Works"
