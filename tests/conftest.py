@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,3 +95,18 @@ def crawl_settings(crawl_env: dict[str, str], data_dir: Path) -> Settings:
 @pytest.fixture
 def list_file(web: FixtureWeb, tmp_path: Path) -> Path:
     return web.write_list_markdown(tmp_path / "awesome-fixture.md")
+
+
+def finished_links(store_path: Path) -> dict[str, str]:
+    """Read finished links from another process's store, as an outside observer would."""
+    if not store_path.exists():
+        return {}
+    try:
+        conn = sqlite3.connect(f"file:{store_path}?mode=ro", uri=True, timeout=5)
+        try:
+            rows = conn.execute("SELECT url, state FROM links WHERE state != 'pending'").fetchall()
+        finally:
+            conn.close()
+    except sqlite3.OperationalError:  # schema not created yet
+        return {}
+    return dict(rows)

@@ -9,9 +9,7 @@ actors; the local side reads the session index's caches.
 from __future__ import annotations
 
 import json
-import logging
 import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,20 +25,11 @@ from tests.fixtures.relevance import judged_queries
 from tests.fixtureweb import FixtureWeb
 from tests.index_fixtures import BuiltIndex, seed_caches
 
-pytest_plugins = ["tests.index_fixtures"]  # the session index: built (its caches spare the local engine)
+pytest_plugins = ["tests.index_fixtures", "tests.ray_fixtures"]  # built (its caches spare the local engine), Ray
 
 runner = CliRunner()
 TOP_K = 10
 SHARED_POSTS = 4
-
-
-@pytest.fixture(scope="module")
-def ray_cluster() -> Iterator[Any]:
-    import ray
-
-    ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
-    yield ray
-    ray.shutdown()
 
 
 def snapshot_passages(data_dir: Path, snapshot_id: str) -> list[str]:

@@ -10,38 +10,29 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-import ray  # the extra: `make test` installs it (make install-ray)
 from typer.testing import CliRunner
 
 from cli.engines.datasets import ARTICLES, articles_from_table
 from cli.main import app
 from ingest.store import Store
 from ingest.urls import normalise_url
-from tests.conftest import FAST_CRAWL_ENV
+from tests.conftest import FAST_CRAWL_ENV, finished_links
 from tests.fixtureweb import FixtureWeb
+from tests.ray_fixtures import ray_address
+
+pytest_plugins = ["tests.ray_fixtures"]
 
 runner = CliRunner()
 HOST_LINKS = 3  # a host counts as finished with this many links at least, all final
 DEADLINE_S = 120
-
-
-@pytest.fixture(scope="module")
-def ray_cluster() -> Iterator[str]:
-    """A 2-CPU Ray for this module; its address, for drivers in other processes."""
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    try:
-        yield str(ray.get_runtime_context().gcs_address)
-    finally:
-        ray.shutdown()
 
 
 def crawl_env(web: FixtureWeb, data_dir: Path) -> dict[str, str]:
@@ -62,7 +53,7 @@ def crawl_outcome(store_path: Path) -> dict[str, tuple[str, str, str | None]]:
                 for r in store.link_rows()}
 
 
-def test_ray_crawl_matches_the_local_crawl(ray_cluster: str, tmp_path: Path,
+def test_ray_crawl_matches_the_local_crawl(ray_cluster: Any, tmp_path: Path,
                                            monkeypatch: pytest.MonkeyPatch) -> None:
     outcomes, summaries = {}, {}
     with FixtureWeb(n_hosts=4) as web:
@@ -89,20 +80,6 @@ def test_ray_crawl_matches_the_local_crawl(ray_cluster: str, tmp_path: Path,
         u: o[2] for u, o in outcomes["ray"].items()}
 
 
-def finished_links(store_path: Path) -> dict[str, str]:
-    """Finished links of another process's store, read as an outside observer."""
-    if not store_path.exists():
-        return {}
-    try:
-        conn = sqlite3.connect(f"file:{store_path}?mode=ro", uri=True, timeout=5)
-        try:
-            return dict(conn.execute("SELECT url, state FROM links WHERE state != 'pending'").fetchall())
-        finally:
-            conn.close()
-    except sqlite3.OperationalError:  # schema not created yet
-        return {}
-
-
 def finished_hosts(finished: dict[str, str], expected: dict[str, str]) -> set[str]:
     """Hosts (ip:port) with at least `HOST_LINKS` links listed, every one of them finished."""
     by_host: dict[str, list[str]] = {}
@@ -120,14 +97,14 @@ def requests_by_host(web: FixtureWeb) -> dict[str, int]:
 
 
 def test_a_killed_ray_crawl_resumes_without_fetching_finished_hosts_again(
-        ray_cluster: str, tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        ray_cluster: Any, tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     with FixtureWeb(n_hosts=4, latency_s=0.15) as web:
         list_file = web.write_list_markdown(tmp_path / "list.md")
         env = {**os.environ, **crawl_env(web, data_dir), "LINKLENS_CONCURRENCY": "2"}
         store_path = data_dir / "linklens.sqlite3"
         # A driver of its own, joining this module's Ray, killed with no goodbye once some links are recorded.
         driver = subprocess.Popen([sys.executable, "-m", "cli.main", "crawl", str(list_file), "--json",
-                                   "--engine", "ray", "--ray-address", ray_cluster],
+                                   "--engine", "ray", "--ray-address", ray_address(ray_cluster)],
                                   env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
         expected = {normalise_url(u): s for u, s in web.expected_states().items()}
         deadline = time.monotonic() + DEADLINE_S

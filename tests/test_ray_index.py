@@ -8,14 +8,12 @@ embeds every passage in its actors: the vectors compared come from two separate 
 
 from __future__ import annotations
 
-import logging
 import os
 import signal
 import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,23 +35,15 @@ from ingest.settings import Settings, load_settings
 from ingest.store import Store
 from tests.fixtures.relevance import judged_queries
 from tests.index_fixtures import BuiltIndex, fill_store, seed_caches
+from tests.ray_fixtures import ray_address
 
-pytest_plugins = ["tests.index_fixtures"]  # the session index: built
+pytest_plugins = ["tests.index_fixtures", "tests.ray_fixtures"]  # the session index: built
 
 REPO = Path(__file__).resolve().parents[1]
 VECTOR_TOLERANCE = 1e-5
 TOP_K = 10
 KILL_BATCH_SIZE = 4
 MIDWAY_TIMEOUT_S = 180.0
-
-
-@pytest.fixture(scope="module")
-def ray_cluster() -> Iterator[Any]:
-    import ray
-
-    ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
-    yield ray
-    ray.shutdown()
 
 
 @dataclass
@@ -152,7 +142,7 @@ def test_a_killed_ray_build_resumes_without_re_embedding_what_it_embedded(
     settings = fresh_settings(built, tmp_path / "killed")
     good = run_index(settings, rebuild=False, quiet=True)["snapshot_id"]
     env = {**os.environ, "LINKLENS_DATA_DIR": str(settings.data_dir), "LINKLENS_EMBED_BATCH_SIZE": str(KILL_BATCH_SIZE),
-           "LINKLENS_RAY_ADDRESS": ray_cluster.get_runtime_context().gcs_address}  # fmt: skip
+           "LINKLENS_RAY_ADDRESS": ray_address(ray_cluster)}  # fmt: skip
     command = [sys.executable, "-m", "cli.main", "index", "--engine", "ray", "--json"]
     build = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -14,26 +13,11 @@ import pytest
 
 from ingest.store import Store
 from ingest.urls import normalise_url
-from tests.conftest import FAST_CRAWL_ENV
+from tests.conftest import FAST_CRAWL_ENV, finished_links
 from tests.fixtureweb import FixtureWeb
 
 KILL_AFTER_FINISHED = 12
 DEADLINE_S = 60
-
-
-def finished_links(store_path: Path) -> dict[str, str]:
-    """Read finished links from another process's store, as an outside observer would."""
-    if not store_path.exists():
-        return {}
-    try:
-        conn = sqlite3.connect(f"file:{store_path}?mode=ro", uri=True, timeout=5)
-        try:
-            rows = conn.execute("SELECT url, state FROM links WHERE state != 'pending'").fetchall()
-        finally:
-            conn.close()
-    except sqlite3.OperationalError:  # schema not created yet
-        return {}
-    return dict(rows)
 
 
 def crawl_command(list_file: Path) -> list[str]:

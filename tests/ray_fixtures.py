@@ -1,0 +1,34 @@
+"""One real Ray per test module (2 CPUs, like the machine CI runs on): `pytest_plugins = ["tests.ray_fixtures"]`.
+
+Started in the test process, it is the session every in-process `linklens --engine ray`
+command joins (`ray_session` leaves a running Ray alone), and the cluster a driver in another
+process joins with `--ray-address ray_address(ray_cluster)`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+RAY_TEST_CPUS = 2
+
+
+@pytest.fixture(scope="module")
+def ray_cluster() -> Iterator[Any]:
+    """The `ray` module, initialised for this test module and shut down after it."""
+    import ray  # the extra: `make test` installs it (make install-ray)
+
+    ray.init(num_cpus=RAY_TEST_CPUS, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False,
+             configure_logging=False)
+    try:
+        yield ray
+    finally:
+        ray.shutdown()
+
+
+def ray_address(ray: Any) -> str:
+    """Where a driver in another process finds this Ray."""
+    return str(ray.get_runtime_context().gcs_address)
