@@ -248,7 +248,7 @@ def test_an_article_row_keeps_its_lists() -> None:
 
     article = Article(7, "http://x/7", "x", "Seven", ["A / B"], LinkState.OK, None, None,
                       Document("T", "text", "html"), lists=["alpha", "beta"])
-    assert article_from_row(article_row(article)) == article
+    assert article_from_row(article_row(article, 0)) == article
     table = next(article_tables([article]))
     assert table.column("lists").to_pylist() == [["alpha", "beta"]]
 
