@@ -158,7 +158,7 @@ def crawl_on_ray(cfg: Settings, store: Store, refresh: bool, retry_failed: bool,
     import_ray()  # without the extra: the one-sentence hint, not an ImportError
     from cli.engines.ray_crawl import run_ray_crawl
 
-    return run_ray_crawl(cfg, store, None, refresh=refresh, retry_failed=retry_failed, quiet=quiet)
+    return run_ray_crawl(cfg, store, refresh=refresh, retry_failed=retry_failed, quiet=quiet)
 
 
 def run_reextract(cfg: Settings, quiet: bool) -> int:

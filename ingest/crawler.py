@@ -444,13 +444,11 @@ class LinkFetcher:
 
 
 class Crawler(LinkFetcher):
-    """Crawls the store's pending links (of one list, or all). One instance per run."""
+    """Crawls the store's pending links (those of the collection: every link still cited). One instance per run."""
 
-    def __init__(self, settings: Settings, store: Store, executor: ExtractionPool | None = None,
-                 list_id: int | None = None) -> None:
+    def __init__(self, settings: Settings, store: Store, executor: ExtractionPool | None = None) -> None:
         super().__init__(settings, store, executor)
         self._store = store
-        self._list_id = list_id
 
     def run(self, refresh: bool = False, progress: ProgressCallback | None = None,
             retry_failed: bool = False) -> CrawlSummary:
@@ -510,12 +508,10 @@ class Crawler(LinkFetcher):
     async def crawl(self, refresh: bool = False, progress: ProgressCallback | None = None,
                     retry_failed: bool = False) -> CrawlSummary:
         started = time.perf_counter()
-        ids = self._store.link_ids_to_crawl(refresh=refresh, retry_failed=retry_failed, list_id=self._list_id)
+        ids = self._store.link_ids_to_crawl(refresh=refresh, retry_failed=retry_failed)
         if refresh or retry_failed:
             self._store.reset_for_refresh(ids)
         run = await self.fetch_links(ids, started, progress)
-        if self._list_id is not None:
-            self._store.mark_list_crawled(self._list_id)
         return CrawlSummary(
             crawled=len(ids),
             total_links=sum(self._store.state_counts().values()),

@@ -344,10 +344,6 @@ class Store:
         cur = conn.execute("INSERT INTO lists(name, source, added_at) VALUES (?,?,?)", (name, source, now))
         return int(cur.lastrowid or 0)
 
-    def mark_list_crawled(self, list_id: int) -> None:
-        with self.transaction() as conn:
-            conn.execute("UPDATE lists SET crawled_at=? WHERE id=?", (time.time(), list_id))
-
     def mark_lists_crawled(self, list_ids: Iterable[int]) -> None:
         with self.transaction() as conn:
             conn.executemany("UPDATE lists SET crawled_at=? WHERE id=?", [(time.time(), i) for i in list_ids])
@@ -377,18 +373,14 @@ class Store:
         names = ", ".join(repr(r["name"]) for r in known) or "none yet (run: linklens crawl LIST)"
         raise UnknownListError(f"no list called {name!r} in the store — known lists: {names}")
 
-    def link_ids_to_crawl(self, refresh: bool = False, retry_failed: bool = False,
-                          list_id: int | None = None) -> list[int]:
+    def link_ids_to_crawl(self, refresh: bool = False, retry_failed: bool = False) -> list[int]:
         """Links to crawl, in list order: pending ones; with `retry_failed` also failed ones; with
-        `refresh` every link still cited (conditional re-fetch). `list_id` limits them to one list."""
+        `refresh` every link still cited (conditional re-fetch)."""
         if refresh:
             where, params = "state != ?", [LinkState.REMOVED.value]
         else:
             states = [LinkState.PENDING.value] + ([LinkState.FAILED.value] if retry_failed else [])
             where, params = f"state IN ({','.join('?' * len(states))})", states
-        if list_id is not None:
-            where += " AND id IN (SELECT link_id FROM placements WHERE list_id=?)"
-            params.append(str(list_id))
         rows = self._conn.execute(f"SELECT id FROM links WHERE {where} ORDER BY position", params).fetchall()
         return [r[0] for r in rows]
 

@@ -63,11 +63,10 @@ STREAM_EVERY_S = 1.0
 EXTRACT_BATCH_PAGES = 8
 
 
-def run_ray_crawl(cfg: Settings, store: Store, list_id: int | None, refresh: bool, retry_failed: bool,
-                  quiet: bool) -> CrawlSummary:
-    """Crawl the store's pending links (of `list_id`, or all) on Ray; the same summary as the local crawler's."""
+def run_ray_crawl(cfg: Settings, store: Store, refresh: bool, retry_failed: bool, quiet: bool) -> CrawlSummary:
+    """Crawl the store's pending links on Ray; the same summary as the local crawler's."""
     started = time.perf_counter()
-    ids = store.link_ids_to_crawl(refresh=refresh, retry_failed=retry_failed, list_id=list_id)
+    ids = store.link_ids_to_crawl(refresh=refresh, retry_failed=retry_failed)
     if refresh or retry_failed:
         store.reset_for_refresh(ids)
     tally = _Tally(started)
@@ -83,8 +82,6 @@ def run_ray_crawl(cfg: Settings, store: Store, list_id: int | None, refresh: boo
                 # Links whose unit reached no host at all: tried again, told a URL that answered elsewhere.
                 _run_round(ray, cfg, store, unsettled, tally.answered_url, counter, bars, tally)
             tally.requests += ray.get(counter.read.remote()).get("robots_requests", 0)
-    if list_id is not None:
-        store.mark_list_crawled(list_id)
     logger.info("crawl done after %.1f s", time.perf_counter() - started)
     export_articles(cfg)  # the index stage reads articles/ (cli/engines/datasets.py)
     counts = store.state_counts()
