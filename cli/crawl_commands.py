@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING
@@ -33,6 +33,11 @@ LISTS_FROM_HELP = ("A list of lists (an awesome-of-awesome): every list it links
 
 STATE_COLOURS = {"ok": "green", "redirected": "cyan", "archived": "yellow", "dead": "red", "blocked": "magenta",
                  "unsupported": "bright_black", "failed": "red", "removed": "bright_black", "pending": "white"}
+
+
+def coloured_states(counts: Mapping[str, int]) -> str:
+    """Link states with their counts, coloured, for a progress bar (both engines' crawls show them)."""
+    return " ".join(f"[{STATE_COLOURS.get(k, 'white')}]{k}[/] {v}" for k, v in sorted(counts.items()))
 
 
 class Engine(StrEnum):
@@ -70,8 +75,8 @@ def progress_updater(bar: Progress) -> Callable[[CrawlProgress], None]:
     task = bar.add_task("crawl", total=None, rate="", states="")
 
     def show(p: CrawlProgress) -> None:
-        states = " ".join(f"[{STATE_COLOURS.get(k, 'white')}]{k}[/] {v}" for k, v in sorted(p.counts.items()))
-        bar.update(task, completed=p.done, total=p.total, rate=f"{p.pages_per_s:.1f} pages/s", states=states)
+        bar.update(task, completed=p.done, total=p.total, rate=f"{p.pages_per_s:.1f} pages/s",
+                   states=coloured_states(p.counts))
 
     return show
 

@@ -34,7 +34,7 @@ import os
 import sqlite3
 import time
 from collections import Counter, defaultdict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -329,7 +329,7 @@ class LinkFetcher:
                 run.second_try[link_id] = outcome
                 return
             outcome = refuse_non_text(outcome)
-            if outcome.body is None or outcome.not_modified or run.executor is None:
+            if not needs_extraction(outcome) or run.executor is None:
                 self._finish(run, link_id, outcome)  # with no extraction here, the body goes on to a later stage
                 return
             await run.extract_slots.acquire()
@@ -508,18 +508,9 @@ class Crawler(LinkFetcher):
     async def crawl(self, refresh: bool = False, progress: ProgressCallback | None = None,
                     retry_failed: bool = False) -> CrawlSummary:
         started = time.perf_counter()
-        ids = self._store.link_ids_to_crawl(refresh=refresh, retry_failed=retry_failed)
-        if refresh or retry_failed:
-            self._store.reset_for_refresh(ids)
+        ids = links_to_crawl(self._store, refresh, retry_failed)
         run = await self.fetch_links(ids, started, progress)
-        return CrawlSummary(
-            crawled=len(ids),
-            total_links=sum(self._store.state_counts().values()),
-            counts=self._store.state_counts(),
-            seconds=time.perf_counter() - started,
-            requests=run.requests,
-            this_run=dict(run.counts),
-        )
+        return crawl_summary(self._store, len(ids), started, run.requests, run.counts)
 
 
 def _restated(link: sqlite3.Row, state: LinkState, reason: str, document: Document | None,
@@ -540,6 +531,27 @@ def _fetch_state(link: sqlite3.Row) -> tuple[LinkState, str]:
     if link["final_url"] and link["final_url"] != link["url"]:
         return LinkState.REDIRECTED, f"redirected to {link['final_url']}"
     return LinkState.OK, "text extracted again from the stored copy"
+
+
+def links_to_crawl(store: Store, refresh: bool, retry_failed: bool) -> list[int]:
+    """The store's links a crawl takes up (either engine), reset first when they are re-checked or retried."""
+    ids = store.link_ids_to_crawl(refresh=refresh, retry_failed=retry_failed)
+    if refresh or retry_failed:
+        store.reset_for_refresh(ids)
+    return ids
+
+
+def crawl_summary(store: Store, crawled: int, started: float, requests: int,
+                  this_run: Mapping[str, int]) -> CrawlSummary:
+    """What a crawl (either engine) reports: `this_run` counts the states it gave, the store's counts all links."""
+    counts = store.state_counts()
+    return CrawlSummary(crawled=crawled, total_links=sum(counts.values()), counts=counts,
+                        seconds=time.perf_counter() - started, requests=requests, this_run=dict(this_run))
+
+
+def needs_extraction(outcome: CrawlOutcome) -> bool:
+    """A body that passed the sniffing check and is not a 304's kept copy goes on to extraction."""
+    return outcome.body is not None and not outcome.not_modified
 
 
 async def extract_page(executor: ExtractionPool, outcome: CrawlOutcome, title: str) -> Document | None:

@@ -39,7 +39,15 @@ import ray
 from cli.engines.ray_progress import StageBars, new_stage_counter
 from cli.engines.ray_runtime import quiet_ray_data, ray_session
 from cli.engines.store_export import export_articles
-from ingest.crawler import CrawlSummary, extract_outcome, extraction_pool, record_outcome
+from ingest.crawler import (
+    CrawlSummary,
+    crawl_summary,
+    extract_outcome,
+    extraction_pool,
+    links_to_crawl,
+    needs_extraction,
+    record_outcome,
+)
 from ingest.link_batch import FetchedBatch, HandedLink, fetch_batch
 from ingest.models import CrawlOutcome, LinkState
 from ingest.settings import Settings
@@ -66,9 +74,7 @@ EXTRACT_BATCH_PAGES = 8
 def run_ray_crawl(cfg: Settings, store: Store, refresh: bool, retry_failed: bool, quiet: bool) -> CrawlSummary:
     """Crawl the store's pending links on Ray; the same summary as the local crawler's."""
     started = time.perf_counter()
-    ids = store.link_ids_to_crawl(refresh=refresh, retry_failed=retry_failed)
-    if refresh or retry_failed:
-        store.reset_for_refresh(ids)
+    ids = links_to_crawl(store, refresh, retry_failed)
     tally = _Tally(started)
     if ids:
         with ray_session(cfg) as ray, StageBars(len(ids), quiet) as bars:
@@ -84,10 +90,8 @@ def run_ray_crawl(cfg: Settings, store: Store, refresh: bool, retry_failed: bool
             tally.requests += ray.get(counter.read.remote()).get("robots_requests", 0)
     logger.info("crawl done after %.1f s", time.perf_counter() - started)
     export_articles(cfg)  # the index stage reads articles/ (cli/engines/datasets.py)
-    counts = store.state_counts()
-    return CrawlSummary(crawled=len(ids), total_links=sum(counts.values()), counts=counts,
-                        seconds=time.perf_counter() - started, requests=tally.requests,
-                        this_run=dict(Counter(state.value for state in tally.last_state.values())))
+    return crawl_summary(store, len(ids), started, tally.requests,
+                         Counter(state.value for state in tally.last_state.values()))
 
 
 class _Tally:
@@ -215,7 +219,7 @@ def fetch_unit(batch: pa.Table, settings: Settings, answered_url: str | None, co
         if isinstance(item, tuple):
             link_id, outcome = item
             attempts += len(outcome.attempts)
-            rows.append({"link_id": link_id, "title": titles[link_id], "extract": _needs_extraction(outcome),
+            rows.append({"link_id": link_id, "title": titles[link_id], "extract": needs_extraction(outcome),
                          "outcome": pickle.dumps(outcome)})
         if rows and (done or time.monotonic() - last_sent >= STREAM_EVERY_S):
             counter.add.remote("fetch", len(rows))
@@ -225,11 +229,6 @@ def fetch_unit(batch: pa.Table, settings: Settings, answered_url: str | None, co
             # robots.txt requests belong to no link: counted apart, before the driver can read the count
             ray.get(counter.add.remote("robots_requests", item.requests - attempts))
             return
-
-
-def _needs_extraction(outcome: CrawlOutcome) -> bool:
-    """As in the local crawler: a body that passed the sniffing check and is not a 304's kept copy."""
-    return outcome.body is not None and not outcome.not_modified
 
 
 class PageExtractor:

@@ -16,10 +16,9 @@ import ray
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 from cli.common import err
+from cli.crawl_commands import coloured_states
 
 POLL_S = 0.5
-STATE_COLOURS = {"ok": "green", "redirected": "cyan", "archived": "yellow", "dead": "red", "blocked": "magenta",
-                 "unsupported": "bright_black", "failed": "red", "removed": "bright_black", "pending": "white"}
 
 
 class StageCounter:
@@ -92,8 +91,7 @@ class StageBars:
 
     def stored(self, state: str) -> None:
         self._states[state] += 1
-        states = " ".join(f"[{STATE_COLOURS.get(k, 'white')}]{k}[/] {v}" for k, v in sorted(self._states.items()))
-        self._show("store", sum(self._states.values()), states)
+        self._show("store", sum(self._states.values()), coloured_states(self._states))
 
     def _show(self, stage: str, done: int, states: str = "") -> None:
         elapsed = time.perf_counter() - self._started
