@@ -34,7 +34,7 @@ from cli.engines.store_export import dataset_exists, dataset_filesystem, dataset
 from index import snapshot
 from index.build import EmbedCounts, build_snapshot, existing_export, model_profile_of, query_encoder_dir
 from index.embedder import Embedder
-from index.model_ref import ModelProfile, configured_model
+from index.model_ref import ModelProfile, ModelRef, configured_model
 from ingest.errors import SourceError
 from ingest.settings import Settings
 
@@ -100,7 +100,7 @@ def run_ray_index(
         timings["start_s"] = time.perf_counter() - started
         logger.info("Ray ready at %.1fs", timings["start_s"])
         cache_uri = embedding_cache_uri(cfg, profile.cache_key(ref))
-        counts_by_stage = _embed_passages(ray, cfg, profile, cache_uri, rebuild, bars)
+        counts_by_stage = _embed_passages(ray, cfg, ref, profile, cache_uri, rebuild, bars)
         timings["encode_s"] = counts_by_stage.get("encode_ms", 0) / 1000
         timings["actor_start_s"] = counts_by_stage.get("actor_start_ms", 0) / 1000
         timings["threads_per_actor"] = _embedding_threads(ray, cfg.embed_actors)
@@ -142,14 +142,13 @@ def _actor_cpus(ray: Any, actors: int) -> float:
     return max(MIN_ACTOR_CPUS, min(1.0, (total - 1) / actors))
 
 
-def _embed_passages(ray: Any, cfg: Settings, profile: ModelProfile, cache_uri: str, rebuild: bool,
+def _embed_passages(ray: Any, cfg: Settings, ref: ModelRef, profile: ModelProfile, cache_uri: str, rebuild: bool,
                     bars: ProgressBars) -> dict[str, int]:  # fmt: skip
     """Phase 1: cut, join with the embedding cache, embed what is missing, write `passages/` (replaced atomically).
 
     Returns the stages' counts (`ray_progress.StageCounter`)."""
     import uuid
 
-    ref = configured_model(cfg)
     total = dataset_rows(cfg.datasets_location, ARTICLES)
     # At least a few blocks per actor: an actor takes a whole block as one task, so fewer would leave actors idle.
     blocks = max(read_blocks(total, ARTICLES_PER_TASK), min(total, BLOCKS_PER_ACTOR * cfg.embed_actors))

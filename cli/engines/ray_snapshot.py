@@ -21,7 +21,7 @@ import numpy as np
 
 from cli.engines.datasets import ARTICLES, PASSAGES, article_from_row, dataset_uri
 from cli.engines.ray_index_progress import ProgressBars
-from cli.engines.ray_stages import PASSAGE_KEY, passage_from_row, vector_type, vectors_of
+from cli.engines.ray_stages import PASSAGE_KEY, embedding_table, passage_from_row, vector_type, vectors_of
 from cli.engines.store_export import dataset_filesystem, dataset_rows, remove_folder, replace_folder
 from index.build import EmbedCounts, IndexBatch
 
@@ -133,10 +133,7 @@ class CacheRewriter:
         if not ids:
             return
         dimension = int(matrix.shape[1])
-        table = pa.table({
-            "id": pa.array(ids, pa.string()),
-            "vector": pa.FixedSizeListArray.from_arrays(pa.array(matrix.reshape(-1)), dimension),
-        })  # fmt: skip
+        table = embedding_table(ids, matrix)
         if self._writer is None or self._rows_in_file >= CACHE_ROWS_PER_FILE:
             self._close_file()
             self.fs.create_dir(self.work, recursive=True)

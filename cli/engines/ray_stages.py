@@ -46,6 +46,20 @@ def vector_type(dimension: int) -> pa.DataType:
     return pa.list_(pa.float32(), dimension)
 
 
+def vector_column(matrix: np.ndarray) -> pa.FixedSizeListArray:
+    """A float32 matrix as a fixed-size-list column of its rows (the `vector` column of every dataset)."""
+    import pyarrow as pa
+
+    return pa.FixedSizeListArray.from_arrays(pa.array(matrix.reshape(-1)), int(matrix.shape[1]))
+
+
+def embedding_table(ids: list[str], matrix: np.ndarray) -> pa.Table:
+    """Rows of the embedding cache: passage id and vector."""
+    import pyarrow as pa
+
+    return pa.table({"id": pa.array(ids, pa.string()), "vector": vector_column(matrix)})
+
+
 def passage_from_row(row: dict[str, Any]) -> Passage:
     return Passage(int(row["link_id"]), int(row["ordinal"]), row["kind"], row["context"], row["text"])
 
@@ -137,19 +151,13 @@ class PassageEmbedder:
                 self.progress.add.remote("encode_ms", encode_ms)
             self.progress.add.remote("embedded", len(missing))
             self.progress.add.remote("cached", n - len(missing))
-        vectors = pa.FixedSizeListArray.from_arrays(pa.array(matrix.reshape(-1)), self.dimension)
-        return batch.append_column("vector", vectors).append_column("embedded", pa.array(embedded))
+        return batch.append_column("vector", vector_column(matrix)).append_column("embedded", pa.array(embedded))
 
     def _write_cache(self, ids: list[str], matrix: np.ndarray) -> None:
         """One new part of the embedding cache, written under a temporary name and then moved into place."""
-        import pyarrow as pa
         import pyarrow.parquet as pq
 
-        table = pa.table({
-            "id": pa.array(ids, pa.string()),
-            "vector": pa.FixedSizeListArray.from_arrays(pa.array(matrix.reshape(-1)), self.dimension),
-        })  # fmt: skip
         name = f"part-{uuid.uuid4().hex}"
         temporary = f"{self.cache_dir}/.{name}.tmp"
-        pq.write_table(table, temporary, filesystem=self.fs)
+        pq.write_table(embedding_table(ids, matrix), temporary, filesystem=self.fs)
         self.fs.move(temporary, f"{self.cache_dir}/{name}.parquet")
