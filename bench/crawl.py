@@ -57,12 +57,16 @@ class PeakMemory:
     """Samples RSS of a process (this one by default) plus its children (the extraction workers) every 200 ms.
 
     Sparse sampling on purpose: walking /proc for children costs CPU the crawl would miss.
+    `peak_bytes` is the peak of the sum; `root_peak_bytes` and `children_peak_bytes` the peaks of
+    each part (bench/ray_crawl.py reports a Ray driver apart from Ray's own processes).
     """
 
     def __init__(self, exclude_pid: int | None = None, root_pid: int | None = None) -> None:
         self.exclude_pid = exclude_pid  # the fixture web: a child of ours, but not part of the crawler
         self.root_pid = root_pid
         self.peak_bytes = 0
+        self.root_peak_bytes = 0
+        self.children_peak_bytes = 0
         self.child_cpu_s: dict[int, float] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -77,17 +81,20 @@ class PeakMemory:
             return
 
     def _sample(self, me: psutil.Process) -> None:
-        total = me.memory_info().rss
+        root = me.memory_info().rss
+        children = 0
         for child in me.children(recursive=True):
             if child.pid == self.exclude_pid:
                 continue
             try:
-                total += child.memory_info().rss
+                children += child.memory_info().rss
                 times = child.cpu_times()
                 self.child_cpu_s[child.pid] = times.user + times.system
-            except psutil.Error:
+            except psutil.Error:  # a worker that just ended
                 pass
-        self.peak_bytes = max(self.peak_bytes, total)
+        self.root_peak_bytes = max(self.root_peak_bytes, root)
+        self.children_peak_bytes = max(self.children_peak_bytes, children)
+        self.peak_bytes = max(self.peak_bytes, root + children)
 
     def __enter__(self) -> PeakMemory:
         self._thread.start()

@@ -21,62 +21,26 @@ Results are JSON on stdout (and in --out). Run under `flock /tmp/linklens-bench.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import re
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
-
-import psutil
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.crawl import corpus, emit, start_web  # noqa: E402
+from bench.crawl import PeakMemory, corpus, emit, start_web  # noqa: E402
 from tests.hostileweb.many_hosts import ManyHosts  # noqa: E402
 
 TARGET_BUILD_RATIO = 1.5  # the issue's target for the whole build (crawl + index) on Ray vs local
 TARGET_DRIVER_PEAK_MB = 1024
-SAMPLE_S = 0.2
 SCALE_DEADLINE_S = 1800
 PHASES = {"ray_ready_s": r"ray ready after ([\d.]+) s", "first_outcome_s": r"first outcome after ([\d.]+) s",
           "crawl_done_s": r"crawl done after ([\d.]+) s"}
-
-
-class DriverMemory:
-    """Peak RSS of one process (the driver) and, apart, of its descendants (Ray's processes and workers)."""
-
-    def __init__(self, pid: int) -> None:
-        self.process = psutil.Process(pid)
-        self.driver_peak = 0
-        self.others_peak = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.wait(SAMPLE_S):
-            try:
-                self.driver_peak = max(self.driver_peak, self.process.memory_info().rss)
-                others = 0
-                for child in self.process.children(recursive=True):
-                    with contextlib.suppress(psutil.Error):  # a worker that just ended
-                        others += child.memory_info().rss
-                self.others_peak = max(self.others_peak, others)
-            except psutil.Error:
-                return
-
-    def __enter__(self) -> DriverMemory:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 def crawl(list_file: Path, data_dir: Path, engine: str, env: dict[str, str],
@@ -88,7 +52,7 @@ def crawl(list_file: Path, data_dir: Path, engine: str, env: dict[str, str],
     with tempfile.TemporaryFile("w+") as log:
         proc = subprocess.Popen(command, cwd=REPO, env={**env, "LINKLENS_DATA_DIR": str(data_dir)},
                                 stdout=subprocess.PIPE, stderr=log, text=True)
-        with DriverMemory(proc.pid) as memory:
+        with PeakMemory(root_pid=proc.pid) as memory:
             stdout, _ = proc.communicate(timeout=timeout_s)
         wall_s = time.perf_counter() - started
         log.seek(0)
@@ -104,8 +68,8 @@ def crawl(list_file: Path, data_dir: Path, engine: str, env: dict[str, str],
         "links": summary["crawled"],
         "states": summary["states"],
         "requests": summary["requests"],
-        "driver_peak_rss_mb": round(memory.driver_peak / 2**20, 1),
-        "other_processes_peak_rss_mb": round(memory.others_peak / 2**20, 1),
+        "driver_peak_rss_mb": round(memory.root_peak_bytes / 2**20, 1),
+        "other_processes_peak_rss_mb": round(memory.children_peak_bytes / 2**20, 1),
     }
     if index is not None:
         result.update(index_s=index["seconds"], passages=index["passages"], embedded=index["embedded"])
