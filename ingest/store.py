@@ -279,9 +279,7 @@ class Store:
         """Sync one list inside the caller's transaction; `claimed` links keep the title and order they have."""
         added = returned = 0
         list_id = self._list_id(conn, source, name, now)
-        before = {r[0] for r in conn.execute("SELECT DISTINCT link_id FROM placements WHERE list_id=?",
-                                             (list_id,))}
-        conn.execute("DELETE FROM placements WHERE list_id=?", (list_id,))
+        before = self._take_placements(conn, list_id)
         held: set[int] = set()
         for link in links:
             row = conn.execute("SELECT id, state FROM links WHERE url=?", (link.url,)).fetchone()
@@ -315,10 +313,16 @@ class Store:
 
     def _drop_list(self, conn: sqlite3.Connection, list_id: int, why: str, now: float) -> int:
         """Take a list out of the collection; returns how many of its links no other list cites."""
-        links = {r[0] for r in conn.execute("SELECT DISTINCT link_id FROM placements WHERE list_id=?", (list_id,))}
-        conn.execute("DELETE FROM placements WHERE list_id=?", (list_id,))
+        links = self._take_placements(conn, list_id)
         conn.execute("UPDATE lists SET dropped_at=? WHERE id=?", (now, list_id))
         return self._remove_uncited(conn, links, why, now)
+
+    @staticmethod
+    def _take_placements(conn: sqlite3.Connection, list_id: int) -> set[int]:
+        """Delete a list's placements; returns the links they placed (to re-place, or to check for citers)."""
+        links = {r[0] for r in conn.execute("SELECT DISTINCT link_id FROM placements WHERE list_id=?", (list_id,))}
+        conn.execute("DELETE FROM placements WHERE list_id=?", (list_id,))
+        return links
 
     @staticmethod
     def _remove_uncited(conn: sqlite3.Connection, link_ids: set[int], why: str, now: float) -> int:
