@@ -239,15 +239,11 @@ class ArticleColumns:
 
     def with_labels(self, label_ids: np.ndarray) -> np.ndarray:
         """Mask of the articles placed under at least one of `label_ids`."""
-        hit = np.isin(self.label_ids, label_ids)
-        owners = np.repeat(np.arange(len(self.ids)), np.diff(self.label_ptr))
-        return np.bincount(owners[hit], minlength=len(self.ids)) > 0
+        return _articles_holding(self.label_ptr, self.label_ids, label_ids)
 
     def with_lists(self, list_ids: np.ndarray) -> np.ndarray:
         """Mask of the articles cited by at least one of `list_ids`."""
-        hit = np.isin(self.list_ids, list_ids)
-        owners = np.repeat(np.arange(len(self.ids)), np.diff(self.list_ptr))
-        return np.bincount(owners[hit], minlength=len(self.ids)) > 0
+        return _articles_holding(self.list_ptr, self.list_ids, list_ids)
 
     def lists_of(self, index: int) -> tuple[str, ...]:
         """Names of the lists citing the article at `index` (its position in the list order)."""
@@ -342,3 +338,10 @@ class MetaReader:
         out["thin"] = None if row["thin"] is None else bool(row["thin"])
         out["passages"] = [{"ordinal": p["ordinal"], "kind": p["kind"], "text": p["text"]} for p in passages]
         return out
+
+
+def _articles_holding(ptr: np.ndarray, values: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+    """Mask of the articles whose ragged column (`values[ptr[i]:ptr[i+1]]`) holds at least one of `wanted`."""
+    articles = len(ptr) - 1
+    owners = np.repeat(np.arange(articles), np.diff(ptr))
+    return np.bincount(owners[np.isin(values, wanted)], minlength=articles) > 0
