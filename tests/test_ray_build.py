@@ -68,9 +68,10 @@ def test_build_of_two_lists_on_ray_equals_the_local_build(
                        for q in judged_queries()}
                 picked = {r.url: tuple(r.lists) for r in
                           searcher.search("how systems scale", k=50, list_name="awesome-picks").results}
+                list_urls = {entry["name"]: entry["url"] for entry in searcher.lists()}
             finally:
                 searcher.close()
-            built_by[engine] = {"report": report, "states": states, "top": top, "picked": picked,
+            built_by[engine] = {"report": report, "states": states, "top": top, "picked": picked, "lists": list_urls,
                                 "passages": snapshot_passages(data_dir, str(report["index"]["snapshot_id"]))}
     local, ray = built_by["local"], built_by["ray"]
     assert [x["name"] for x in ray["report"]["crawl"]["lists"]] == ["awesome-fixture", "awesome-picks"]
@@ -82,3 +83,5 @@ def test_build_of_two_lists_on_ray_equals_the_local_build(
     assert ray["top"] == local["top"]
     both = ("awesome-fixture", "awesome-picks")
     assert ray["picked"] == local["picked"] == {url: both for url in shared}  # one article, both its lists
+    assert ray["lists"] == local["lists"] == {"awesome-fixture": str(whole.resolve()),
+                                                "awesome-picks": str(picks.resolve())}

@@ -32,11 +32,19 @@ from cli.engines.ray_snapshot import ROWS_PER_SORT_BLOCK, CacheRewriter, index_b
 from cli.engines.ray_stages import PassageEmbedder, cut_passages
 from cli.engines.store_export import dataset_exists, dataset_filesystem, dataset_rows, replace_folder
 from index import snapshot
-from index.build import EmbedCounts, build_snapshot, existing_export, model_profile_of, query_encoder_dir
+from index.build import (
+    EmbedCounts,
+    build_snapshot,
+    existing_export,
+    list_sources,
+    model_profile_of,
+    query_encoder_dir,
+)
 from index.embedder import Embedder
 from index.model_ref import ModelProfile, ModelRef, configured_model
 from ingest.errors import SourceError
 from ingest.settings import Settings
+from ingest.store import Store
 
 logger = logging.getLogger(__name__)
 
@@ -84,10 +92,13 @@ def run_ray_index(
     """
     started = time.perf_counter()
     timings = {} if timings is None else timings
+    sources = None
     if cfg.store_path.exists():
         from cli.engines.store_export import export_articles
 
         export_articles(cfg)
+        with Store.open(cfg.store_path) as store:
+            sources = list_sources(store)  # each list's URL and last crawl, for GET /lists as the local build
     if not dataset_exists(cfg.datasets_location, ARTICLES):
         raise SourceError(NO_ARTICLES.format(uri=dataset_uri(cfg.datasets_location, ARTICLES)))
     ref = configured_model(cfg)
@@ -111,7 +122,7 @@ def run_ray_index(
             report = build_snapshot(
                 cfg, index_batches(ray, cfg.datasets_location, counts, bars, cache), ref.id, profile,
                 lambda: query_encoder_dir(cfg.cache_dir, ref, embedder, rebuild), counts=counts, kind=kind,
-                unlocked=True,
+                unlocked=True, list_sources=sources,
             )  # fmt: skip
         except BaseException:
             cache.abort()
