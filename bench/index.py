@@ -46,7 +46,15 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.synthetic import DEFAULT_CACHE, SyntheticCorpus, base_passages, bundled_embed, fill_data_dir  # noqa: E402
+from bench.synthetic import (  # noqa: E402
+    DEFAULT_CACHE,
+    PREPARED_FORMAT,
+    SyntheticCorpus,
+    base_passages,
+    bundled_embed,
+    fill_data_dir,
+    snapshot_of_size,
+)
 from index import lexical, snapshot, vectors  # noqa: E402
 from index.model_ref import configured_model  # noqa: E402
 from index.search import Searcher  # noqa: E402
@@ -93,7 +101,7 @@ def prepare(cache: Path, size: int) -> None:
     """The store + embedding cache + ONNX export of one size, unless already there."""
     data_dir = data_dir_for(cache, size)
     done = data_dir / "prepared.json"
-    if done.exists():
+    if done.exists() and json.loads(done.read_text()).get("format") == PREPARED_FORMAT:
         log(f"{size}: data ready in {data_dir}")
         return
     shutil.rmtree(data_dir, ignore_errors=True)
@@ -103,7 +111,8 @@ def prepare(cache: Path, size: int) -> None:
     started = time.perf_counter()
     passages = fill_data_dir(data_dir, SyntheticCorpus(base, size), ref.id, lambda m: log(f"{size}: {m}"))
     _ensure_export(settings)
-    done.write_text(json.dumps({"passages": passages, "base": base.source, "seconds": time.perf_counter() - started}))
+    done.write_text(json.dumps({"passages": passages, "base": base.source, "seconds": time.perf_counter() - started,
+                                "format": PREPARED_FORMAT}))
     log(f"{size}: {passages} passages ready in {data_dir}")
 
 
@@ -391,13 +400,16 @@ def kinds_at(data_dir: Path, query_vectors: np.ndarray, kinds: list[str]) -> dic
 
 def measure(cache: Path, size: int, kinds: list[str] | None, build: bool = True) -> dict[str, object]:
     data_dir = data_dir_for(cache, size)
-    if not (data_dir / "prepared.json").exists():
-        raise SystemExit(f"no prepared data for {size} in {data_dir} — run: bench/index.py --prepare --sizes {size}")
+    done = data_dir / "prepared.json"
+    if not done.exists() or json.loads(done.read_text()).get("format") != PREPARED_FORMAT:
+        raise SystemExit(f"no prepared data for {size} in {data_dir} (or prepared by older code) — run: "
+                         f"bench/index.py --prepare --sizes {size}")
     texts = queries()
     result: dict[str, object] = {}
     if build:
         log(f"{size}: timed build from cached embeddings")
         result["build"] = timed_build(data_dir, None)
+    result["snapshot"] = snapshot_of_size(data_dir, size)
     log(f"{size}: fresh processes")
     result.update(fresh_process(data_dir, texts[:20]))
     searcher = Searcher.open(load_settings(data_dir=data_dir))

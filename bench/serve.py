@@ -132,6 +132,7 @@ def build_fixture_index(folder: Path) -> Settings:
 def synthetic_index(cache: Path, size: int) -> Path:
     """bench/index.py's data folder of `size` real-like passages, with the snapshot its last run built there."""
     from bench.index import data_dir_for
+    from bench.synthetic import snapshot_of_size
 
     folder = data_dir_for(cache, size)
     if not (folder / "snapshots" / "CURRENT").exists():
@@ -139,6 +140,7 @@ def synthetic_index(cache: Path, size: int) -> Path:
             f"no {size}-passage index in {folder} — prepare and build it first: bench/index.py --prepare "
             f"--sizes {size}, then LINKLENS_DATA_DIR={folder} linklens index (or a bench/index.py run)"
         )
+    snapshot_of_size(folder, size)
     return folder
 
 

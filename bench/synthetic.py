@@ -179,11 +179,19 @@ class SyntheticCorpus:
         return (point / np.linalg.norm(point)).astype(np.float32)
 
 
+# The synthetic corpus is written as this one list, in batches added to it (never synced per batch).
+SYNTHETIC_LIST_SOURCE = "synthetic-corpus.md"
+# Bumped when fill_data_dir's output changes, so that a cache prepared by older code is prepared again
+# (2: every batch kept; format 1 synced each batch as the whole list and kept only the last one).
+PREPARED_FORMAT = 2
+# How far a snapshot's passage count may be from the size a benchmark is labelled with.
+SIZE_TOLERANCE = 0.01
 # Links written to the page store per call (one transaction per link outcome, as a crawl writes them).
 FILL_BATCH = 2000
 
 
-def fill_data_dir(data_dir: Path, corpus: SyntheticCorpus, model_id: str, log: Callable[[str], None]) -> int:
+def fill_data_dir(data_dir: Path, corpus: SyntheticCorpus, model_id: str, log: Callable[[str], None],
+                  batch: int = FILL_BATCH) -> int:
     """A page store holding the corpus as crawled links, and an embedding cache holding every passage's vector.
 
     Afterwards `linklens index` (LINKLENS_DATA_DIR=data_dir) builds "from cached
@@ -209,7 +217,7 @@ def fill_data_dir(data_dir: Path, corpus: SyntheticCorpus, model_id: str, log: C
 
         def flush() -> int:
             links = [ListedLink(a.url, [ListPlacement(a.section, None, a.title, a.number)]) for a in pending]
-            store.add_links(links)
+            store.add_links(links, source=SYNTHETIC_LIST_SOURCE)
             ids = dict(store._conn.execute(
                 f"SELECT url, id FROM links WHERE url IN ({','.join('?' * len(links))})", [x.url for x in links]
             ).fetchall())  # fmt: skip
@@ -237,7 +245,7 @@ def fill_data_dir(data_dir: Path, corpus: SyntheticCorpus, model_id: str, log: C
 
         for article in corpus.articles():
             pending.append(article)
-            if len(pending) == FILL_BATCH:
+            if len(pending) == batch:
                 total += flush()
                 log(f"filled {total} passages")
         if pending:
@@ -252,3 +260,22 @@ def bundled_embed(texts: list[str]) -> np.ndarray:
     from ingest.settings import load_settings
 
     return Embedder(configured_model(load_settings())).encode(texts)
+
+
+def snapshot_of_size(data_dir: Path, size: int) -> dict[str, object]:
+    """The manifest figures of `data_dir`'s current snapshot, checked against the size a benchmark claims.
+
+    A figure labelled "100k" must come from a ~100,000-passage index: stops with a sentence when
+    the snapshot's passage count is more than SIZE_TOLERANCE away from `size`.
+    """
+    from index.snapshot import Manifest, current_folder
+
+    manifest = Manifest.load(current_folder(data_dir / "snapshots", data_dir))
+    if abs(manifest.passages - size) > SIZE_TOLERANCE * size:
+        raise SystemExit(
+            f"the snapshot in {data_dir} holds {manifest.passages} passages, not ~{size} (more than "
+            f"{SIZE_TOLERANCE:.0%} off): its figures would be mislabelled — prepare the data again "
+            f"(delete {data_dir} and run bench/index.py --prepare --sizes {size})"
+        )
+    return {"passages": manifest.passages, "articles": manifest.articles, "index_kind": manifest.index_kind,
+            "snapshot_id": manifest.snapshot_id}
