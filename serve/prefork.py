@@ -18,8 +18,9 @@ worker's own pid), gate, cache and snapshot poller. So each worker reloads new
 snapshots, sheds load and counts its metrics exactly as a single server does.
 
 The arbiter replaces a worker that dies (a SIGKILL, a crash) with a new fork of
-the same parent; the new worker swaps to the current snapshot before it answers
-(`InheritedSearcher`), and `child_exit` drops the dead worker's live gauges.
+the same parent, which first moves to the current snapshot (`pre_fork`); the new
+worker checks again before it answers (`InheritedSearcher`), and `child_exit`
+drops the dead worker's live gauges.
 """
 
 from __future__ import annotations
@@ -118,10 +119,21 @@ class PreforkServer(BaseApplication):  # type: ignore[misc]
             "graceful_timeout": GRACEFUL_SHUTDOWN_S,
             "timeout": WORKER_TIMEOUT_S,
             "control_socket_disable": True,  # else every server on the box would share one socket in $HOME
+            "pre_fork": self._refresh_before_fork,
             "child_exit": lambda arbiter, worker: mark_process_dead(worker.pid, str(metrics_dir)),
         }
         self._searcher = _open_before_fork(settings)
         super().__init__()
+
+    def _refresh_before_fork(self, arbiter: Any, worker: Any) -> None:
+        """Before each fork (a replacement too): move the parent to the current snapshot, so the new
+        worker inherits the snapshot it will serve rather than one a later build may have deleted."""
+        if self._searcher is None:
+            return
+        try:
+            self._searcher.reload_if_changed()
+        except LinklensError as exc:  # the worker retries on its own; the parent keeps what it has
+            logger.warning("parent stays on snapshot %s: %s", self._searcher.snapshot_id, exc)
 
     def load_config(self) -> None:
         for key, value in self._options.items():
