@@ -9,7 +9,7 @@ CHROMIUM ?= /usr/bin/chromium
 # Add 1000000 for the full scale run (~5 GB of data in ../bench-cache, ~30 min on 2 cores).
 INDEX_BENCH_SIZES ?= 10000,100000
 
-.PHONY: install install-ray browser test lint bench run build serve clean
+.PHONY: install install-ray browser nginx test lint bench run build serve clean
 
 install: $(STAMP)
 
@@ -36,7 +36,13 @@ browser:
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	  else echo "the page test needs Chromium at $(CHROMIUM): sudo apt-get install chromium"; exit 1; fi; }
 
-test: install-ray browser
+# The replica test runs deploy/nginx.conf in a real nginx (Debian's package), as the test user on loopback.
+nginx:
+	@command -v nginx >/dev/null 2>&1 || test -x /usr/sbin/nginx || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx >/dev/null; \
+	  else echo "the replica test needs nginx: sudo apt-get install nginx"; exit 1; fi; }
+
+test: install-ray browser nginx
 	$(BIN)/pytest -q
 
 lint: install-ray

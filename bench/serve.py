@@ -8,7 +8,12 @@ Per index (the fixture, synthetic 10k/100k snapshots, or any built data folder):
 * concurrency 32 (closed loop, Retry-After honoured): p50/p99, QPS, errors and
   503 sheds, every request a distinct query so the response cache never answers;
 * memory: one worker's peak RSS, and the total of `--workers 4` (RSS and PSS,
-  supervisor included) against one worker's, after traffic has reached every worker.
+  supervisor included) against one worker's, after traffic has reached every worker,
+  and how soon the forked workers are ready.
+
+`--nginx`: three replicas behind nginx (deploy/nginx.conf) over a copy of the
+fixture index, under steady load across shedding, a publish, a SIGKILL and a
+restart (bench/replicas.py): failed requests, retries, reload and restart times.
 
 Sizes are served from bench/index.py's data folders (real-like passages, see
 bench/synthetic.py; `--index-cache`, its `--cache`), with the snapshot its last
@@ -23,6 +28,7 @@ under it:
 from __future__ import annotations
 
 import argparse
+import gc
 import itertools
 import json
 import logging
@@ -177,29 +183,41 @@ def measure(data_dir: Path, args: argparse.Namespace, queries: Iterator[str]) ->
             report["c1"] = concurrency_one(server, searcher, [next(queries) for _ in range(args.c1_queries)])
             log(f"  concurrency {HIGH_CONCURRENCY} for {args.duration:.0f} s")
             report[f"c{HIGH_CONCURRENCY}"] = closed_loop(server, HIGH_CONCURRENCY, args.duration, queries)
-            one_worker = memory_mb(server.processes())
+            under_load = memory_mb(server.processes())
             ready_one = server.ready_s
-        one_worker["peak_rss_mb"] = round(rss.peak_bytes / 2**20, 1)
+        under_load["peak_rss_mb"] = round(rss.peak_bytes / 2**20, 1)
     finally:
         searcher.close()
+    # This process maps the same snapshot while its searcher lives, which lowers a server's PSS (shared
+    # pages are charged 1/N): the memory runs below start after it is gone, with the same warm-up each.
+    del searcher
+    gc.collect()
     report["load"] = {"searcher_open_s": round(open_s, 3), "server_ready_s": ready_one}
-    report["memory"] = {"one_worker": one_worker}
+    report["memory"] = {"one_worker_after_c32": under_load}
     if args.replicas > 1:
-        log(f"  --workers {args.replicas}: ready time and memory")
-        with running_server(data_dir, args.replicas, env) as server:
-            closed_loop(server, REPLICA_WARMUP_CONCURRENCY, REPLICA_WARMUP_S, queries)  # every worker searches
-            processes = server.processes()
-            report["load"][f"server_ready_s_{args.replicas}_workers"] = server.ready_s
-            total = memory_mb(processes)
-            supervisor = memory_mb(processes[:1])
+        log(f"  memory: one worker, then --workers {args.replicas} (ready time too), the same warm-up each")
+        one_worker = warmed_memory(data_dir, 1, env, queries)
+        report["memory"]["one_worker"] = one_worker
+        total = warmed_memory(data_dir, args.replicas, env, queries)
+        report["load"][f"server_ready_s_{args.replicas}_workers"] = total.pop("ready_s")
         report["memory"][f"workers_{args.replicas}"] = {
             **total,
-            "supervisor_rss_mb": supervisor["rss_mb"],
             "rss_ratio_to_one_worker": round(total["rss_mb"] / one_worker["rss_mb"], 2),
             "pss_ratio_to_one_worker": round(total["pss_mb"] / one_worker["pss_mb"], 2),
         }
     report["targets"] = judge(report, args.replicas)
     return report
+
+
+def warmed_memory(data_dir: Path, workers: int, env: dict[str, str], queries: Iterator[str]) -> dict[str, Any]:
+    """Memory of a server with `workers` after a short closed loop has reached every worker."""
+    with running_server(data_dir, workers, env) as server:
+        closed_loop(server, REPLICA_WARMUP_CONCURRENCY, REPLICA_WARMUP_S, queries)
+        processes = server.processes()
+        total: dict[str, Any] = memory_mb(processes)
+        total["supervisor_rss_mb"] = memory_mb(processes[:1])["rss_mb"]
+        total["ready_s"] = server.ready_s
+    return total
 
 
 def judge(report: dict[str, Any], replicas: int) -> dict[str, Any]:
@@ -217,6 +235,12 @@ def judge(report: dict[str, Any], replicas: int) -> dict[str, Any]:
         "server_ready_s": {"target": TARGET_READY_S, "value": report["load"]["server_ready_s"],
                            "ok": report["load"]["server_ready_s"] <= TARGET_READY_S},
     }  # fmt: skip
+    ready_workers = report["load"].get(f"server_ready_s_{replicas}_workers")
+    if ready_workers is not None:
+        targets[f"server_ready_s_{replicas}_workers"] = {
+            "target": TARGET_READY_S, "value": ready_workers, "ok": ready_workers <= TARGET_READY_S,
+            "definition": "process start to every forked worker answering with the snapshot loaded",
+        }  # fmt: skip
     replicas_memory = report["memory"].get(f"workers_{replicas}")
     if replicas_memory is not None:
         ratio = replicas_memory["pss_ratio_to_one_worker"]
@@ -224,8 +248,9 @@ def judge(report: dict[str, Any], replicas: int) -> dict[str, Any]:
             "target": TARGET_REPLICA_MEMORY_RATIO,
             "value": ratio,
             "ok": ratio <= TARGET_REPLICA_MEMORY_RATIO,
-            "definition": "total PSS of the supervisor + workers / PSS of one single-process server "
-            "(RSS counts shared index pages once per process; see rss_ratio_to_one_worker)",
+            "definition": "total PSS of the supervisor + workers / PSS of one single-process server, each after "
+            "the same warm-up with nothing else mapping the snapshot (RSS counts shared pages once per process; "
+            "see rss_ratio_to_one_worker)",
         }
     return targets
 
@@ -257,6 +282,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--c1-queries", type=int, default=C1_QUERIES, help="queries at concurrency 1")
     parser.add_argument("--replicas", type=int, default=REPLICA_WORKERS, help="workers for the memory run (1: skip)")
     parser.add_argument("--max-inflight", type=int, help="the server's LINKLENS_MAX_INFLIGHT (default: its setting)")
+    parser.add_argument("--nginx", action="store_true", help="also run three replicas behind nginx (bench/replicas.py)")
     parser.add_argument("--out", type=Path, help="also write the JSON report to this file")
     args = parser.parse_args(argv)
     args.sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]
@@ -272,6 +298,11 @@ def main(argv: list[str] | None = None) -> int:
         "server_max_inflight_per_worker": args.max_inflight or load_settings().max_inflight,
         "indexes": [measure(folder, args, queries) for folder in folders],
     }
+    if args.nginx:
+        from bench.replicas import run as run_replicas
+
+        log("three replicas behind nginx: shedding, a publish, a SIGKILL and a restart under load")
+        report["replicas_nginx"] = run_replicas(build_fixture_index(args.cache_dir / "fixture").data_dir)
     text = json.dumps(report, indent=2)
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)

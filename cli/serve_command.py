@@ -13,7 +13,8 @@ def serve(
     port: int = typer.Option(None, "--port", "-p", help="Port (default 8000, or LINKLENS_PORT)."),
     workers: int = typer.Option(
         None, "--workers", "-w", min=1, max=64,
-        help="Worker processes (default 1). Each loads the snapshot and sheds load on its own "
+        help="Worker processes (default 1), forked from one process that has loaded the snapshot, so they "
+        "share its memory; a worker that dies is replaced. Each sheds load on its own "
         "(LINKLENS_MAX_INFLIGHT is per worker); /metrics adds them all up.",
     ),  # fmt: skip
 ) -> None:

@@ -13,7 +13,8 @@ k1, b; a test checks equality with bm25s on the same texts) in two passes:
    global sort), one spilled chunk at a time.
 
 The result is bm25s' folder layout (`data/indices/indptr.csc.index.npy`,
-`vocab.index.json`, `params.index.json`), which `LexicalIndex.load` memory-maps.
+`vocab.index.json`, `params.index.json`) plus the sorted vocabulary
+(`index.vocabulary`: bounded by its two rules), which `LexicalIndex.load` memory-maps.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from index import vocabulary
 from index.lexical import BM25_B, BM25_K1, BM25_METHOD, terms
 
 DATA_FILE = "data.csc.index.npy"
@@ -61,16 +63,22 @@ class StreamingBM25:
         vocab = self._vocab
         ids: list[int] = []
         lengths = np.zeros(len(texts), dtype=np.int32)
+        kept_counts = np.zeros(len(texts), dtype=np.int64)
         for i, text in enumerate(texts):
             doc = terms(text)
             lengths[i] = len(doc)
+            kept = 0
             for term in doc:
                 tid = vocab.get(term)
                 if tid is None:
+                    if not vocabulary.keep_term(term):
+                        continue  # still counted in the passage's length, as bm25s would
                     tid = vocab[term] = len(vocab)
                 ids.append(tid)
+                kept += 1
+            kept_counts[i] = kept
         term_ids = np.asarray(ids, dtype=np.int64)
-        local_rows = np.repeat(np.arange(len(texts), dtype=np.int64), lengths)
+        local_rows = np.repeat(np.arange(len(texts), dtype=np.int64), kept_counts)
         keys, counts = np.unique(local_rows << 32 | term_ids, return_counts=True)
         records = np.empty(len(keys), dtype=SPILL_DTYPE)
         records["row"] = (keys >> 32) + self._rows
@@ -124,7 +132,8 @@ class StreamingBM25:
         del data, indices  # unmapping flushes
         np.save(self.folder / INDPTR_FILE, indptr)
         spill.unlink()
-        vocab = dict(self._vocab)
+        vocab = vocabulary.bounded(self._vocab, df)
+        vocabulary.write_sorted(self.folder, vocab)
         vocab[EMPTY_TOKEN] = vocab_size
         (self.folder / VOCAB_FILE).write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
         params = {"k1": BM25_K1, "b": BM25_B, "delta": 0.5, "method": BM25_METHOD, "idf_method": BM25_METHOD,

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import re
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from pathlib import Path
 
@@ -28,6 +28,7 @@ import Stemmer
 
 from index.bm25_top import top_rows
 from index.stopwords import STOPWORDS_EN_PLUS
+from index.vocabulary import SortedVocabulary
 
 STEMMER_LANGUAGE = "english"
 # NLTK's English list: questions are full of "how", "what", "when" that Lucene's
@@ -74,7 +75,14 @@ def query_stems(text: str) -> frozenset[str]:
 class LexicalIndex:
     """A BM25 index over passages (row i = passage i); its arrays are memory-mapped, shared between processes."""
 
-    def __init__(self, data: np.ndarray, indices: np.ndarray, indptr: np.ndarray, vocab: dict[str, int], rows: int):
+    def __init__(
+        self,
+        data: np.ndarray,
+        indices: np.ndarray,
+        indptr: np.ndarray,
+        vocab: Mapping[str, int] | SortedVocabulary,
+        rows: int,
+    ):
         self._data = np.asarray(data, dtype=np.float32)
         self._indices = np.asarray(indices, dtype=np.int32)
         self._indptr = np.asarray(indptr, dtype=np.int64)
@@ -83,16 +91,27 @@ class LexicalIndex:
 
     @classmethod
     def load(cls, folder: Path, rows: int) -> LexicalIndex:
-        """Read a folder in bm25s' format (arrays as .npy, vocabulary as JSON); the arrays are memory-mapped."""
+        """Read a folder in bm25s' format; the arrays and the sorted vocabulary are memory-mapped.
+
+        Snapshots built before the sorted vocabulary (`index.vocabulary`) existed
+        have only bm25s' JSON one, read into a dict as before.
+        """
         data = np.load(folder / "data.csc.index.npy", mmap_mode="r")
         indices = np.load(folder / "indices.csc.index.npy", mmap_mode="r")
         indptr = np.load(folder / "indptr.csc.index.npy", mmap_mode="r")
-        vocab = json.loads((folder / "vocab.index.json").read_text(encoding="utf-8"))
+        vocab: Mapping[str, int] | SortedVocabulary | None = SortedVocabulary.open(folder)
+        if vocab is None:
+            vocab = json.loads((folder / "vocab.index.json").read_text(encoding="utf-8"))
         return cls(data, indices, indptr, vocab, rows)
+
+    def _columns(self, query_terms: Sequence[str]) -> list[int]:
+        """The CSC columns of the query terms the vocabulary knows."""
+        found = (self._vocab.get(t) for t in query_terms)
+        return [i for i in found if i is not None]
 
     def scores(self, query_terms: Sequence[str]) -> np.ndarray:
         """BM25 score of every passage for the query terms (0 where none occurs)."""
-        ids = [self._vocab[t] for t in query_terms if t in self._vocab]
+        ids = self._columns(query_terms)
         if not ids:
             return np.zeros(self.rows, dtype=np.float32)
         slices = [slice(self._indptr[i], self._indptr[i + 1]) for i in ids]
@@ -109,7 +128,7 @@ class LexicalIndex:
         order, at the cut too. Exactly the head of `scores()`' ranking (a test checks
         it), computed in compiled code (`index.bm25_top`).
         """
-        ids = np.asarray([self._vocab[t] for t in query_terms if t in self._vocab], dtype=np.int64)
+        ids = np.asarray(self._columns(query_terms), dtype=np.int64)
         if not len(ids) or n <= 0:
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
         mask = _NO_MASK if allowed is None else np.asarray(allowed, dtype=bool).view(np.uint8)

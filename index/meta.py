@@ -289,8 +289,22 @@ class MetaReader:
     """Read-only access shared by the searcher's threads (one connection, one lock)."""
 
     def __init__(self, path: Path) -> None:
-        self._conn = sqlite3.connect(f"file:{path}?mode=ro&immutable=1", uri=True, check_same_thread=False)
-        self._conn.row_factory = sqlite3.Row
+        self._path = path
+        self._conn = self._connect()
+        self._lock = threading.Lock()
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(f"file:{self._path}?mode=ro&immutable=1", uri=True, check_same_thread=False)
+        conn.row_factory = sqlite3.Row
+        return conn
+
+    def reopen_after_fork(self) -> None:
+        """In a forked child: a connection of its own (SQLite connections must not cross a fork).
+
+        The parent's copy is dropped, not closed: closing it here could touch state
+        the parent still owns (SQLite's "do not carry a connection across fork()").
+        """
+        self._conn = self._connect()
         self._lock = threading.Lock()
 
     def close(self) -> None:

@@ -28,7 +28,8 @@ ENCODER_WEIGHTS_FILE = "query_encoder.weights"
 TOKENIZER_FILE = "tokenizer.json"
 ENCODER_CONFIG_FILE = "query_encoder.json"
 # One query per call: a single intra-op thread is fastest per query and lets the
-# server run as many queries in parallel as there are cores.
+# server run as many queries in parallel as there are cores. It also means the session owns no
+# thread pool, so `serve --workers N` can fork workers that keep it (serve/prefork.py).
 SESSION_THREADS = 1
 
 

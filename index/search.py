@@ -164,6 +164,19 @@ class Searcher:
         searcher._warm_up()
         return searcher
 
+    def after_fork(self) -> None:
+        """In a worker forked from the process that opened this searcher: reopen what a fork breaks.
+
+        Kept from the parent (shared pages): the memory maps, the tables, the ONNX
+        session, which runs with one intra-op thread and so owns no thread pool a
+        fork would lose (`index.query_encoder.SESSION_THREADS`). Reopened: the SQLite
+        connection, the BM25 thread pool and the locks, which might have been held by
+        a thread that does not exist in the child.
+        """
+        self._reload_lock = threading.Lock()
+        self._beside = ThreadPoolExecutor(BESIDE_THREADS, thread_name_prefix="linklens-bm25")
+        self._loaded.meta.reopen_after_fork()
+
     @property
     def snapshot_id(self) -> str:
         return self._loaded.snapshot_id

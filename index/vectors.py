@@ -76,7 +76,8 @@ EXACT_FILTER_MAX_SHARE = 0.1
 # Over-fetch for a broad filter: n / share expected survivors, times this margin.
 OVERFETCH_MARGIN = 1.5
 # One thread per query: measured, OpenMP start-up makes a flat scan of 10k vectors
-# about ten times slower than a single thread. Builds use every core.
+# about ten times slower than a single thread. Builds use every core. (No OpenMP pool runs in a
+# server's parent before it forks its workers either: serve/prefork.py.)
 QUERY_THREADS = 1
 
 

@@ -1,14 +1,15 @@
-"""Run the server under uvicorn: one process, or N workers sharing a port.
+"""Run the server: one uvicorn process, or N workers forked from one loaded parent.
 
-Why two paths: a single worker can be handed the app object built from the
-caller's settings. Worker processes are spawned fresh and can only import the app,
-so with workers > 1 the settings travel as `LINKLENS_*` environment variables and
-each worker builds its own app through the `app_from_env` factory.
+One worker: uvicorn serves the app built from the caller's settings. Several:
+gunicorn's arbiter forks them from this process after it has imported the server
+and opened the snapshot, so they share those pages (`serve/prefork.py` says what
+is shared and what each worker reopens); a worker that dies is replaced.
 
-Workers share nothing but the listening socket and the snapshot files: each loads
-the snapshot, polls `CURRENT` and swaps on its own, and sheds load on its own
+Each worker polls `CURRENT` and swaps on its own, and sheds load on its own
 (`LINKLENS_MAX_INFLIGHT` is per worker). Their metrics meet in one folder
-(prometheus-client's multiprocess mode, see `serve/metrics.py`), made for the run.
+(prometheus-client's multiprocess mode, see `serve/metrics.py`), made for the run
+and named in the environment before prometheus-client is imported: so this module
+imports the app (and with it prometheus-client) only inside `run`.
 """
 
 from __future__ import annotations
@@ -25,14 +26,13 @@ from typing import Any
 import uvicorn
 
 from ingest.settings import Settings
-from serve.app import create_app
-from serve.metrics import MULTIPROC_DIR_ENV
 
 logger = logging.getLogger(__name__)
 
-APP_FACTORY = "serve.app:app_from_env"
 DEFAULT_HOST = "127.0.0.1"
 GRACEFUL_SHUTDOWN_S = 10
+# serve.metrics.MULTIPROC_DIR_ENV, spelled here: importing serve.metrics would import prometheus-client too early.
+MULTIPROC_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
@@ -64,10 +64,14 @@ def run(
         "server_header": False,
     }
     if worker_count > 1:
-        os.environ.update(settings_env(settings))
-        with worker_metrics_dir():
-            uvicorn.run(APP_FACTORY, factory=True, workers=worker_count, **options)
-    elif os.environ.get(MULTIPROC_DIR_ENV):
+        with worker_metrics_dir() as folder:
+            from serve.prefork import PreforkServer, bind_address
+
+            PreforkServer(settings, bind_address(bind_host, bind_port), worker_count, log_level, folder).run()
+        return
+    from serve.app import create_app
+
+    if os.environ.get(MULTIPROC_DIR_ENV):
         with worker_metrics_dir():  # an operator's folder: one worker, but still emptied for this run
             uvicorn.run(create_app(settings), **options)
     else:

@@ -81,9 +81,10 @@ def run_server(
     env: Mapping[str, str] | None = None,
     wait_ready: bool = True,
     command: Callable[[int], list[str]] = uvicorn_command,
+    port: int | None = None,
 ) -> Iterator[ServerProcess]:
-    """Start a real server on a free loopback port; wait for /healthz (and /readyz); always stop it."""
-    port = free_port()
+    """Start a real server on loopback (`port`, else a free one); wait for /healthz (and /readyz); always stop it."""
+    port = port or free_port()
     full_env = {
         **os.environ,
         "LINKLENS_DATA_DIR": str(data_dir),
@@ -92,7 +93,7 @@ def run_server(
         **(env or {}),
     }
     log_dir.mkdir(parents=True, exist_ok=True)
-    log_path = log_dir / f"server-{port}.log"
+    log_path = log_dir / f"server-{port}-{len(list(log_dir.glob(f'server-{port}-*.log')))}.log"  # restarts: a new log
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             command(port),

@@ -14,6 +14,7 @@ import pytest
 from index.bm25_build import StreamingBM25
 from index.lexical import LexicalIndex, terms
 from index.stopwords import STOPWORDS_EN_PLUS
+from index.vocabulary import IDS_FILE, MAX_TERM_BYTES, TERMS_FILE, SortedVocabulary, bounded, keep_term
 
 TEXTS = [
     "Consistent hashing maps keys and cache servers onto one ring.",
@@ -119,3 +120,51 @@ def test_compiled_top_equals_the_head_of_the_full_ranking(tmp_path: Path) -> Non
                 assert rows.tolist() == ranked[:n].tolist(), (query, n)
                 assert values.dtype == np.float32 and np.array_equal(values, scores[ranked[:n]].astype(np.float32))
     assert len(index.top(terms("system"), 50)[0]) == 50 and np.unique(index.top(terms("system"), 50)[1]).size < 50
+
+
+def test_the_vocabulary_is_a_sorted_mapped_table_that_finds_every_term(tmp_path: Path) -> None:
+    texts = [*TEXTS, "Zürich Straße naïve café résumé", "x" * 10 + " shard"]
+    ours = streamed(tmp_path / "bm25", texts, 3)
+    vocab = ours._vocab
+    assert isinstance(vocab, SortedVocabulary)
+    assert is_mapped(vocab._terms) and is_mapped(vocab._ids)
+    stored = vocab._terms.tolist()
+    assert stored == sorted(stored)
+    from_json = json.loads((tmp_path / "bm25" / "vocab.index.json").read_text(encoding="utf-8"))
+    del from_json[""]  # bm25s' empty token: never a query term
+    assert len(vocab) == len(from_json)
+    assert all(vocab.get(term) == column for term, column in from_json.items())
+    assert vocab.get("notaword") is None and vocab.get("") is None and vocab.get("y" * 500) is None
+    for query in ("zürich café", "straße", "shard cache"):
+        assert np.array_equal(ours.scores(terms(query)),
+                              LexicalIndex(ours._data, ours._indices, ours._indptr, from_json, len(texts))
+                              .scores(terms(query)))  # fmt: skip
+
+
+def test_a_snapshot_with_only_the_json_vocabulary_still_loads(tmp_path: Path) -> None:
+    folder = tmp_path / "bm25"
+    fresh = streamed(folder, TEXTS, 2)
+    (folder / TERMS_FILE).unlink()
+    (folder / IDS_FILE).unlink()
+    old = LexicalIndex.load(folder, len(TEXTS))
+    assert isinstance(old._vocab, dict)
+    for query in QUERIES:
+        assert np.array_equal(old.scores(terms(query)), fresh.scores(terms(query))), query
+
+
+def test_over_long_terms_are_not_indexed_but_still_count_in_the_length(tmp_path: Path) -> None:
+    junk = "a1" * (MAX_TERM_BYTES // 2 + 1)  # one word, longer than the bound once stemmed
+    assert not keep_term(junk) and keep_term("a1" * (MAX_TERM_BYTES // 2))
+    ours = streamed(tmp_path / "bm25", [f"cache {junk}", "cache", junk], 3)
+    assert ours._vocab.get(junk) is None and junk not in (tmp_path / "bm25" / "vocab.index.json").read_text()
+    assert ours.top(terms(junk), 10)[0].size == 0
+    scores = ours.scores(terms("cache"))
+    assert 0 < scores[0] < scores[1], "the longer passage scores lower: the junk word counts in its length"
+
+
+def test_past_the_term_limit_the_most_frequent_terms_stay() -> None:
+    vocab = {"once": 0, "thrice": 1, "twice": 2, "also_once": 3}
+    df = np.array([1, 3, 2, 1])
+    assert bounded(vocab, df, limit=2) == {"thrice": 1, "twice": 2}
+    assert bounded(vocab, df, limit=3) == {"once": 0, "thrice": 1, "twice": 2}, "ties: the term seen first"
+    assert bounded(vocab, df, limit=4) == vocab

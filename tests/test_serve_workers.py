@@ -1,6 +1,6 @@
 """`linklens serve --workers 2` end to end: metrics add up across workers, every worker swaps snapshots.
 
-One real server (the runner, two uvicorn worker processes) over a private copy of
+One real server (the runner: two workers forked by gunicorn from a loaded parent) over a private copy of
 the fixture index, with its metrics folder in tmp_path so the test can see it.
 """
 
@@ -175,8 +175,11 @@ def test_two_workers_add_up_metrics_and_all_swap_to_a_new_snapshot(
             assert sample(scrape(server), "linklens_http_requests_total", SEARCH_SERIES) == total
         assert sample(scrape(server), "linklens_search_inflight") == 0.0
 
-        # A worker killed outright is replaced by uvicorn; its gauges must not count on.
-        workers = psutil.Process(server.process.pid).children()
+        # Workers are forks of the loaded parent (same command line), not fresh interpreters.
+        parent = psutil.Process(server.process.pid)
+        workers = parent.children()
+        assert len(workers) == WORKERS and all(w.cmdline() == parent.cmdline() for w in workers)
+        # A worker killed outright is replaced by gunicorn's arbiter; its gauges must not count on.
         victim = next(p for p in workers if p.pid in per_worker)
         os.kill(victim.pid, signal.SIGKILL)
         wait_for(server, "a replacement worker, the dead one forgotten",
