@@ -29,7 +29,7 @@ import Stemmer
 
 from index.bm25_top import top_rows
 from index.stopwords import STOPWORDS_EN_PLUS
-from ingest.textform import nfc
+from ingest.textform import UNSPACED_RUN, nfc
 
 STEMMER_LANGUAGE = "english"
 # NLTK's English list: questions are full of "how", "what", "when" that Lucene's
@@ -45,13 +45,11 @@ _WORD = re.compile(r"\w\w+", re.UNICODE)  # ASCII text: the fast path, and the r
 # Any text: words are runs of letters, digits and the marks that belong to them (a Bengali vowel sign,
 # a decomposed diaeresis), so no word is cut at a combining mark as `re`'s \w would cut it.
 _UNICODE_WORD = regex.compile(r"\w+")
-# Scripts written without spaces between words: a run of them is one "word" above. Each is indexed as
-# its overlapping pairs of characters (a character being a base and its marks), as Lucene's CJK
-# analyzer does: no dictionary to keep, and a query word of two or more characters matches wherever
+# Scripts written without spaces (`ingest.textform.UNSPACED_RUN`): a run of them is one "word" above. Each
+# is indexed as its overlapping pairs of characters (a character being a base and its marks), as Lucene's
+# CJK analyzer does: no dictionary to keep, and a query word of two or more characters matches wherever
 # it occurs. A lone character is kept as it is.
-_UNSPACED = regex.compile(
-    r"(?:[\p{scx=Han}\p{scx=Hiragana}\p{scx=Katakana}\p{scx=Hangul}\p{scx=Thai}\p{scx=Lao}\p{scx=Khmer}"
-    r"\p{scx=Myanmar}]\p{M}*)+")
+_UNSPACED = UNSPACED_RUN
 _CHARACTER = regex.compile(r"\X")
 _local = threading.local()
 

@@ -61,6 +61,10 @@ DETECTION_MAX_BYTES = 256 * 1024
 DETECTION_CHUNKS = 16
 DETECTION_CHUNK_BYTES = 1024
 LANG_SNIFF_BYTES = 4096
+# Extracted text with more U+FFFD than this share of its characters (and at least UNDECODABLE_MIN_CHARS
+# of them) was not decoded: the link ends `failed`, never `ok` with holes in its text.
+UNDECODABLE_SHARE = 0.005
+UNDECODABLE_MIN_CHARS = 5
 _UTF8_REPLACEMENT_BYTES = REPLACEMENT.encode()
 _HTML_LANG = re.compile(rb"<html\b[^>]*?\blang\s*=\s*[\"']?([a-zA-Z]{2,3})", re.IGNORECASE)
 _NON_ASCII_RUN = re.compile(r"[^\x00-\x7f]+")
@@ -173,6 +177,14 @@ def replacement_share(text: str) -> float:
     if not replaced:
         return 0.0
     return replaced / max(1, len("".join(text.split())))
+
+
+def undecodable_reason(text: str) -> str | None:
+    """"undecodable: N% replacement characters" when `text` holds too many U+FFFD to be stored as read."""
+    share = replacement_share(text)
+    if share <= UNDECODABLE_SHARE or text.count(REPLACEMENT) < UNDECODABLE_MIN_CHARS:
+        return None
+    return f"undecodable: {share * 100:.2g}% replacement characters"
 
 
 def declared_language(raw: bytes) -> str | None:
