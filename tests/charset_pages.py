@@ -82,6 +82,7 @@ class CharsetPage:
     state: str = "ok"
     reason: str = ""  # exact reason for a link that does not end ok
     queries: tuple[str, ...] = field(default=())  # words a BM25 search must find this page by
+    encoding: str = "utf-8"  # what the bytes really are (bench/extraction.py decodes them so for trafilatura)
 
 
 def html_page(title: str, paragraphs: list[str], *, meta: str = "", lang: str = "", head: str = "") -> str:
@@ -116,17 +117,17 @@ def charset_pages() -> list[CharsetPage]:
                     must=("Für größere Datenmengen", "Die Vögel im Garten"), must_not=("Ã",)),
         CharsetPage("gb18030-under-utf8", "/text/gb18030", "text/html; charset=utf-8",
                     html_page("消息队列", [CHINESE_QUEUE], meta='<meta charset="gb2312">').encode("gb18030"),
-                    must=(CHINESE_QUEUE[:30],), must_not=("\ufffd",), queries=("幂等性",)),
+                    must=(CHINESE_QUEUE[:30],), must_not=("\ufffd",), queries=("幂等性",), encoding="gb18030"),
         CharsetPage("iso-8859-2-under-utf8", "/text/iso-8859-2", "text/html; charset=utf-8",
                     html_page("Bazy rozproszone", [POLISH], meta='<meta charset="iso-8859-2">').encode("iso-8859-2"),
-                    must=("żółte ostrzeżenia", "większości węzłów"), must_not=("\ufffd",)),
+                    must=("żółte ostrzeżenia", "większości węzłów"), must_not=("\ufffd",), encoding="iso-8859-2"),
         CharsetPage("cp1252-under-utf8", "/text/cp1252", "text/html; charset=utf-8",
                     html_page("Écriture différée", [FRENCH], meta='<meta http-equiv="Content-Type" '
                               'content="text/html; charset=windows-1252">').encode("cp1252"),
-                    must=("l’application", "40 € par mois", "œuvres"), must_not=("\ufffd",)),
+                    must=("l’application", "40 € par mois", "œuvres"), must_not=("\ufffd",), encoding="cp1252"),
         CharsetPage("latin1-german-unlabelled", "/text/latin1-german", "text/html; charset=utf-8",
                     latin1_german.encode("latin-1"),
-                    must=("Die Höhe", "Die Vögel im Garten"), must_not=("\ufffd", "鐬")),
+                    must=("Die Höhe", "Die Vögel im Garten"), must_not=("\ufffd", "鐬"), encoding="latin-1"),
         CharsetPage("chinese", "/text/chinese", "text/html; charset=utf-8",
                     html_page("分布式系统的一致性", [CHINESE], lang="zh").encode(),
                     must=(CHINESE[:40],), queries=("共识算法", "吞吐量")),
