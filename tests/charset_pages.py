@@ -45,12 +45,14 @@ POLISH = (
     "awarii, pozostałe nadal odpowiadają na zapytania klientów. Spójność zapewnia algorytm konsensusu, "
     "który wymaga zgody większości węzłów przed zatwierdzeniem zapisu. Opóźnienia sieci sprawiają, że "
     "żółte ostrzeżenia w panelu pojawiają się częściej wieczorem, gdy ruch rośnie. Zespół mierzy czas "
-    "odpowiedzi i przenosi gorące klucze na mniej obciążone maszyny."
+    "odpowiedzi i przenosi gorące klucze na mniej obciążone maszyny. UWAGA: ŻÓŁTE OSTRZEŻENIE NIE ZATRZYMUJE "
+    "ZAPISÓW."
 )
 FRENCH = (
     "Le cache « écrit en différé » réduit la latence des écritures : l’application répond dès que la "
     "donnée est en mémoire, et le disque est mis à jour plus tard… Cette stratégie coûte moins cher qu’un "
-    "second serveur — environ 40 € par mois — mais elle exige une reprise soignée après une panne. Les "
+    "second serveur — environ 40 € par mois — mais elle exige une reprise soignée après une panne. L’équipe "
+    "l’a jugée “sûre, mais compliqué…”, puis l’a adoptée. Les "
     "œuvres du système, journaux et instantanés, sont conservées trois jours ; au-delà, un processus les "
     "archive et libère l’espace."
 )
@@ -64,6 +66,8 @@ VIDEO_ARTICLE = (
     "of its earlier load, and the error rate stayed at zero while the cache warmed up again."
 )
 VIDEO_DESCRIPTION = "A forty-minute conference talk on surviving a cold cache, with the slides and a transcript."
+# POLISH's "ÓŁ" (D3 A3 in iso-8859-2) and FRENCH's "é…”" (E9 85 94 in cp1252) are valid UTF-8: the old
+# rule took one valid sequence as proof that a `utf-8` label told the truth.
 # A run of U+FFFD as some servers store text that was already broken before it was served.
 BROKEN_TEXT = ("Der Bericht " + "\ufffd\ufffd\ufffd " * 40 + "wurde nie richtig gespeichert. ") * 3
 # Inline style of ~90 KB in the head: pushes the article past the first 64 KB a sample-based detector
@@ -107,7 +111,9 @@ def with_stray_bytes(raw: bytes, count: int) -> bytes:
 
 def charset_pages() -> list[CharsetPage]:
     decomposed = unicodedata.normalize("NFD", html_page("Geprüfte Messwerte", [GERMAN, GERMAN_MORE], lang="de"))
-    latin1_german = html_page("Die Höhe", [GERMAN, GERMAN_MORE], head=f"<style>{LARGE_STYLE}</style>")
+    # Our own minimal markup (no nav, no line breaks): the title is all a 64 KB prefix holds of the text.
+    latin1_german = (f"<!doctype html><html><head><title>Die Höhe</title><style>{LARGE_STYLE}</style></head><body>"
+                     f"<article><h1>Die Höhe</h1><p>{GERMAN}</p><p>{GERMAN_MORE}</p></article></body></html>")
     german_utf8 = html_page("Vögel und Zwischenspeicher", [GERMAN, GERMAN_MORE], meta='<meta charset="utf-8">')
     return [
         CharsetPage("decomposed", "/text/decomposed", "text/html; charset=utf-8", decomposed.encode(),
