@@ -20,7 +20,7 @@ from index.model_ref import configured_model
 from index.search import Searcher
 from ingest.crawler import Crawler
 from ingest.models import Article, LinkState
-from ingest.settings import Settings, load_settings
+from ingest.settings import DEFAULT_EXTRACT_TIMEOUT_S, Settings, load_settings
 from ingest.sources import load_list
 from ingest.store import Store
 from ingest.urls import normalise_url
@@ -63,6 +63,8 @@ def crawled(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CrawledText]:
         for key, value in crawl_env(web, root / "data").items():
             mp.setenv(key, value)
         mp.setenv("LINKLENS_EXTRACT_WORKERS", "1")
+        # No page here misbehaves: the default time limit, so a loaded machine cannot fail one by the clock.
+        mp.setenv("LINKLENS_EXTRACT_TIMEOUT_S", str(DEFAULT_EXTRACT_TIMEOUT_S))
         settings = load_settings()
         list_file = web.write_list_markdown(root / "list.md")
         with Store.open(settings.store_path) as store:
