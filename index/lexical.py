@@ -44,13 +44,16 @@ _NO_MASK = np.zeros(0, dtype=np.uint8)
 _WORD = re.compile(r"\w\w+", re.UNICODE)  # ASCII text: the fast path, and the reference for Latin words
 # Any text: words are runs of letters, digits and the marks that belong to them (a Bengali vowel sign,
 # a decomposed diaeresis), so no word is cut at a combining mark as `re`'s \w would cut it.
-_UNICODE_WORD = regex.compile(r"\w+")
+_UNICODE_WORD = regex.compile(r"[\p{L}\p{N}_][\p{L}\p{N}\p{M}_]*")
 # Scripts written without spaces (`ingest.textform.UNSPACED_RUN`): a run of them is one "word" above. Each
 # is indexed as its overlapping pairs of characters (a character being a base and its marks), as Lucene's
 # CJK analyzer does: no dictionary to keep, and a query word of two or more characters matches wherever
 # it occurs. A lone character is kept as it is.
 _UNSPACED = UNSPACED_RUN
 _CHARACTER = regex.compile(r"\X")
+# Without marks and unspaced scripts, `_UNICODE_WORD` finds what `_WORD` (`re`'s \w: letters, numbers, _)
+# finds, and `re` is faster: most non-ASCII pages are English or European text with a few accents or quotes.
+_NEEDS_UNICODE_WORDS = regex.compile(rf"\p{{M}}|{UNSPACED_RUN.pattern}")
 _local = threading.local()
 
 
@@ -79,6 +82,8 @@ def words(text: str) -> list[str]:
 
 
 def _unicode_words(lowered: str) -> list[str]:
+    if _NEEDS_UNICODE_WORDS.search(lowered) is None:
+        return _WORD.findall(lowered)
     return [w for w in _UNICODE_WORD.findall(lowered) if len(w) > 1 or _UNSPACED.match(w)]
 
 
@@ -91,8 +96,8 @@ def terms(text: str) -> list[str]:
     if text.isascii():
         return [stem(w) for w in _WORD.findall(text.lower()) if w not in STOPWORDS]
     lowered = nfc(text).lower()
-    if _UNSPACED.search(lowered) is None:
-        return [stem(w) for w in _unicode_words(lowered) if w not in STOPWORDS]
+    if _NEEDS_UNICODE_WORDS.search(lowered) is None:
+        return [stem(w) for w in _WORD.findall(lowered) if w not in STOPWORDS]
     out: list[str] = []
     for word in _unicode_words(lowered):
         if _UNSPACED.search(word) is None:
