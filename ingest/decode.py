@@ -116,14 +116,15 @@ def decode_text(raw: bytes, content_type: str, *, html: bool = True) -> DecodedT
     bom_encoding, bom = read_bom(raw)
     if bom_encoding is not None and bom is not None:
         return DecodedText(to_unicode(raw[len(bom):], bom_encoding), bom_encoding, "bom")
-    labels = [(http_content_type_encoding(content_type), "header")]
+    labels: list[tuple[str | None, str]] = [(http_content_type_encoding(content_type), "header")]
     if html:
         labels.append((html_body_declared_encoding(raw), "meta"))
     if raw.isascii():  # every ASCII-compatible label reads it alike
-        label, source = next(((lb, s) for lb, s in labels if lb is not None), (UTF8, "utf-8 validity"))
-        return DecodedText(to_unicode(raw, label), label, source)
+        declared, source = next(((lb, s) for lb, s in labels if lb is not None), (UTF8, "utf-8 validity"))
+        encoding = declared or UTF8
+        return DecodedText(to_unicode(raw, encoding), encoding, source)
     as_utf8 = _Utf8Reading.of(raw)
-    tried = set()
+    tried: set[str] = set()
     for label, source in labels:
         if label is None or label in tried:
             continue

@@ -10,10 +10,11 @@ extractor, the list parser, the BM25 analyzer and the searcher all call `nfc`.
 from __future__ import annotations
 
 import unicodedata
+from typing import Final, Literal
 
 import regex
 
-FORM = "NFC"
+FORM: Final[Literal["NFC"]] = "NFC"
 # Scripts written without spaces between words, each character with its marks: a run of them is a
 # sentence or more, not a word. The BM25 analyzer (index/lexical.py) pairs their characters.
 UNSPACED_RUN = regex.compile(
