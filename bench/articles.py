@@ -13,7 +13,10 @@ from tests.fixtureweb import load_fixture_articles, load_sysdesign_articles
 from tests.fixtureweb.pages import FixtureArticle
 
 REPO = Path(__file__).resolve().parents[1]
-SYSDESIGN = REPO.parent / "shared" / "corpora" / "sysdesign" / "articles.jsonl"
+# ../shared next to a clone, or two levels up from a git worktree (clone/../wt/<name>)
+SYSDESIGN = next((path for path in (folder / "shared" / "corpora" / "sysdesign" / "articles.jsonl"
+                                    for folder in (REPO.parent, REPO.parent.parent)) if path.exists()),
+                 REPO.parent / "shared" / "corpora" / "sysdesign" / "articles.jsonl")
 
 
 def bench_articles(count: int) -> tuple[list[FixtureArticle], str]:

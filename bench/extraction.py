@@ -1,6 +1,8 @@
-"""Extraction benchmark: the isolated pool against the plain ProcessPoolExecutor it replaced, same pages.
+"""Extraction benchmark: the isolated pool against the plain ProcessPoolExecutor it replaced, same pages;
+and, with --fidelity, how often the text we store differs from trafilatura's own `extract()`, and why.
 
     python bench/extraction.py [--pages 200] [--rounds 8] [--out results.json]
+    python bench/extraction.py --fidelity [--out fidelity.json]
 
 Pages are the 400 real articles of ../shared/corpora/sysdesign when that folder exists, plus
 the project's fixture articles, rendered as full blog pages (repeated up to --pages).
@@ -12,6 +14,13 @@ Reported, all in one run:
   `ExtractionPool` is pebble, one process per worker, one page at a time, time and memory
   limits. Both stay up and rounds alternate which goes first, so machine noise hits both alike;
 - in-process cost per page of sniffing and decoding next to extraction itself (one core).
+
+--fidelity (issue 15) runs every page through `extract_document` (what a crawl's workers run and
+the store keeps; tests/test_text_form.py checks that on the real crawl path) and compares its text
+with `trafilatura.extract()` of the same bytes decoded with the codec they were really written in.
+Pages: our charset fixture pages (tests/charset_pages.py), and the corpus pages (../shared
+sysdesign when present, plus the fixture articles), a quarter of them served as UTF-8 under an
+`iso-8859-1` header and a quarter with no charset at all. Reported: the share that differs, per reason.
 """
 
 from __future__ import annotations
@@ -135,6 +144,66 @@ def per_page_costs(bodies: list[FetchedBody]) -> dict[str, float]:
     }
 
 
+def fidelity(corpus_pages: int) -> dict[str, object]:
+    """Share of pages whose stored text differs from trafilatura's `extract()` of the truly decoded bytes."""
+    import trafilatura
+
+    from ingest.extract import extract_document
+    from tests.charset_pages import charset_pages
+
+    cases = [(f"fixture:{p.name}", FetchedBody(f"http://bench.test{p.path}", p.content_type, p.body, False),
+              p.encoding) for p in charset_pages()]
+    articles, label = bench_articles(corpus_pages)
+    for i, article in enumerate(articles):
+        url = f"http://bench.test/posts/{article.slug}"
+        content_type = ("text/html; charset=iso-8859-1", "text/html", "text/html; charset=utf-8",
+                        "text/html; charset=utf-8")[i % 4]
+        cases.append((f"corpus:{article.slug}",
+                      FetchedBody(url, content_type, render_article_page(article, url).encode(), False), "utf-8"))
+    reasons: dict[str, list[str]] = {}
+    for name, body, encoding in cases:
+        document = extract_document(body, "t")
+        reference = trafilatura.extract(body.body.decode(encoding, "replace"), url=body.url, include_comments=False,
+                                        include_tables=True, deduplicate=False) or ""
+        reasons.setdefault(_why_different(document, reference.strip()), []).append(name)
+    differing = {why: names for why, names in reasons.items() if why != "same"}
+    counted = sum(len(names) for names in differing.values())
+    fixtures = [name for name, _, _ in cases if name.startswith("fixture:")]
+    return {
+        "benchmark": "extraction fidelity",
+        "corpus": label,
+        "pages": len(cases),
+        "differing_share": round(counted / len(cases), 4),
+        "differing_share_fixture_pages": round(
+            sum(1 for names in differing.values() for n in names if n in fixtures) / len(fixtures), 4),
+        "differing_share_corpus_pages": round(
+            sum(1 for names in differing.values() for n in names if n not in fixtures)
+            / max(1, len(cases) - len(fixtures)), 4),
+        "reasons": {why: {"pages": len(names), "examples": names[:5]} for why, names in sorted(reasons.items())},
+    }
+
+
+def _why_different(document: object, reference: str) -> str:
+    """Why the stored text is not trafilatura's text of the same page, in a few words ("same" when it is)."""
+    from ingest.models import Document
+
+    assert isinstance(document, Document)
+    if document.failure:
+        return "ours ends the link failed: " + document.failure.split(":")[0] + " (trafilatura keeps the U+FFFD)"
+    text = document.text
+    if text == reference:
+        return "same"
+    if " ".join(text.split()) == " ".join(reference.split()):
+        return "whitespace only"
+    if document.description and text.startswith(document.description) and text.endswith(reference):
+        return "media page: ours adds the og:description to the article"
+    if document.thin:
+        return "thin page: ours keeps the list title or description instead"
+    if "\ufffd" in reference and "\ufffd" not in text:
+        return "trafilatura's text has U+FFFD where ours has none"
+    return "other text difference"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pages", type=int, default=200, help="pages per round and pool")
@@ -142,7 +211,14 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--isolated-workers", type=int, default=0, help="processes of the isolated pool; 0 = --workers")
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--fidelity", action="store_true", help="only compare stored text with trafilatura.extract()")
     args = parser.parse_args()
+    if args.fidelity:
+        text = json.dumps(fidelity(args.pages), indent=2, ensure_ascii=False)
+        print(text)
+        if args.out:
+            args.out.write_text(text + "\n")
+        return
 
     bodies, label = pages(args.pages)
     isolated_workers = args.isolated_workers or args.workers

@@ -24,11 +24,13 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
+import regex
 import Stemmer
 
 from index.bm25_top import top_rows
 from index.stopwords import STOPWORDS_EN_PLUS
 from index.vocabulary import SortedVocabulary
+from ingest.textform import UNSPACED_RUN, nfc
 
 STEMMER_LANGUAGE = "english"
 # NLTK's English list: questions are full of "how", "what", "when" that Lucene's
@@ -40,7 +42,19 @@ BM25_METHOD = "lucene"
 STEM_CACHE_SIZE = 200_000
 # `top_rows` reads an empty mask as "every row".
 _NO_MASK = np.zeros(0, dtype=np.uint8)
-_WORD = re.compile(r"\w\w+", re.UNICODE)
+_WORD = re.compile(r"\w\w+", re.UNICODE)  # ASCII text: the fast path, and the reference for Latin words
+# Any text: words are runs of letters, digits and the marks that belong to them (a Bengali vowel sign,
+# a decomposed diaeresis), so no word is cut at a combining mark as `re`'s \w would cut it.
+_UNICODE_WORD = regex.compile(r"[\p{L}\p{N}_][\p{L}\p{N}\p{M}_]*")
+# Scripts written without spaces (`ingest.textform.UNSPACED_RUN`): a run of them is one "word" above. Each
+# is indexed as its overlapping pairs of characters (a character being a base and its marks), as Lucene's
+# CJK analyzer does: no dictionary to keep, and a query word of two or more characters matches wherever
+# it occurs. A lone character is kept as it is.
+_UNSPACED = UNSPACED_RUN
+_CHARACTER = regex.compile(r"\X")
+# Without marks and unspaced scripts, `_UNICODE_WORD` finds what `_WORD` (`re`'s \w: letters, numbers, _)
+# finds, and `re` is faster: most non-ASCII pages are English or European text with a few accents or quotes.
+_NEEDS_UNICODE_WORDS = regex.compile(rf"\p{{M}}|{UNSPACED_RUN.pattern}")
 _local = threading.local()
 
 
@@ -59,13 +73,61 @@ def stem(word: str) -> str:
 
 
 def words(text: str) -> list[str]:
-    """Lower-cased words of two or more letters/digits, as BM25 sees them."""
-    return _WORD.findall(text.lower())
+    """Lower-cased words of two or more letters/digits, as BM25 sees them (before pairing, see `terms`).
+
+    The text is NFC-normalised first (`ingest.textform.nfc`), so every form of a word is one word.
+    """
+    if text.isascii():
+        return _WORD.findall(text.lower())
+    return _unicode_words(nfc(text).lower())
+
+
+def _unicode_words(lowered: str) -> list[str]:
+    if _NEEDS_UNICODE_WORDS.search(lowered) is None:
+        return _WORD.findall(lowered)
+    return [w for w in _UNICODE_WORD.findall(lowered) if len(w) > 1 or _UNSPACED.match(w)]
 
 
 def terms(text: str) -> list[str]:
-    """The BM25 terms of `text`: words minus stopwords, stemmed."""
-    return [stem(w) for w in words(text) if w not in STOPWORDS]
+    """The BM25 terms of `text`: words minus stopwords, stemmed; runs of unspaced scripts as character pairs.
+
+    ASCII text takes the original path (English stemming and stopwords); other text the same
+    per word, with the CJK/Thai runs inside a word paired instead of stemmed.
+    """
+    if text.isascii():
+        return [stem(w) for w in _WORD.findall(text.lower()) if w not in STOPWORDS]
+    lowered = nfc(text).lower()
+    if _NEEDS_UNICODE_WORDS.search(lowered) is None:
+        return [stem(w) for w in _WORD.findall(lowered) if w not in STOPWORDS]
+    out: list[str] = []
+    for word in _unicode_words(lowered):
+        if _UNSPACED.search(word) is None:
+            if word not in STOPWORDS:
+                out.append(stem(word))
+            continue
+        for piece in _split_unspaced(word):
+            out.extend(piece)
+    return out
+
+
+def _split_unspaced(word: str) -> list[list[str]]:
+    """A word cut into its unspaced runs (as character pairs) and the rest (stemmed words of 2+ characters)."""
+    pieces: list[list[str]] = []
+    at = 0
+    for run in _UNSPACED.finditer(word):
+        rest = word[at:run.start()]
+        if len(rest) > 1 and rest not in STOPWORDS:
+            pieces.append([stem(rest)])
+        characters = _CHARACTER.findall(run.group())
+        if len(characters) == 1:
+            pieces.append(characters)
+        else:
+            pieces.append([a + b for a, b in zip(characters, characters[1:], strict=False)])
+        at = run.end()
+    rest = word[at:]
+    if len(rest) > 1 and rest not in STOPWORDS:
+        pieces.append([stem(rest)])
+    return pieces
 
 
 def query_stems(text: str) -> frozenset[str]:

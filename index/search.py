@@ -37,6 +37,7 @@ from index.snippets import make_snippet
 from index.vectors import RowFilter
 from ingest.errors import BadQueryError
 from ingest.settings import Settings
+from ingest.textform import nfc
 
 logger = logging.getLogger(__name__)
 
@@ -215,7 +216,7 @@ class Searcher:
         cites (its name, case-insensitively). Equal scores rank in list order.
         """
         started = time.perf_counter()
-        text = " ".join((query or "").split())
+        text = nfc(" ".join((query or "").split()))  # the form the index stores text in
         if not text:
             raise BadQueryError("the query is empty — type a few words, e.g. linklens search 'database sharding'")
         _check_k(k)

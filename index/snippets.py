@@ -10,22 +10,24 @@ that start like a query stem, and only those are stemmed to confirm the match.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Collection
 from functools import lru_cache
 
+import regex
+
 from index.lexical import STOPWORDS, stem
+from ingest.textform import nfc
 
 SNIPPET_CHARS = 300
 # Show a little text before the first match so the snippet does not start mid-thought.
 LEAD_CHARS = 60
 ELLIPSIS = "…"
-_WORD = re.compile(r"\w+")
+_WORD = regex.compile(r"\w+")  # letters, digits and their marks, as the BM25 analyzer reads words
 
 
 def make_snippet(text: str, query_stems: Collection[str], max_chars: int = SNIPPET_CHARS) -> str:
     """The window of `text` holding the most distinct query stems, with those words marked."""
-    clean = " ".join(text.replace("**", "").replace("__", "").split())
+    clean = " ".join(nfc(text).replace("**", "").replace("__", "").split())
     matches = _matches(clean, frozenset(query_stems))
     start = _best_start(len(clean), matches, max_chars)
     end = min(len(clean), start + max_chars)
@@ -84,7 +86,7 @@ def _prefixes(query_stems: frozenset[str]) -> tuple[str, ...]:
 
 
 def _is_word_char(char: str) -> bool:
-    return char.isalnum() or char == "_"
+    return _WORD.match(char) is not None
 
 
 def _best_start(length: int, matches: list[tuple[int, int, str]], max_chars: int) -> int:

@@ -37,9 +37,11 @@ from collections import Counter, defaultdict, deque
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Protocol
 
 from ingest.archive import Archive, Snapshot
+from ingest.extract_job import extract_and_compress
 from ingest.extraction_pool import ExtractionPool, is_extraction_failure
 from ingest.fetcher import CONNECTION_FAILURES, NETWORK_DOWN_REASON, Failure, Fetcher, FetchResult
 from ingest.host_pools import HostClients
@@ -142,7 +144,8 @@ def interleave_by_host(items: list[tuple[int, str]]) -> list[int]:
 def extraction_pool(settings: Settings) -> ExtractionPool:
     """The crawl's extraction workers: one per core unless configured, each page under the time and memory limits."""
     workers = settings.extract_workers or os.cpu_count() or 1
-    return ExtractionPool(workers, settings.extract_timeout_s, settings.extract_memory_mb)
+    job = partial(extract_and_compress, include_comments=settings.include_comments)
+    return ExtractionPool(workers, settings.extract_timeout_s, settings.extract_memory_mb, job=job)
 
 
 def crash_reason(stage: str, exc: BaseException) -> str:
@@ -562,10 +565,14 @@ async def extract_page(executor: ExtractionPool, outcome: CrawlOutcome, title: s
     """
     assert outcome.body is not None
     extraction = await executor.extract(outcome.body, title)
-    if extraction.failure is not None:
-        logger.warning("extraction failed for %s: %s", outcome.body.url, extraction.failure)
+    failure = extraction.failure
+    if failure is None and extraction.document is not None and extraction.document.failure:
+        failure = extraction.document.failure  # text that did not decode: never stored as the link's text
+        extraction.document = None
+    if failure is not None:
+        logger.warning("extraction failed for %s: %s", outcome.body.url, failure)
         outcome.state = LinkState.FAILED
-        outcome.reason = extraction.failure
+        outcome.reason = failure
     outcome.document = extraction.document
     outcome.compressed_body = extraction.compressed_body
     return extraction.document

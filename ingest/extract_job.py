@@ -16,10 +16,10 @@ WORKER_PRELOAD = ["ingest.extract"]
 BODY_COMPRESSION_LEVEL = 6
 
 
-def extract_in_worker(body: FetchedBody, fallback_title: str) -> Document:
+def extract_in_worker(body: FetchedBody, fallback_title: str, include_comments: bool = False) -> Document:
     from ingest.extract import extract_document
 
-    return extract_document(body, fallback_title)
+    return extract_document(body, fallback_title, include_comments=include_comments)
 
 
 def warm_up() -> None:
@@ -27,9 +27,13 @@ def warm_up() -> None:
     import ingest.extract  # noqa: F401 - preloaded by the forkserver; this only makes sure
 
 
-def extract_and_compress(body: FetchedBody, fallback_title: str) -> tuple[Document, bytes]:
-    """The document and the body compressed for the store: both CPU work, both off the event loop."""
-    return extract_in_worker(body, fallback_title), compress_body(body.body)
+def extract_and_compress(body: FetchedBody, fallback_title: str,
+                         include_comments: bool = False) -> tuple[Document, bytes]:
+    """The document and the body compressed for the store: both CPU work, both off the event loop.
+
+    The crawl binds `include_comments` (`functools.partial`, picklable) from its settings.
+    """
+    return extract_in_worker(body, fallback_title, include_comments), compress_body(body.body)
 
 
 def compress_body(raw: bytes) -> bytes:

@@ -55,7 +55,9 @@ TIMED_OUT = "extraction timed out after {seconds:g} s"
 CRASHED = "extractor crashed ({detail})"
 OUT_OF_MEMORY = "extraction ran out of memory (over the {megabytes} MB limit per worker)"
 KEEP_DYING = "extractor crashed (the extraction workers keep dying; see the log)"
-EXTRACTION_FAILURE_PREFIXES = ("extraction timed out", "extractor crashed", "extraction ran out of memory")
+# "undecodable" is the extractor's own verdict on text full of U+FFFD (ingest.decode.undecodable_reason).
+EXTRACTION_FAILURE_PREFIXES = ("extraction timed out", "extractor crashed", "extraction ran out of memory",
+                               "undecodable:")
 
 # pebble stops a worker with SIGTERM, waits 3 s, then SIGKILLs it; its manager loop ticks every 0.1 s.
 KILL_GRACE_S = 5.0

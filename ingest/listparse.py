@@ -23,6 +23,7 @@ from markdown_it import MarkdownIt
 from markdown_it.token import Token
 
 from ingest.models import ListedLink, ListPlacement
+from ingest.textform import nfc
 from ingest.urls import normalise_url
 
 __all__ = ["parse_list", "is_flattened", "restore_line_structure", "clean_title"]
@@ -143,8 +144,8 @@ def _code_spans(line: str) -> list[tuple[int, int]]:
 
 
 def clean_title(text: str) -> str:
-    """Link or heading text without emoji shortcodes and with collapsed whitespace."""
-    return _SPACES_RE.sub(" ", _SHORTCODES_RE.sub(" ", text)).strip()
+    """Link or heading text without emoji shortcodes, with collapsed whitespace, in NFC (`ingest.textform`)."""
+    return nfc(_SPACES_RE.sub(" ", _SHORTCODES_RE.sub(" ", text)).strip())
 
 
 @dataclass

@@ -99,6 +99,9 @@ class Document:
     language: str | None = None
     description: str | None = None
     thin: bool = False
+    # Why this text must not be stored as the link's text (e.g. "undecodable: 12% replacement characters"):
+    # the crawl then ends the link `failed` with this reason. Never stored itself.
+    failure: str | None = None
 
 
 @dataclass

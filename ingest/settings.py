@@ -82,6 +82,8 @@ class Settings(BaseSettings):
                                      description="time limit per document; past it the worker is replaced")
     extract_memory_mb: int = Field(DEFAULT_EXTRACT_MEMORY_MB, ge=MIN_EXTRACT_MEMORY_MB,
                                    description="address-space limit of each extraction worker")
+    include_comments: bool = Field(False, description="keep reader comments below an article in its text; off: "
+                                                      "mostly noise for search (see README)")
 
     # index
     model: str = Field("", description="sentence-transformers name or path; empty = bundled all-MiniLM-L6-v2")

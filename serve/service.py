@@ -11,6 +11,7 @@ from typing import Any
 
 from index.limits import DEFAULT_K, MAX_K, MIN_K
 from ingest.errors import BadQueryError
+from ingest.textform import nfc
 from serve.gate import CacheKey, ResponseCache, SearchGate
 from serve.live import LiveIndex
 from serve.problems import NotFoundError
@@ -19,8 +20,8 @@ MAX_QUERY_CHARS = 512
 
 
 def normalise_query(q: str | None) -> str:
-    """Trim and collapse whitespace, then check length: the form the searcher and the cache see."""
-    text = " ".join((q or "").split())
+    """Trim and collapse whitespace, NFC-normalise, then check length: the form the searcher and the cache see."""
+    text = nfc(" ".join((q or "").split()))
     if not text:
         raise BadQueryError("q must not be empty — ask a question, e.g. /search?q=how+to+shard+a+database")
     if len(text) > MAX_QUERY_CHARS:

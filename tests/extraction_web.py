@@ -16,6 +16,7 @@ import zlib
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
+from tests.charset_pages import charset_pages
 from tests.extraction_jobs import (
     CRASH,
     CRASH_EXIT_CODE,
@@ -124,6 +125,9 @@ def cases(pdf_article: FixtureArticle) -> dict[str, Case]:
         "nested": Case("/extract/nested", "ok", "", _html(nested_page(NESTED_DEPTH))),
         "attribute-bomb": Case("/extract/attribute-bomb", "failed", f"extraction timed out after {TEST_TIMEOUT_S:g} s",
                                _html(attribute_bomb_page(BOMB_ATTRIBUTES))),
+        # issue 15: text as written (tests/charset_pages.py)
+        **{page.name: Case(page.path, page.state, page.reason, Response(200, page.body, page.content_type))
+           for page in charset_pages()},
     }
 
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from ingest.decode import decode_text
+from ingest.decode import decode_text, reads_as_latin, undecodable_reason
 from ingest.extract import extract_document
 from ingest.models import FetchedBody
+from tests.charset_pages import CHINESE_QUEUE, LARGE_STYLE, POLISH, CharsetPage, charset_pages
 
 CREME = "crème brûlée"
 PARAGRAPH = f"<p>The {CREME} at the café was naïve and perfect.</p>"
@@ -95,3 +96,72 @@ def test_the_extractor_uses_these_rules() -> None:
     body = FetchedBody("http://blog.test/dessert", "text/html; charset=iso-8859-1", html.encode(), False, "iso-8859-1")
     document = extract_document(body, "Dessert")
     assert CREME in document.text and "Ã" not in document.text
+
+
+# --- issue 15: decoding that survives lies -------------------------------------------------------------------
+
+
+def page_named(name: str) -> CharsetPage:
+    return next(p for p in charset_pages() if p.name == name)
+
+
+@pytest.mark.parametrize(("name", "encoding"), [
+    ("gb18030-under-utf8", "gb18030"),
+    ("iso-8859-2-under-utf8", "iso8859-2"),
+    ("cp1252-under-utf8", "cp1252"),
+])
+def test_a_lying_utf8_header_yields_to_the_pages_meta_charset(name: str, encoding: str) -> None:
+    """Each body holds a few byte pairs that are valid UTF-8, which the old rule took as proof of the label."""
+    page = page_named(name)
+    assert "\ufffd" in page.body.decode("utf-8", "replace")
+    decoded = decode_text(page.body, page.content_type)
+    assert (decoded.encoding, decoded.source) == (encoding, "meta")
+    assert "\ufffd" not in decoded.text
+    assert all(m in decoded.text for m in page.must)
+
+
+def test_utf8_with_stray_bytes_under_a_legacy_header_reads_as_utf8() -> None:
+    page = page_named("utf8-stray-bytes-under-latin1")
+    decoded = decode_text(page.body, page.content_type)
+    assert (decoded.encoding, decoded.source) == ("utf-8", "utf-8 validity")
+    assert decoded.text.count("\ufffd") == 4 and "Ã" not in decoded.text
+    assert "Die Vögel im Garten" in decoded.text
+
+
+def test_a_latin1_german_page_is_never_read_as_big5() -> None:
+    """charset-normalizer on the first 64 KB (all CSS but the title) picked big5hkscs: "Die H鐬e"."""
+    page = page_named("latin1-german-unlabelled")
+    assert reads_as_latin(page.body)
+    decoded = decode_text(page.body, page.content_type)
+    assert (decoded.encoding, decoded.source) == ("cp1252", "detection")
+    assert "<title>Die Höhe</title>" in decoded.text and "Die Vögel im Garten" in decoded.text
+
+
+def test_cjk_bytes_do_not_read_as_latin() -> None:
+    assert not reads_as_latin(CHINESE_QUEUE.encode("gb18030"))
+    assert not reads_as_latin("Распределённые системы".encode("cp1251"))
+    assert reads_as_latin("Größe, Höhe und Gewicht.".encode("latin-1"))
+
+
+@pytest.mark.parametrize(("lang", "encoding"), [("pl", "iso8859-2"), ("de", "cp1252")])
+def test_the_declared_language_guides_detection(lang: str, encoding: str) -> None:
+    text = POLISH if lang == "pl" else "Die Höhe der Türme wäre kein Problem."
+    raw = f'<!doctype html><html lang="{lang}"><body><p>{text}</p></body></html>'.encode(encoding)
+    decoded = decode_text(raw, "text/html; charset=utf-8")
+    assert text in decoded.text and decoded.source == "detection"
+
+
+def test_detection_reads_evidence_past_the_first_64_kb() -> None:
+    """A Cyrillic page whose first 100 KB are ASCII markup: the old 64 KB sample saw no evidence."""
+    text = "Распределённые системы требуют согласованности данных между узлами кластера. " * 20
+    raw = (f"<!doctype html><html><head><style>{LARGE_STYLE}</style></head><body><p>{text}</p></body></html>"
+           .encode("cp1251"))
+    decoded = decode_text(raw, "text/html")
+    assert text in decoded.text and decoded.encoding == "cp1251"
+
+
+def test_text_full_of_replacement_characters_is_undecodable() -> None:
+    assert undecodable_reason("Der Bericht " + "\ufffd" * 30 + " wurde gespeichert.") == \
+        "undecodable: 53% replacement characters"
+    few = "A long page. " * 200 + "\ufffd" * 4
+    assert undecodable_reason(few) is None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ingest.extract import extract_document
 from ingest.models import FetchedBody
+from tests.charset_pages import CHINESE, GERMAN, VIDEO_ARTICLE, VIDEO_DESCRIPTION, html_page
 from tests.fixtureweb import SAMPLE_ARTICLES, VIDEO_PAGE
 from tests.fixtureweb.pages import render_article_page, render_video_page
 
@@ -71,3 +72,45 @@ def test_pdf_text_is_extracted() -> None:
 def test_a_broken_pdf_is_thin_not_an_error() -> None:
     doc = extract_document(body(b"%PDF-1.4 garbage", "application/pdf", encoding=None), "Broken paper")
     assert doc.thin and doc.title == "Broken paper"
+
+
+def test_a_video_page_with_an_article_keeps_it_and_gains_the_description() -> None:
+    html = html_page("Surviving a cold cache", [VIDEO_ARTICLE], head=(
+        '<meta property="og:type" content="video.other">'
+        f'<meta property="og:description" content="{VIDEO_DESCRIPTION}">'))
+    doc = extract_document(body(html.encode(), url="http://news.test/talk"), "Talk")
+    assert doc.kind == "html" and not doc.thin
+    assert doc.text.startswith(VIDEO_DESCRIPTION) and VIDEO_ARTICLE[-60:] in doc.text
+    assert doc.description == VIDEO_DESCRIPTION
+
+
+def test_an_audio_page_without_an_article_is_its_player_card() -> None:
+    html = html_page("Episode 12", ["Listen now."], head=(
+        '<meta property="og:type" content="music.song">'
+        f'<meta property="og:description" content="{VIDEO_DESCRIPTION}">'))
+    doc = extract_document(body(html.encode(), url="http://news.test/ep12"), "Episode")
+    assert doc.kind == "video" and doc.text == VIDEO_DESCRIPTION
+
+
+def test_reader_comments_are_kept_only_when_the_setting_says_so() -> None:
+    comment = "Great talk, we hit the same stampede on our own cache cluster last spring."
+    html = html_page("Surviving a cold cache", [VIDEO_ARTICLE]).replace(
+        "</article>", f'</article><div id="comments" class="comments"><h2>Comments</h2><p>{comment}</p></div>')
+    off = extract_document(body(html.encode()), "Talk")
+    on = extract_document(body(html.encode()), "Talk", include_comments=True)
+    assert comment not in off.text
+    assert comment in on.text and VIDEO_ARTICLE[-60:] in on.text
+
+
+def test_every_text_field_comes_out_in_nfc() -> None:
+    import unicodedata
+
+    html = unicodedata.normalize("NFD", html_page("Geprüfte Größen", [GERMAN], lang="de"))
+    doc = extract_document(body(html.encode()), unicodedata.normalize("NFD", "Größen"))
+    assert doc.title == "Geprüfte Größen" and "geprüft" in doc.text
+    assert unicodedata.is_normalized("NFC", doc.text)
+
+
+def test_chinese_text_is_not_thin_for_want_of_spaces() -> None:
+    doc = extract_document(body(html_page("分布式系统", [CHINESE], lang="zh").encode()), "List title")
+    assert not doc.thin and doc.kind == "html" and CHINESE[:20] in doc.text

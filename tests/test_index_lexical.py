@@ -168,3 +168,41 @@ def test_past_the_term_limit_the_most_frequent_terms_stay() -> None:
     assert bounded(vocab, df, limit=2) == {"thrice": 1, "twice": 2}
     assert bounded(vocab, df, limit=3) == {"once": 0, "thrice": 1, "twice": 2}, "ties: the term seen first"
     assert bounded(vocab, df, limit=4) == vocab
+
+
+# --- issue 15: one text form, words whole in every script -------------------------------------------------
+
+
+def test_both_unicode_forms_of_a_word_are_one_term() -> None:
+    import unicodedata
+
+    composed, decomposed = "Die Daten wurden geprüft", unicodedata.normalize("NFD", "Die Daten wurden geprüft")
+    assert composed != decomposed
+    assert terms(composed) == terms(decomposed) == ["die", "daten", "wurden", "geprüft"]
+
+
+def test_words_keep_their_combining_marks() -> None:
+    """A Bengali vowel sign is a mark, not a letter: `re`'s \\w cut "ব্যবস্থা" into pieces."""
+    assert terms("ডেটাবেস হলো তথ্য সংরক্ষণের একটি ব্যবস্থা।") == ["ডেটাবেস", "হলো", "তথ্য", "সংরক্ষণের", "একটি", "ব্যবস্থা"]
+
+
+def test_scripts_without_spaces_are_indexed_as_character_pairs() -> None:
+    assert terms("数据库") == ["数据", "据库"]
+    assert terms("缓存 Redis") == ["缓存", "redi"]
+    assert terms("数") == ["数"]
+    assert set(terms("吞吐量")) <= set(terms("整个集群的吞吐量可以随着机器数量线性增长"))
+
+
+def test_ascii_and_latin_text_keep_the_english_analyzer() -> None:
+    assert terms("How are the Caches Sharded?") == terms("How are the “Caches” Sharded?") == ["cach", "shard"]
+    assert terms("café naïve résumés") == ["café", "naïv", "résumé"]
+
+
+def test_a_decomposed_page_is_found_by_a_composed_query_in_bm25(tmp_path: Path) -> None:
+    import unicodedata
+
+    texts = [unicodedata.normalize("NFD", "Die Messwerte wurden geprüft."), "Vögel im Garten.", "数据库的分片"]
+    index = streamed(tmp_path, texts, batch=2)
+    assert index.top(terms("geprüft"), 3)[0].tolist() == [0]
+    assert index.top(terms(unicodedata.normalize("NFD", "Vögel")), 3)[0].tolist() == [1]
+    assert index.top(terms("分片"), 3)[0].tolist() == [2]

@@ -323,3 +323,13 @@ def test_real_list_counts(real_links: list[ListedLink]) -> None:
     } == DUPLICATES
     assert all(link.url.startswith(("http://", "https://")) for link in real_links)
     assert all(link.title for link in real_links)
+
+
+def test_titles_and_headings_come_out_in_nfc() -> None:
+    """A list typed in decomposed form (macOS editors) gives the titles a composed query matches."""
+    import unicodedata
+
+    markdown = unicodedata.normalize("NFD", "# Liste\n\n## Größen\n\n### Prüfungen\n\n- [Geprüfte Caches](https://a.test/x)\n")
+    [link] = parse_list(markdown)
+    placement = link.placements[0]
+    assert (placement.section, placement.subsection, placement.title) == ("Größen", "Prüfungen", "Geprüfte Caches")
