@@ -368,9 +368,10 @@ class Fetcher:
             raise _Retryable(reason, status) from None
         except (httpx.UnsupportedProtocol, httpx.InvalidURL, httpx.LocalProtocolError, ValueError) as exc:
             # ValueError covers UnicodeError and idna.IDNAError: a host name no resolver can be asked for
-            record(f"invalid request: {exc}")
-            return FetchResult(url, url, failure=Failure.INVALID,
-                               reason=f"cannot request this URL: {exc or type(exc).__name__}")
+            what = f"its host name is not a valid domain name (IDNA: {exc})" if isinstance(exc, UnicodeError) \
+                else str(exc) or type(exc).__name__
+            record(f"invalid request: {what}")
+            return FetchResult(url, url, failure=Failure.INVALID, reason=f"cannot request this URL: {what}")
         finally:
             budget.seconds -= time.perf_counter() - clock
         record(None if isinstance(result, str) or result.ok or result.not_modified else result.reason)

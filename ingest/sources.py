@@ -195,6 +195,8 @@ def _fetch(url: str, settings: Settings) -> tuple[int, bytes]:
         return result.status or 200, result.body.body
     if result.failure in (Failure.GONE, Failure.HTTP) and result.status is not None:
         return result.status, b""
+    if result.failure is Failure.INVALID:
+        raise SourceError(f"cannot download the list {url}: {result.reason} — correct the URL")
     if result.failure is Failure.EXHAUSTED and result.status is not None:
         raise SourceError(f"cannot download the list {url}: {result.reason} — try again later")
     raise SourceError(f"cannot download the list {url}: {result.reason} — check the URL and network")
