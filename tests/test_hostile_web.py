@@ -24,11 +24,13 @@ from ingest.store import Store
 from tests.conftest import FAST_CRAWL_ENV
 from tests.hostileweb import CREME_BRULEE, HostileWeb, Route
 from tests.hostileweb.routes import (
+    BOMB_LIST_PATH,
     GOOD_CHILD_PATHS,
     LIST_OF_LISTS_PATH,
     MALFORMED_ARGUMENT_URLS,
     MALFORMED_CHILD_URLS,
     MISSING_CHILD_PATH,
+    STACKED_LIST_PATH,
     TRICKLING_LIST_PATH,
     child_list_markdown,
 )
@@ -253,6 +255,20 @@ def test_a_list_whose_headers_trickle_ends_at_the_deadline_with_the_reason(hosti
     assert done.returncode == 1, done.stderr
     assert f"no complete answer within {hostile.settings.request_timeout_s:g} s" in done.stderr, done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_list_download_is_decoded_by_the_same_bounded_decoder(hostile: HostileCrawl) -> None:
+    from ingest.errors import SourceError
+    from ingest.sources import MAX_LIST_BYTES, load_list
+
+    web = hostile.web
+    stacked = load_list(web.url("second", STACKED_LIST_PATH), hostile.settings)
+    assert [link.url for link in stacked.links] == [r.url for r in web.routes if r.name.startswith("good")]
+    assert [h.get("accept-encoding") for h in web.request_headers(STACKED_LIST_PATH)] == ["gzip, deflate",
+                                                                                         "identity"]
+    with pytest.raises(SourceError) as refused:
+        load_list(web.url("second", BOMB_LIST_PATH), hostile.settings)
+    assert f"larger than {MAX_LIST_BYTES // 2**20} MB" in str(refused.value)
 
 
 @pytest.mark.parametrize("url", MALFORMED_ARGUMENT_URLS)

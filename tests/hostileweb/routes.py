@@ -44,6 +44,9 @@ LIST_OF_LISTS_PATH = "/lists/awesome-of-awesome.md"
 TRICKLING_LIST_PATH = "/lists/trickle-headers.md"
 GOOD_CHILD_PATHS = ("/lists/awesome-a.md", "/lists/awesome-b.md")
 MISSING_CHILD_PATH = "/lists/missing.md"
+BOMB_LIST_PATH = "/lists/bomb.md"  # a list, then gzip'd spaces decoding far past the 20 MB list cap
+BOMB_LIST_DECODED_BYTES = 64 * 2**20
+STACKED_LIST_PATH = "/lists/stacked.md"  # `gzip, gzip`; plain when asked for identity
 # URLs no HTTP client can send: idna refuses their host names (IDNAError) before any lookup, so a broken
 # refusal cannot send anything off this machine. (`https://☃.com/…` is not one of them in a list: the list
 # parser writes it as its punycode name, which is real; given as an argument, httpx refuses it.)
@@ -187,13 +190,14 @@ def one_chunk_bomb(web: HostileWeb, article: FixtureArticle, url: str) -> Handle
                                  ("Content-Length", str(len(body)))]) + body)
 
 
-def stacked(body: bytes, coded: bytes, honest_on_identity: bool) -> Handler:
+def stacked(body: bytes, coded: bytes, honest_on_identity: bool,
+            content_type: str = "text/html; charset=utf-8") -> Handler:
     """`coded` under `Content-Encoding: gzip, gzip`; `body` when asked for identity, if `honest_on_identity`."""
     async def handler(req: Request, writer: asyncio.StreamWriter) -> None:
         if honest_on_identity and asks_for_identity(req):
-            writer.write(response(body))
+            writer.write(response(body, content_type))
         else:
-            writer.write(response(coded, extra=[("Content-Encoding", "gzip, gzip")]))
+            writer.write(response(coded, content_type, extra=[("Content-Encoding", "gzip, gzip")]))
     return handler
 
 
@@ -411,6 +415,10 @@ def add_lists(web: HostileWeb, routes: list[Route], handlers: dict[tuple[str, st
     handlers[("second", GOOD_CHILD_PATHS[0])] = child_list("Awesome A", good[:2])
     handlers[("second", GOOD_CHILD_PATHS[1])] = child_list("Awesome B", good[2:])
     handlers[("second", TRICKLING_LIST_PATH)] = trickle_headers(web)
+    markdown = child_list_markdown("Awesome Coded", good).encode()
+    bomb = repeated_gzip(markdown, b" " * (1 << 20), BOMB_LIST_DECODED_BYTES >> 20)
+    handlers[("second", BOMB_LIST_PATH)] = fixed(response(bomb, "text/markdown", extra=[("Content-Encoding", "gzip")]))
+    handlers[("second", STACKED_LIST_PATH)] = stacked(markdown, _gzip(_gzip(markdown)), True, "text/markdown")
     children = [web.url("second", p) for p in (*GOOD_CHILD_PATHS, TRICKLING_LIST_PATH, MISSING_CHILD_PATH)]
     lines = ["# Awesome of Awesome", "", "## Lists", ""]
     lines += [f"* [Child {i}]({url})" for i, url in enumerate([*children, *MALFORMED_CHILD_URLS])]
