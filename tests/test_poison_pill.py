@@ -67,3 +67,28 @@ def test_a_link_that_kills_the_crawler_twice_ends_failed_and_its_neighbours_ok(t
         # a fourth run has nothing left to do, and does not fetch the poison again
         again = crawl(env, list_file)
         assert again.returncode == 0, again.stderr[-2000:]
+
+
+def test_only_a_link_in_flight_at_two_deaths_is_failed(tmp_path: Path) -> None:
+    """The counting itself: an outcome or being set aside for a second try ends a link's time in flight."""
+    from ingest.crawler import links_to_crawl
+    from ingest.models import CrawlOutcome, LinkState, ListedLink, ListPlacement
+
+    urls = [f"http://127.0.0.1:9/{name}" for name in ("poison", "finished", "set-aside", "once")]
+    with Store.open(tmp_path / "store.sqlite3") as store:
+        store.add_links([ListedLink(u, [ListPlacement("S", None, u, i)]) for i, u in enumerate(urls)])
+        ids = {str(r["url"]).rsplit("/", 1)[1]: int(r["id"]) for r in store.link_rows()}  # type: ignore[arg-type]
+        for _ in range(2):  # two crawls died with these in flight ...
+            for name in ("poison", "finished", "set-aside"):
+                store.fetch_started(ids[name])
+            store.record_outcome(ids["finished"], CrawlOutcome(LinkState.OK, "HTTP 200"))  # ... after this one ended
+            store.fetch_set_aside(ids["set-aside"])  # ... and this one waited for its host's second try
+        store.fetch_started(ids["once"])
+        assert store.links_in_doubt(ids.values()) == {ids["poison"], ids["once"]}
+
+        pending = links_to_crawl(store, refresh=False, retry_failed=False)
+        states = {name: store.link(i)["state"] for name, i in ids.items()}
+        assert states == {"poison": "failed", "finished": "ok", "set-aside": "pending", "once": "pending"}
+        assert store.link(ids["poison"])["reason"] == DIED_TWICE_REASON
+        assert sorted(pending) == sorted([ids["set-aside"], ids["once"]])
+        assert store.links_in_doubt(pending) == {ids["once"]}
