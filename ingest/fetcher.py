@@ -250,11 +250,7 @@ class Fetcher:
         budget = _Budget(self._settings.request_timeout_s, max_bytes)
         identity_asked = False
         while True:
-            try:
-                host = host_of(current)
-            except ValueError as exc:  # a Location no URL parser accepts
-                return FetchResult(url, current, failure=Failure.INVALID, redirects=seen[1:],
-                                   reason=f"cannot request this URL: {current!r} is malformed ({exc})")
+            host = host_of(current)  # "" for a URL it cannot parse: the request then says why
             if self._gate.network_down:
                 return FetchResult(url, current, failure=Failure.OFFLINE, reason=NETWORK_DOWN_REASON,
                                    redirects=seen[1:])
