@@ -12,10 +12,14 @@ extraction-only ceiling (the same stored pages extracted and compressed through 
 crawl's own extraction pool, no network), the ratio of the two (target ≥ 0.8), and peak memory of the
 crawler with its extraction workers (target < 500 MB).
 
-Then the hostile web (tests/hostileweb: lying encodings, a 1 GB gzip bomb, a body trickling one
-byte every 2 s, a server that never answers, ...) crawled by `linklens crawl` in its own process
-with default settings, as a user would: wall time (target: ends within 3 minutes) and peak memory
-of that process and its extraction workers (target < 500 MB).
+Then the hostile web (tests/hostileweb: lying encodings, gzip bombs of 1 GB decoded (streamed, sent
+whole, stacked `gzip, gzip`), a body trickling one byte every 2 s, a server that never answers,
+malformed links and redirects, ...) crawled by `linklens crawl` in its own process with default
+settings, as a user would: wall time (target: ends within 3 minutes), peak memory of that process
+and its extraction workers (target < 500 MB; sampled), the crawling process's own exact peak RSS
+(`getrusage`, through tests/peak_rss.py), and the links whose state is not the expected one. And
+`crawl --lists-from` over the hostile list of lists (good children, a child trickling its headers,
+a 404 child, malformed children): wall time, peak RSS, the lists read and the ones skipped with why.
 """
 
 from __future__ import annotations
@@ -126,31 +130,58 @@ def start_web(articles_file: Path, hosts: int, latency_ms: float, workdir: Path)
     return proc, json.loads(ready.read_text())
 
 
+def measured_crawl(env: dict[str, str], workdir: Path, *args: str) -> dict[str, object]:
+    """`linklens ARGS` in its own process: its JSON summary, wall time, sampled and exact peak memory."""
+    rss_file = workdir / f"rss-{time.monotonic_ns()}"
+    started = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", "tests.peak_rss", str(rss_file), *args], cwd=REPO,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    with PeakMemory(root_pid=proc.pid) as memory:
+        out, err = proc.communicate(timeout=30 * 60)
+    seconds = time.perf_counter() - started
+    if proc.returncode != 0:
+        raise SystemExit(f"linklens {' '.join(args)} failed: {err[-2000:]}")
+    return {
+        "summary": json.loads(out),
+        "wall_seconds": round(seconds, 1),
+        "peak_memory_mb": round(memory.peak_bytes / 2**20, 1),
+        "crawl_process_peak_rss_mb": round(int(rss_file.read_text()) / 2**20, 1),
+    }
+
+
 def hostile_crawl() -> dict[str, object]:
-    """`linklens crawl` over the hostile web with default settings: wall time, peak memory, final states."""
+    """`linklens crawl` over the hostile web with default settings, then `--lists-from` its list of lists."""
     from tests.hostileweb import HostileWeb
+    from tests.hostileweb.routes import LIST_OF_LISTS_PATH
 
     with tempfile.TemporaryDirectory(prefix="linklens-bench-hostile-") as tmp, \
             HostileWeb(trickle_interval_s=HOSTILE_TRICKLE_INTERVAL_S, bomb_bytes=HOSTILE_BOMB_BYTES) as web:
-        list_file = web.write_list(Path(tmp) / "awesome-hostile.md")
+        work = Path(tmp)
+        list_file = web.write_list(work / "awesome-hostile.md")
         env = {k: v for k, v in os.environ.items() if not k.startswith("LINKLENS_")}
-        env.update(LINKLENS_DATA_DIR=str(Path(tmp) / "data"), LINKLENS_ARCHIVE_URL=web.urls["archive"])
-        started = time.perf_counter()
-        proc = subprocess.Popen([sys.executable, "-m", "cli.main", "crawl", str(list_file), "--json"], cwd=REPO,
-                                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        with PeakMemory(root_pid=proc.pid) as memory:
-            out, err = proc.communicate(timeout=30 * 60)
-        seconds = time.perf_counter() - started
-    if proc.returncode != 0:
-        raise SystemExit(f"hostile crawl failed: {err[-2000:]}")
-    summary = json.loads(out)
+        env.update(LINKLENS_DATA_DIR=str(work / "data"), LINKLENS_ARCHIVE_URL=web.urls["archive"])
+        crawl = measured_crawl(env, work, "crawl", str(list_file), "--json")
+        with Store.open(work / "data" / "linklens.sqlite3") as store:
+            rows = {str(r["url"]): r for r in store.link_rows()}
+        unexpected = {r.name: {"expected": r.state, "got": rows[r.url]["state"], "reason": rows[r.url]["reason"]}
+                      for r in web.routes if not r.extract_work and rows[r.url]["state"] != r.state}
+        env.update(LINKLENS_DATA_DIR=str(work / "lists-data"))
+        lists = measured_crawl(env, work, "crawl", "--lists-from", web.url("second", LIST_OF_LISTS_PATH), "--json")
+    summary, lists_summary = crawl.pop("summary"), lists.pop("summary")
+    assert isinstance(summary, dict) and isinstance(lists_summary, dict)
     return {
         "links": len(web.routes),
         "states": summary["states"],
-        "wall_seconds": round(seconds, 1),
+        **crawl,
+        "unexpected_states": unexpected,
         "target_wall_seconds": TARGET_HOSTILE_S,
-        "peak_memory_mb": round(memory.peak_bytes / 2**20, 1),
         "target_peak_memory_mb": TARGET_PEAK_MB,
+        "lists_from": {
+            **lists,
+            "lists_read": [x["source"] for x in lists_summary["lists"]],
+            "skipped": lists_summary["skipped_lists"],
+            "states": lists_summary["states"],
+        },
         "settings": "defaults (request deadline 60 s, read timeout 20 s, 4 attempts, 1 s per-host delay)",
     }
 

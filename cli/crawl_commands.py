@@ -13,6 +13,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING
 
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from cli.common import err, friendly_errors, out, settings
@@ -133,7 +134,7 @@ def run_crawl(sources: Sequence[str] | None, cfg: Settings, refresh: bool, quiet
         report = [{"name": x.name, "source": x.source, "links": len(x.links), "new": s.added, "removed": s.removed}
                   for x, s in zip(loaded.lists, synced.lists, strict=True)]
         for skipped in loaded.skipped:
-            err.print(f"[yellow]skipped[/yellow] {skipped.source}: {skipped.reason}")
+            err.print(f"[yellow]skipped[/yellow] {escape(skipped.source)}: {escape(skipped.reason)}")
         if not quiet:
             for line in report:
                 changes = f"{line['new']} new" + (f", {line['removed']} no longer listed" if line["removed"] else "")

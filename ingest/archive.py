@@ -22,6 +22,8 @@ from ingest.models import FetchAttempt
 logger = logging.getLogger(__name__)
 ARCHIVE_MAX_ATTEMPTS = 2
 BREAKER_THRESHOLD = 3
+# The availability API answers a few hundred bytes of JSON; more than this is not its answer.
+AVAILABILITY_MAX_BYTES = 64 * 1024
 _SNAPSHOT_PATH = re.compile(r"/web/(\d{1,14})(?:[a-z]{2}_)?/")
 
 
@@ -53,7 +55,8 @@ class Archive:
         if self.open_circuit:
             return "web archive unreachable (gave up asking after repeated failures)"
         api = f"{self._base}/wayback/available?url={quote(url, safe='')}"
-        result = await self._fetcher.fetch(api, attempts, from_archive=True, max_attempts=ARCHIVE_MAX_ATTEMPTS)
+        result = await self._fetcher.fetch(api, attempts, from_archive=True, max_attempts=ARCHIVE_MAX_ATTEMPTS,
+                                           max_bytes=AVAILABILITY_MAX_BYTES)
         if result.body is None:
             self._consecutive_failures += 1
             return f"web archive lookup failed: {result.reason}"

@@ -31,10 +31,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import signal
 import sqlite3
 import time
 from collections import Counter, defaultdict, deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
@@ -58,6 +59,9 @@ WEB_SCHEMES = ("http://", "https://")
 EXTRACT_BACKLOG_PER_WORKER = 4
 NOTHING_ANSWERED_REASON = ("no host answered during this crawl, the network looks down — "
                            "run linklens crawl again when online")
+# Test hook only (tests/test_poison_pill.py): a fetch whose URL holds this variable's value kills the
+# crawler with SIGKILL, as the kernel's OOM killer would. Never set outside that test.
+DIE_ON_URL_TEST_ENV = "LINKLENS_TEST_DIE_FETCHING"
 
 
 @dataclass
@@ -125,6 +129,10 @@ class LinkBook(Protocol):
     def record_outcome(self, link_id: int, outcome: CrawlOutcome) -> None: ...
 
     def record_failure(self, link_id: int, reason: str) -> None: ...
+
+    def fetch_started(self, link_id: int) -> None: ...
+
+    def fetch_set_aside(self, link_id: int) -> None: ...
 
 
 def interleave_by_host(items: list[tuple[int, str]]) -> list[int]:
@@ -201,8 +209,13 @@ class LinkFetcher:
         self._fetch_only = fetch_only
         self._answered_url = answered_url
 
-    async def fetch_links(self, ids: list[int], started: float, progress: ProgressCallback | None = None) -> _Run:
-        """Every link of `ids` through the stages, then the second try of unreachable hosts; the run's bookkeeping."""
+    async def fetch_links(self, ids: list[int], started: float, progress: ProgressCallback | None = None,
+                          alone: Collection[int] = ()) -> _Run:
+        """Every link of `ids` through the stages, then the second try of unreachable hosts; the run's bookkeeping.
+
+        The links of `alone` (in flight when a crawler died) go first, one at a time and each to its
+        end, so that if one of them kills the crawler again, it is the only one counted.
+        """
         s = self._settings
         # Name resolution runs in the loop's default thread pool, which has 6 threads on 2 cores:
         # with hundreds of hosts (or no network) DNS would throttle the crawl. One thread per slot.
@@ -230,7 +243,9 @@ class LinkFetcher:
                     started=started,
                     progress=progress,
                 )
-                await self._pass(run, order, last_try=False)
+                for link_id in [i for i in order if i in alone]:
+                    await self._pass(run, [link_id], last_try=False)
+                await self._pass(run, [i for i in order if i not in alone], last_try=False)
                 if run.second_try:
                     try:
                         await self._second_try(run)
@@ -326,10 +341,12 @@ class LinkFetcher:
         handed_off = False
         try:
             link = self._book.link(link_id)
+            self._book.fetch_started(link_id)  # committed: if the crawler dies now, the next run knows
             outcome = await self._crawl_link(link, run, last_try)
             outcome.attempts[:0] = earlier
             if isinstance(outcome, _SecondTry):
                 run.second_try[link_id] = outcome
+                self._book.fetch_set_aside(link_id)
                 return
             outcome = refuse_non_text(outcome)
             if not needs_extraction(outcome) or run.executor is None:
@@ -380,6 +397,9 @@ class LinkFetcher:
         # Validators only for a live copy we still hold: a 304 must have something to keep.
         kept = self._book.kept_text_date(link["id"])
         check = run.robots.check if self._settings.respect_robots else None
+        die_on = os.environ.get(DIE_ON_URL_TEST_ENV)
+        if die_on and die_on in url:
+            os.kill(os.getpid(), signal.SIGKILL)
         result = await run.fetcher.fetch(url, attempts, etag=link["etag"] if kept else None,
                                          last_modified=link["last_modified"] if kept else None, check_hop=check)
         if result.not_modified:
@@ -512,7 +532,7 @@ class Crawler(LinkFetcher):
                     retry_failed: bool = False) -> CrawlSummary:
         started = time.perf_counter()
         ids = links_to_crawl(self._store, refresh, retry_failed)
-        run = await self.fetch_links(ids, started, progress)
+        run = await self.fetch_links(ids, started, progress, alone=self._store.links_in_doubt(ids))
         return crawl_summary(self._store, len(ids), started, run.requests, run.counts)
 
 
@@ -537,7 +557,14 @@ def _fetch_state(link: sqlite3.Row) -> tuple[LinkState, str]:
 
 
 def links_to_crawl(store: Store, refresh: bool, retry_failed: bool) -> list[int]:
-    """The store's links a crawl takes up (either engine), reset first when they are re-checked or retried."""
+    """The store's links a crawl takes up (either engine), reset first when they are re-checked or retried.
+
+    A link that was in flight when the crawler died twice is `failed` first (a poison pill: fetching it
+    again would kill this crawl too); `--retry-failed` takes it up again, as asked.
+    """
+    died = store.fail_died_twice()
+    if died:
+        logger.warning("%d links killed the crawler twice while being fetched: they end failed", died)
     ids = store.link_ids_to_crawl(refresh=refresh, retry_failed=retry_failed)
     if refresh or retry_failed:
         store.reset_for_refresh(ids)

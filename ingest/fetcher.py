@@ -3,11 +3,15 @@
 - A total deadline per attempt (`request_timeout_s`: connect, headers and body, redirect hops
   included; time spent waiting for politeness is not counted), so a body trickling one byte at a
   time is cut and the link ends "too slow"; connect and read timeouts inside it.
-- Bodies streamed and cut at a size cap on the *decoded* size, so neither a huge page nor a
-  decompression bomb ever sits whole in memory.
+- Bodies read raw from the wire and decoded by our own bounded decoder (ingest/content_coding.py),
+  the size cap counted on decoded bytes as they are produced, so neither a huge page nor a
+  decompression bomb (one layer or stacked) ever sits whole in memory.
 - A body whose Content-Encoding cannot be decoded (a lying gzip header, an encoding we never asked
-  for) is requested once more with `Accept-Encoding: identity`, else the fetch fails with the
-  reason; no decoding error escapes.
+  for, codings stacked on one another) is requested once more with `Accept-Encoding: identity`,
+  else the fetch fails with the reason; no decoding error escapes.
+- The same machinery fetches pages, lists, robots.txt and web archive answers (only the cap
+  differs), so a deadline or a cap cannot be strong in one place and missing in its twin; any URL
+  httpx cannot send (a malformed host, IDNA errors) is a reason, never an exception.
 - Redirects followed by hand, up to a limit, with loop detection and the final URL kept; a page
   that is only a `<meta http-equiv="refresh">` is followed the same way. Every hop's host is
   asked for its robots.txt verdict before it is requested.
@@ -34,6 +38,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, sto
 from tenacity.wait import wait_exponential_jitter
 from w3lib.html import get_meta_refresh
 
+from ingest.content_coding import StreamDecoder, UndecodableBody, content_coding
 from ingest.host_pools import HostClients
 from ingest.models import FetchAttempt, FetchedBody
 from ingest.politeness import HostGate
@@ -44,8 +49,6 @@ NETWORK_DOWN_REASON = ("not tried yet: hosts stopped answering, the network look
                        "run linklens crawl again when online")
 RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504, 507, 509, 520, 521, 522, 523, 524})
 GONE_STATUS = frozenset({404, 410})
-# Content-Encodings httpx decodes and we ask for (see host_pools.ACCEPT_ENCODING); others are refetched.
-DECODABLE_ENCODINGS = frozenset({"identity", "gzip", "deflate"})
 # A meta refresh sooner than this is a redirect (browsers follow it); a later one is meant to be read.
 MAX_META_REFRESH_DELAY_S = 5.0
 META_REFRESH_SCAN_BYTES = 16 * 1024
@@ -111,19 +114,12 @@ class _Retryable(Exception):
         self.connection = connection  # no connection could be made: the host, not the page
 
 
-class _Undecodable(Exception):
-    """The body's Content-Encoding cannot be decoded; the caller asks once more for identity."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
 @dataclass
 class _Budget:
     """What is left of one attempt's total deadline; only time on the wire is spent from it."""
 
     seconds: float
+    cap: int  # decoded body bytes kept; the rest is never read
     body_bytes: int = 0  # read so far by the current request, for the "too slow" reason
 
 
@@ -153,11 +149,6 @@ def safe_validator(value: str | None) -> str | None:
     if not value or len(value) > MAX_VALIDATOR_CHARS or not value.isascii() or not value.isprintable():
         return None
     return value
-
-
-def unknown_encodings(response: httpx.Response) -> list[str]:
-    values = response.headers.get_list("content-encoding", split_commas=True)
-    return [v.strip().lower() for v in values if v.strip() and v.strip().lower() not in DECODABLE_ENCODINGS]
 
 
 def meta_refresh_target(url: str, content_type: str, body: bytes) -> str | None:
@@ -191,8 +182,13 @@ class Fetcher:
         from_archive: bool = False,
         max_attempts: int | None = None,
         check_hop: HopCheck | None = None,
+        max_bytes: int | None = None,
     ) -> FetchResult:
-        """Fetch `url`, retrying where it helps. Appends every request made to `attempts`."""
+        """Fetch `url`, retrying where it helps. Appends every request made to `attempts`.
+
+        `max_bytes` caps the decoded body (default: LINKLENS_MAX_BODY_BYTES); a longer one is cut there
+        and the result says `truncated`.
+        """
         s = self._settings
         retrying = AsyncRetrying(
             stop=stop_after_attempt(max_attempts or s.max_attempts),
@@ -210,7 +206,8 @@ class Fetcher:
             async for attempt in retrying:
                 with attempt:
                     number += 1
-                    return await self._follow(url, headers, attempts, number, from_archive, check_hop)
+                    return await self._follow(url, headers, attempts, number, from_archive, check_hop,
+                                              max_bytes or s.max_body_bytes)
         except _Retryable as exc:
             reason = f"{exc.reason}, gave up after {number} attempts"
             if exc.connection:
@@ -231,7 +228,7 @@ class Fetcher:
                 async with (asyncio.timeout(self._settings.request_timeout_s), self._clients.fresh() as client,
                             client.stream("GET", url)):
                     return True
-            except (httpx.HTTPError, TimeoutError, OSError, UnicodeError):
+            except (httpx.HTTPError, TimeoutError, OSError, ValueError):  # UnicodeError is a ValueError
                 return False
 
     def _wait(self, state: RetryCallState) -> float:
@@ -245,15 +242,15 @@ class Fetcher:
 
     async def _follow(
         self, url: str, headers: dict[str, str], attempts: list[FetchAttempt], number: int, from_archive: bool,
-        check_hop: HopCheck | None,
+        check_hop: HopCheck | None, max_bytes: int,
     ) -> FetchResult:
         """One attempt: request, then follow redirects hop by hop until a final response."""
         seen = [url]
         current = url
-        budget = _Budget(self._settings.request_timeout_s)
+        budget = _Budget(self._settings.request_timeout_s, max_bytes)
         identity_asked = False
         while True:
-            host = host_of(current)
+            host = host_of(current)  # "" for a URL it cannot parse: the request then says why
             if self._gate.network_down:
                 return FetchResult(url, current, failure=Failure.OFFLINE, reason=NETWORK_DOWN_REASON,
                                    redirects=seen[1:])
@@ -272,7 +269,7 @@ class Fetcher:
                                        redirects=seen[1:])
                 try:
                     outcome = await self._request(current, headers, attempts, number, from_archive, budget)
-                except _Undecodable as exc:
+                except UndecodableBody as exc:
                     if identity_asked:
                         return FetchResult(url, current, failure=Failure.UNDECODABLE, redirects=seen[1:],
                                            reason=f"{exc.reason}, even when asked for no encoding")
@@ -321,7 +318,7 @@ class Fetcher:
         try:
             if budget.seconds <= 0:
                 raise TimeoutError
-            async with asyncio.timeout(budget.seconds):
+            async with asyncio.timeout(budget.seconds):  # connect, headers and body: one total
                 target = httpx.URL(url)
                 async with self._clients.lease(target) as client:
                     request = client.build_request("GET", target, headers=headers, extensions={"trace": trace})
@@ -338,20 +335,17 @@ class Fetcher:
                 record(reason)
                 raise _Retryable(reason, connection=True) from None
             # The total deadline: final, not retried (a trickling server trickles again).
-            got = f"{budget.body_bytes} bytes" if status is not None else "no response"
-            reason = f"too slow: {got} in {deadline:g} s"
+            got = (f"{budget.body_bytes} bytes of the body" if status is not None
+                   else "its headers never completed")
+            reason = f"too slow: no complete answer within {deadline:g} s ({got})"
             record(reason)
             return FetchResult(url, url, status, failure=Failure.TOO_SLOW, reason=reason)
         except _Retryable as exc:
             record(exc.reason)
             raise
-        except _Undecodable as exc:
+        except UndecodableBody as exc:
             record(exc.reason)
             raise
-        except httpx.DecodingError as exc:
-            reason = f"body could not be decoded ({exc or type(exc).__name__})"
-            record(reason)
-            raise _Undecodable(reason) from None
         except httpx.ConnectTimeout:
             record("connect timed out")
             raise _Retryable("connect timed out", connection=True) from None
@@ -368,9 +362,12 @@ class Fetcher:
             reason = f"connection broken: {exc or type(exc).__name__}"
             record(reason)
             raise _Retryable(reason, status) from None
-        except (httpx.UnsupportedProtocol, httpx.InvalidURL, httpx.LocalProtocolError, UnicodeError) as exc:
-            record(f"invalid request: {exc}")
-            return FetchResult(url, url, failure=Failure.INVALID, reason=f"cannot request this URL: {exc}")
+        except (httpx.UnsupportedProtocol, httpx.InvalidURL, httpx.LocalProtocolError, ValueError) as exc:
+            # ValueError covers UnicodeError and idna.IDNAError: a host name no resolver can be asked for
+            what = f"its host name is not a valid domain name (IDNA: {exc})" if isinstance(exc, UnicodeError) \
+                else str(exc) or type(exc).__name__
+            record(f"invalid request: {what}")
+            return FetchResult(url, url, failure=Failure.INVALID, reason=f"cannot request this URL: {what}")
         finally:
             budget.seconds -= time.perf_counter() - clock
         record(None if isinstance(result, str) or result.ok or result.not_modified else result.reason)
@@ -407,7 +404,11 @@ class Fetcher:
             location = response.headers.get("location")
             if not location:
                 return FetchResult(url, url, status, failure=Failure.HTTP, reason=f"HTTP {status} without Location")
-            return str(response.url.join(location))
+            try:
+                return str(response.url.join(location))
+            except (httpx.InvalidURL, ValueError) as exc:
+                return FetchResult(url, url, status, failure=Failure.INVALID,
+                                   reason=f"HTTP {status} to a malformed URL {location[:200]!r} ({exc})")
         if status in RETRYABLE_STATUS:
             retry_after = parse_retry_after(response.headers.get("retry-after"))
             if retry_after is not None:
@@ -417,9 +418,6 @@ class Fetcher:
             return FetchResult(url, url, status, failure=Failure.GONE, reason=f"HTTP {status}")
         if status >= 400:
             return FetchResult(url, url, status, failure=Failure.HTTP, reason=f"HTTP {status}")
-        unknown = unknown_encodings(response)
-        if unknown:
-            raise _Undecodable(f"body sent with Content-Encoding {', '.join(unknown)}, which linklens cannot decode")
         body, truncated = await self._read_capped(response, budget)
         content_type = response.headers.get("content-type", "")
         refresh = meta_refresh_target(url, content_type, body)
@@ -442,17 +440,21 @@ class Fetcher:
         )
 
     async def _read_capped(self, response: httpx.Response, budget: _Budget) -> tuple[bytes, bool]:
-        """Stream at most max_body_bytes (decoded); the rest is never read."""
-        cap = self._settings.max_body_bytes
+        """Read the raw stream through our bounded decoder; keep at most `budget.cap` decoded bytes, read no more.
+
+        Never httpx's decoded `aiter_bytes`: its decoder has no output limit (see ingest/content_coding.py).
+        """
+        decoder = StreamDecoder(content_coding(response))
+        cap = budget.cap
         chunks: list[bytes] = []
         size = 0
-        async for chunk in response.aiter_bytes():
-            if size + len(chunk) > cap:
-                chunks.append(chunk[: cap - size])
-                budget.body_bytes = cap
-                return b"".join(chunks), True
-            chunks.append(chunk)
-            size += len(chunk)
-            budget.body_bytes = size
+        async for raw in response.aiter_raw():
+            for piece in decoder.feed(raw):
+                if size + len(piece) > cap:
+                    chunks.append(piece[: cap - size])
+                    budget.body_bytes = cap
+                    return b"".join(chunks), True
+                chunks.append(piece)
+                size += len(piece)
+                budget.body_bytes = size
         return b"".join(chunks), False
-

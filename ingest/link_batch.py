@@ -74,6 +74,14 @@ class HandedLinks:
     def record_failure(self, link_id: int, reason: str) -> None:
         self.record_outcome(link_id, CrawlOutcome(LinkState.FAILED, reason))
 
+    # A Ray task has no store to mark links in flight in: a task its link kills fails its batch, which Ray
+    # reports to the driver; links the local engine found killing twice are settled by `links_to_crawl`.
+    def fetch_started(self, link_id: int) -> None:
+        pass
+
+    def fetch_set_aside(self, link_id: int) -> None:
+        pass
+
 
 def fetch_batch(settings: Settings, links: list[HandedLink], answered_url: str | None = None,
                 on_outcome: OutcomeSink | None = None) -> FetchedBatch:

@@ -88,9 +88,10 @@ class RobotsCache:
         return verdict
 
     async def _fetch_verdict(self, origin: str) -> _Verdict:
-        result = await self._fetcher.fetch(origin + "/robots.txt", self.attempts, max_attempts=ROBOTS_MAX_ATTEMPTS)
+        result = await self._fetcher.fetch(origin + "/robots.txt", self.attempts, max_attempts=ROBOTS_MAX_ATTEMPTS,
+                                           max_bytes=ROBOTS_MAX_BYTES)  # the rest is never read (RFC 9309 §2.5)
         if result.body is not None and 200 <= (result.status or 0) < 300:
-            text = result.body.body[:ROBOTS_MAX_BYTES].decode("utf-8", errors="replace")
+            text = result.body.body.decode("utf-8", errors="replace")
             rules = Protego.parse(text)
             delay = rules.crawl_delay(self._agent)
             if delay:

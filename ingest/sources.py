@@ -2,22 +2,25 @@
 
 Every way this can go wrong ends in a SourceError that names the source and what
 to do, because this is the first thing a new user types. A downloaded list is
-untrusted: its size is capped (after decompression) and the whole download has one
-deadline, so a server that trickles or floods cannot hold a crawl.
+untrusted: it is fetched by the crawler's own fetcher (ingest/fetcher.py), with the same
+total deadline over connect, redirects, headers and body, the same bounded decoding, the
+same mapping of every error to a reason, and a cap of MAX_LIST_BYTES decoded bytes, so a
+server that trickles, floods or sends a malformed redirect cannot hold or crash a crawl.
 """
 
 from __future__ import annotations
 
-import time
+import asyncio
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from urllib.parse import urlsplit
 
-import httpx
-
 from ingest.errors import SourceError
+from ingest.fetcher import Failure, Fetcher, FetchResult
+from ingest.host_pools import HostClients
 from ingest.listparse import parse_list
-from ingest.models import ListedLink
+from ingest.models import FetchAttempt, ListedLink
+from ingest.politeness import HostGate
 from ingest.settings import Settings
 
 BUNDLED_LIST = Path(__file__).resolve().parent.parent / "data" / "awesome-scalability.txt"
@@ -57,7 +60,10 @@ def list_name(key: str, qualified: bool = False) -> str:
     repo = github_repo(key)
     if repo is not None:
         return f"{repo[0]}/{repo[1]}" if qualified else repo[1]
-    split = urlsplit(key) if "://" in key else None
+    try:
+        split = urlsplit(key) if "://" in key else None
+    except ValueError:  # a malformed URL (a list of lists is written by strangers): its text is its name
+        return key
     path = PurePosixPath(split.path if split else key)
     parts = [p for p in path.parts if p not in ("/", "")]
     while len(parts) > 1 and parts[-1].lower() in _README_NAMES | _BRANCH_PARTS:
@@ -73,7 +79,10 @@ def list_name(key: str, qualified: bool = False) -> str:
 
 def github_repo(url: str) -> tuple[str, str] | None:
     """(owner, repo) of a `https://github.com/owner/repo` link (trailing slash, `.git` or `#readme` allowed)."""
-    split = urlsplit(url)
+    try:
+        split = urlsplit(url)
+    except ValueError:  # malformed (e.g. an unclosed IPv6 bracket): not a repository, and fetching it says why
+        return None
     if split.scheme not in ("http", "https") or (split.hostname or "") not in GITHUB_HOSTS or split.query:
         return None
     parts = [p for p in split.path.split("/") if p]
@@ -164,40 +173,41 @@ def _download(url: str, settings: Settings) -> str:
 
 
 def _fetch(url: str, settings: Settings) -> tuple[int, bytes]:
-    """GET `url` within one deadline (LINKLENS_REQUEST_TIMEOUT_S, redirects included) and MAX_LIST_BYTES.
+    """GET `url` with the crawler's fetcher: one deadline (LINKLENS_REQUEST_TIMEOUT_S over connect, every
+    redirect hop, headers and body), retries where they help, and at most MAX_LIST_BYTES decoded.
 
-    Returns the status and, below 400, the body; an HTML page, a body too large or too slow, or no
-    answer at all is a SourceError.
+    Returns the status and, below 400, the body; an HTML page, a body too large or too slow, a malformed
+    URL, or no answer at all is a SourceError with the reason in words.
     """
-    timeout = httpx.Timeout(settings.read_timeout_s, connect=settings.connect_timeout_s)
-    deadline = time.monotonic() + settings.request_timeout_s
     try:
-        with (
-            httpx.Client(timeout=timeout, follow_redirects=True, headers={"User-Agent": settings.user_agent},
-                         max_redirects=settings.max_redirects, trust_env=False) as client,
-            client.stream("GET", url) as response,
-        ):
-            if response.status_code >= 400:
-                return response.status_code, b""
-            if "html" in response.headers.get("content-type", "").lower():
-                raise SourceError(
-                    f"{url} is an HTML page, not a markdown list — pass the raw markdown URL "
-                    "(on GitHub: the repository's URL, or the 'Raw' link of its README)"
-                )
-            chunks: list[bytes] = []
-            size = 0
-            for chunk in response.iter_bytes():
-                size += len(chunk)
-                if size > MAX_LIST_BYTES:
-                    raise SourceError(f"{url} is larger than {MAX_LIST_BYTES // 2**20} MB — that is not a link list")
-                if time.monotonic() > deadline:
-                    raise SourceError(f"{url} was too slow: {size} bytes in {settings.request_timeout_s:g} s — "
-                                      "try again later")
-                chunks.append(chunk)
-            return response.status_code, b"".join(chunks)
-    except httpx.HTTPError as exc:
-        raise SourceError(f"cannot download the list {url}: {exc or type(exc).__name__} — check the URL and network") \
+        result = asyncio.run(_fetch_once(url, settings))
+    except Exception as exc:  # the fetcher maps what it knows; anything else is still one sentence
+        raise SourceError(f"cannot download the list {url}: unexpected {type(exc).__name__} ({exc}) — check the URL") \
             from None
+    if result.body is not None:
+        if "html" in result.body.content_type.lower():
+            raise SourceError(
+                f"{url} is an HTML page, not a markdown list — pass the raw markdown URL "
+                "(on GitHub: the repository's URL, or the 'Raw' link of its README)"
+            )
+        if result.body.truncated:
+            raise SourceError(f"{url} is larger than {MAX_LIST_BYTES // 2**20} MB — that is not a link list")
+        return result.status or 200, result.body.body
+    if result.failure in (Failure.GONE, Failure.HTTP) and result.status is not None:
+        return result.status, b""
+    if result.failure is Failure.INVALID:
+        raise SourceError(f"cannot download the list {url}: {result.reason} — correct the URL")
+    if result.failure is Failure.EXHAUSTED and result.status is not None:
+        raise SourceError(f"cannot download the list {url}: {result.reason} — try again later")
+    raise SourceError(f"cannot download the list {url}: {result.reason} — check the URL and network")
+
+
+async def _fetch_once(url: str, settings: Settings) -> FetchResult:
+    """One list download on its own clients and politeness gate (lists are read before the crawl starts)."""
+    attempts: list[FetchAttempt] = []
+    gate = HostGate(settings.per_host_concurrency, settings.per_host_delay_s)
+    async with HostClients(settings) as clients:
+        return await Fetcher(settings, clients, gate).fetch(url, attempts, max_bytes=MAX_LIST_BYTES)
 
 
 def _decode(raw: bytes, label: str) -> str:

@@ -136,12 +136,22 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE lists ADD COLUMN dropped_at REAL;
     """,
+    # links in flight: how many fetches of a link began without its outcome being recorded since. A link
+    # whose fetch kills the crawler (SIGKILL, out of memory) is counted at each death, and after two it
+    # ends `failed` instead of being fetched (and killing the crawl) forever: see `fail_died_twice`.
+    """
+    ALTER TABLE links ADD COLUMN fetch_starts INTEGER NOT NULL DEFAULT 0;
+    """,
 ]
 # `meta` key holding the collection's JSON spec (`ingest.collection.CollectionSpec`).
 COLLECTION_META_KEY = "collection"
 # The list that `add_links` files links under when the caller names none (tests, benchmarks).
 UNNAMED_LIST_SOURCE = "(unnamed list)"
 LEGACY_LIST_SOURCE = ""
+# A link whose fetch began this many times without an outcome killed the crawler each time: never again.
+DEATHS_BEFORE_FAILED = 2
+DIED_TWICE_REASON = ("the crawler died while fetching it, twice (killed, or out of memory) — "
+                     "linklens crawl --retry-failed tries it again")
 
 
 @dataclass
@@ -399,6 +409,31 @@ class Store:
         rows = self._conn.execute(f"SELECT id FROM links WHERE {where} ORDER BY position", params).fetchall()
         return [r[0] for r in rows]
 
+    def fetch_started(self, link_id: int) -> None:
+        """Committed before a link's fetch begins: if the crawler dies before the outcome, the next run knows."""
+        with self.transaction() as conn:
+            conn.execute("UPDATE links SET fetch_starts = fetch_starts + 1 WHERE id=?", (link_id,))
+
+    def fetch_set_aside(self, link_id: int) -> None:
+        """The fetch ended without an outcome yet (tried again at the end of the crawl): no longer in flight."""
+        with self.transaction() as conn:
+            conn.execute("UPDATE links SET fetch_starts = 0 WHERE id=?", (link_id,))
+
+    def links_in_doubt(self, link_ids: Iterable[int]) -> set[int]:
+        """Of `link_ids`, those that were in flight when a crawler died once: fetched one at a time, so
+        the next death can only count the link that caused it."""
+        rows = self._conn.execute("SELECT id FROM links WHERE fetch_starts > 0").fetchall()
+        return {r[0] for r in rows} & set(link_ids)
+
+    def fail_died_twice(self) -> int:
+        """Links whose fetch began DEATHS_BEFORE_FAILED times with no outcome end `failed`; returns how many."""
+        now = time.time()
+        with self.transaction() as conn:
+            return conn.execute(
+                "UPDATE links SET state=?, reason=?, fetch_starts=0, crawled_at=?, updated_at=? "
+                "WHERE fetch_starts >= ?",
+                (LinkState.FAILED.value, DIED_TWICE_REASON, now, now, DEATHS_BEFORE_FAILED)).rowcount
+
     def link(self, link_id: int) -> sqlite3.Row:
         row = self._conn.execute("SELECT * FROM links WHERE id=?", (link_id,)).fetchone()
         if row is None:
@@ -452,8 +487,8 @@ class Store:
                 etag = last_modified = None
             conn.execute(
                 "UPDATE links SET state=?, reason=?, final_url=?, http_status=?, archived_url=?, archived_timestamp=?, "
-                "etag=COALESCE(?, etag), last_modified=COALESCE(?, last_modified), crawled_at=?, updated_at=? "
-                "WHERE id=?",
+                "etag=COALESCE(?, etag), last_modified=COALESCE(?, last_modified), crawled_at=?, updated_at=?, "
+                "fetch_starts=0 WHERE id=?",
                 (
                     outcome.state.value,
                     outcome.reason,
@@ -473,13 +508,13 @@ class Store:
         """The last resort when a whole outcome could not be stored: the link is `failed` with the reason."""
         now = time.time()
         with self.transaction() as conn:
-            conn.execute("UPDATE links SET state=?, reason=?, crawled_at=?, updated_at=? WHERE id=?",
+            conn.execute("UPDATE links SET state=?, reason=?, crawled_at=?, updated_at=?, fetch_starts=0 WHERE id=?",
                          (LinkState.FAILED.value, reason, now, now, link_id))
 
     def restore_pending(self, link_id: int, reason: str) -> None:
         """A link that was not really tried (the network was down): pending, so the next crawl takes it up."""
         with self.transaction() as conn:
-            conn.execute("UPDATE links SET state=?, reason=?, updated_at=? WHERE id=?",
+            conn.execute("UPDATE links SET state=?, reason=?, updated_at=?, fetch_starts=0 WHERE id=?",
                          (LinkState.PENDING.value, reason, time.time(), link_id))
 
     def kept_text_date(self, link_id: int) -> str | None:

@@ -23,6 +23,17 @@ from ingest.settings import Settings, load_settings
 from ingest.store import Store
 from tests.conftest import FAST_CRAWL_ENV
 from tests.hostileweb import CREME_BRULEE, HostileWeb, Route
+from tests.hostileweb.routes import (
+    BOMB_LIST_PATH,
+    GOOD_CHILD_PATHS,
+    LIST_OF_LISTS_PATH,
+    MALFORMED_ARGUMENT_URLS,
+    MALFORMED_CHILD_URLS,
+    MISSING_CHILD_PATH,
+    STACKED_LIST_PATH,
+    TRICKLING_LIST_PATH,
+    child_list_markdown,
+)
 
 # FAST_CRAWL_ENV with a 2 MiB body cap, so the decompression bomb is cut quickly, and a read timeout well
 # above the trickle's 0.1 s between bytes even on a loaded machine, so only the total deadline can cut it.
@@ -32,6 +43,9 @@ HOSTILE_ENV = dict(FAST_CRAWL_ENV, LINKLENS_MAX_BODY_BYTES=str(2 * 2**20), LINKL
 # refused: 2 attempts now and 2 at the end), plus starting Python and the extraction workers, with
 # room for a loaded 2-core machine. Without deadlines the trickle alone would never end.
 CRAWL_BOUND_S = 60.0
+# What the bombs may add to the crawling process's peak RSS over a crawl of the good links alone. Each
+# bomb decodes to 1 GiB; decoded whole (as httpx's decoder does with `gzip, gzip`) it would add that much.
+BOMB_RSS_ALLOWANCE_BYTES = 256 * 2**20
 
 
 @dataclass
@@ -43,6 +57,14 @@ class HostileCrawl:
     seconds: float
     summary: dict[str, object]
     rows: dict[str, dict[str, object]]  # route name -> link row
+    peak_rss_bytes: int  # of the crawling process
+    good_only_peak_rss_bytes: int  # of the same crawl over a list of the good links alone
+
+
+def crawl_measured(env: dict[str, str], rss_file: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """`linklens ARGS` in a process of its own that writes its peak RSS to `rss_file` (tests/peak_rss.py)."""
+    return subprocess.run([sys.executable, "-m", "tests.peak_rss", str(rss_file), *args], env=env,
+                          capture_output=True, text=True, timeout=CRAWL_BOUND_S)
 
 
 def linklens(env: dict[str, str], *args: str, timeout: float = CRAWL_BOUND_S) -> subprocess.CompletedProcess[str]:
@@ -64,16 +86,22 @@ def hostile(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HostileCrawl]:
                    LINKLENS_DATA_DIR=str(root / "data"))
         list_file = web.write_list(root / "awesome-hostile.md")
         started = time.monotonic()
-        done = linklens(env, "crawl", str(list_file), "--json")
+        done = crawl_measured(env, root / "rss", "crawl", str(list_file), "--json")
         seconds = time.monotonic() - started
         assert done.returncode == 0, done.stderr
+        good_list = root / "awesome-good.md"
+        good_list.write_text(child_list_markdown("Awesome Good", [r for r in web.routes if r.name.startswith("good")]))
+        good_env = dict(env, LINKLENS_DATA_DIR=str(root / "good-data"))
+        good = crawl_measured(good_env, root / "good-rss", "crawl", str(good_list), "--json")
+        assert good.returncode == 0, good.stderr
         with pytest.MonkeyPatch.context() as mp:
             for key, value in env.items():
                 if key.startswith("LINKLENS_"):
                     mp.setenv(key, value)
             settings = load_settings()
         yield HostileCrawl(web, env, settings, list_file, seconds, json.loads(done.stdout),
-                           rows_by_route(web, settings))
+                           rows_by_route(web, settings), int((root / "rss").read_text()),
+                           int((root / "good-rss").read_text()))
 
 
 def fetch_side(web: HostileWeb) -> list[Route]:
@@ -114,25 +142,33 @@ def test_good_neighbours_and_recovered_pages_keep_their_text(hostile: HostileCra
 
 
 def test_a_lying_content_encoding_is_fetched_once_more_as_identity(hostile: HostileCrawl) -> None:
-    for path in ("/lying-gzip", "/unknown-encoding"):
+    for path in ("/lying-gzip", "/unknown-encoding", "/stacked-honest"):
         asked = [h.get("accept-encoding") for h in hostile.web.request_headers(path)]
         assert asked == ["gzip, deflate", "identity"], (path, asked)
     # one that lies whatever is asked: two requests per attempt, no more, and a reason
-    always = [h.get("accept-encoding") for h in hostile.web.request_headers("/lying-deflate")]
-    assert always == ["gzip, deflate", "identity"]
+    for path in ("/lying-deflate", "/stacked-bomb"):
+        always = [h.get("accept-encoding") for h in hostile.web.request_headers(path)]
+        assert always == ["gzip, deflate", "identity"], (path, always)
 
 
-def test_the_decompression_bomb_is_cut_at_the_decoded_size_cap(hostile: HostileCrawl) -> None:
-    row = hostile.rows["gzip-bomb"]
+def test_decompression_bombs_leave_the_crawls_peak_memory_bounded(hostile: HostileCrawl) -> None:
+    """Three bombs of 1 GiB decoded each (streamed, sent whole, stacked `gzip, gzip`): the crawling process's
+    peak RSS stays within an allowance of the same crawl without them, and what is kept is cut at the cap."""
+    assert hostile.peak_rss_bytes < hostile.good_only_peak_rss_bytes + BOMB_RSS_ALLOWANCE_BYTES, \
+        (hostile.peak_rss_bytes >> 20, hostile.good_only_peak_rss_bytes >> 20)
+    assert hostile.web.bomb_bytes >= 4 * BOMB_RSS_ALLOWANCE_BYTES  # so a bomb decoded whole would fail this
     with Store.open(hostile.settings.store_path) as store:
-        body = store.body(int(row["id"]))  # type: ignore[arg-type]
-    assert body is not None and body.truncated
-    assert len(body.body) == hostile.settings.max_body_bytes == 2 * 2**20
+        for name in ("gzip-bomb", "one-chunk-bomb"):
+            body = store.body(int(hostile.rows[name]["id"]))  # type: ignore[arg-type]
+            assert body is not None and body.truncated, name
+            assert len(body.body) == hostile.settings.max_body_bytes == 2 * 2**20, name
+    stacked = hostile.rows["stacked-bomb"]
+    assert stacked["state"] == "failed" and "stacked" in str(stacked["reason"]), stacked
 
 
 def test_trickling_body_is_cut_by_the_total_deadline_and_not_retried(hostile: HostileCrawl) -> None:
     row = hostile.rows["trickle"]
-    assert f"in {hostile.settings.request_timeout_s:g} s" in str(row["reason"])
+    assert f"no complete answer within {hostile.settings.request_timeout_s:g} s" in str(row["reason"])
     assert hostile.web.hits("main", "/trickle") == 1  # a deadline is final: retrying would trickle again
 
 
@@ -207,3 +243,64 @@ def test_extraction_pathological_html_ends_and_the_crawl_goes_on(hostile: Hostil
     row = hostile.rows["deep-html"]
     assert row["state"] == hostile.web.route("deep-html").state, row
     assert all(hostile.rows[n]["state"] == "ok" for n in ("good-1", "good-2", "good-3"))
+
+
+# -- lists go through the same fetch stack -----------------------------------------------------------
+
+
+def test_a_list_whose_headers_trickle_ends_at_the_deadline_with_the_reason(hostile: HostileCrawl,
+                                                                            tmp_path: Path) -> None:
+    env = dict(hostile.env, LINKLENS_DATA_DIR=str(tmp_path / "data"))
+    done = linklens(env, "crawl", hostile.web.url("second", TRICKLING_LIST_PATH))
+    assert done.returncode == 1, done.stderr
+    assert f"no complete answer within {hostile.settings.request_timeout_s:g} s" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_a_list_download_is_decoded_by_the_same_bounded_decoder(hostile: HostileCrawl) -> None:
+    from ingest.errors import SourceError
+    from ingest.sources import MAX_LIST_BYTES, load_list
+
+    web = hostile.web
+    stacked = load_list(web.url("second", STACKED_LIST_PATH), hostile.settings)
+    assert [link.url for link in stacked.links] == [r.url for r in web.routes if r.name.startswith("good")]
+    assert [h.get("accept-encoding") for h in web.request_headers(STACKED_LIST_PATH)] == ["gzip, deflate",
+                                                                                         "identity"]
+    with pytest.raises(SourceError) as refused:
+        load_list(web.url("second", BOMB_LIST_PATH), hostile.settings)
+    assert f"larger than {MAX_LIST_BYTES // 2**20} MB" in str(refused.value)
+
+
+@pytest.mark.parametrize("url", MALFORMED_ARGUMENT_URLS)
+def test_a_malformed_list_url_is_one_sentence_not_a_traceback(hostile: HostileCrawl, tmp_path: Path,
+                                                              url: str) -> None:
+    env = dict(hostile.env, LINKLENS_DATA_DIR=str(tmp_path / "data"))
+    done = linklens(env, "crawl", url)
+    assert done.returncode == 1, done.stderr
+    assert "cannot request this URL" in done.stderr and "Traceback" not in done.stderr, done.stderr
+
+
+def test_lists_from_skips_trickling_malformed_and_missing_children_and_crawls_the_good_ones(
+        hostile: HostileCrawl, tmp_path: Path) -> None:
+    web = hostile.web
+    env = dict(hostile.env, LINKLENS_DATA_DIR=str(tmp_path / "data"))
+    done = linklens(env, "crawl", "--lists-from", web.url("second", LIST_OF_LISTS_PATH), "--json")
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    skipped = {s["source"]: s["reason"] for s in summary["skipped_lists"]}
+    deadline = hostile.settings.request_timeout_s
+    assert f"no complete answer within {deadline:g} s" in skipped[web.url("second", TRICKLING_LIST_PATH)]
+    assert "HTTP 404" in skipped[web.url("second", MISSING_CHILD_PATH)]
+    for url in MALFORMED_CHILD_URLS:
+        assert "cannot request this URL" in skipped[url], (url, skipped)
+    assert len(skipped) == 2 + len(MALFORMED_CHILD_URLS)
+    assert sorted(x["source"] for x in summary["lists"]) == sorted(web.url("second", p) for p in GOOD_CHILD_PATHS)
+    with Store.open(tmp_path / "data" / "linklens.sqlite3") as store:
+        states = {str(r["url"]): r["state"] for r in store.link_rows()}
+    good = [r.url for r in web.routes if r.name.startswith("good")]
+    assert states == dict.fromkeys(good, "ok")
+
+    # the collection is remembered: a bare crawl reads the same list of lists and ends the same way
+    again = linklens(env, "crawl", "--json")
+    assert again.returncode == 0, again.stderr
+    assert {s["source"] for s in json.loads(again.stdout)["skipped_lists"]} == set(skipped)

@@ -11,7 +11,10 @@ Hosts (each its own 127.0.1.x address and OS-chosen port):
 Plus ``no-such-host.invalid``, a name that never resolves (RFC 6761).
 
 Every route's expected final state and the words its reason must hold are in the Route table that
-``build_routes`` returns. Routes with ``extract_work=True`` test sniffing, charsets and isolated
+``build_routes`` returns. ``second`` also serves lists under ``/lists/`` for the list-download and
+``--lists-from`` tests (``LIST_OF_LISTS_PATH``: good children, a child trickling its headers, a 404
+child, malformed child URLs); they are not links of the hostile list.
+Routes with ``extract_work=True`` test sniffing, charsets and isolated
 extraction (issue 7 items 3–5, built on another branch): their expectations are written as the
 issue states them and hold once that work is merged.
 """
@@ -19,6 +22,8 @@ issue states them and hold once that work is merged.
 from __future__ import annotations
 
 import asyncio
+import functools
+import struct
 import zlib
 from dataclasses import dataclass
 from html import escape
@@ -35,6 +40,18 @@ SCRIPT_TITLE = "<script>alert('linklens')</script> Scripted Title"
 CREME_BRULEE = "crème brûlée"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 NESTING_DEPTH = 30_000
+LIST_OF_LISTS_PATH = "/lists/awesome-of-awesome.md"
+TRICKLING_LIST_PATH = "/lists/trickle-headers.md"
+GOOD_CHILD_PATHS = ("/lists/awesome-a.md", "/lists/awesome-b.md")
+MISSING_CHILD_PATH = "/lists/missing.md"
+BOMB_LIST_PATH = "/lists/bomb.md"  # a list, then gzip'd spaces decoding far past the 20 MB list cap
+BOMB_LIST_DECODED_BYTES = 64 * 2**20
+STACKED_LIST_PATH = "/lists/stacked.md"  # `gzip, gzip`; plain when asked for identity
+# URLs no HTTP client can send: idna refuses their host names (IDNAError) before any lookup, so a broken
+# refusal cannot send anything off this machine. (`https://☃.com/…` is not one of them in a list: the list
+# parser writes it as its punycode name, which is real; given as an argument, httpx refuses it.)
+MALFORMED_CHILD_URLS = ("https://xn--abc.com/README.md", "https://xn--zz.com/README.md")
+MALFORMED_ARGUMENT_URLS = ("https://☃.com/README.md", *MALFORMED_CHILD_URLS)
 
 
 @dataclass(frozen=True)
@@ -132,6 +149,58 @@ def lying_encoding(body: bytes, encoding: str, honest_on_identity: bool) -> Hand
     return handler
 
 
+@functools.cache
+def repeated_gzip(prefix: bytes, block: bytes, count: int) -> bytes:
+    """A gzip stream of `prefix` then `block` `count` times, built without compressing it all.
+
+    After a full flush a deflate stream no longer refers back, so every identical block compresses to
+    identical bytes: compress it once, repeat the bytes. Only the trailer's CRC-32 reads every byte
+    (about a second per GiB); it is exact, so a decoder that reads to the end finds a valid stream.
+    """
+    raw = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    head_bytes = raw.compress(prefix) + raw.flush(zlib.Z_FULL_FLUSH)
+    unit = raw.compress(block) + raw.flush(zlib.Z_FULL_FLUSH)
+    final_empty_block = b"\x03\x00"
+    crc = zlib.crc32(prefix)
+    for _ in range(count):
+        crc = zlib.crc32(block, crc)
+    size = (len(prefix) + len(block) * count) & 0xFFFFFFFF
+    return (b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff" + head_bytes + unit * count + final_empty_block
+            + struct.pack("<II", crc, size))
+
+
+def stacked_bomb(web: HostileWeb) -> bytes:
+    """`Content-Encoding: gzip, gzip`: a few KB decoding to about a thousandth of `web.bomb_bytes`, which
+    decodes to `web.bomb_bytes` of spaces."""
+    inner = repeated_gzip(b"", b" " * (1 << 20), max(1, web.bomb_bytes >> 20))
+    return _gzip(inner)
+
+
+def _gzip(data: bytes) -> bytes:
+    compressor = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    return compressor.compress(data) + compressor.flush()
+
+
+def one_chunk_bomb(web: HostileWeb, article: FixtureArticle, url: str) -> Handler:
+    """An article, then spaces to `web.bomb_bytes`, gzip, written in one go: each network chunk the client
+    reads decodes to tens of megabytes."""
+    text = page(article, url)
+    body = repeated_gzip(text[: text.rindex(b"</body>")] + b"<!--", b" " * (1 << 20), max(1, web.bomb_bytes >> 20))
+    return fixed(head("200 OK", [("Content-Type", "text/html; charset=utf-8"), ("Content-Encoding", "gzip"),
+                                 ("Content-Length", str(len(body)))]) + body)
+
+
+def stacked(body: bytes, coded: bytes, honest_on_identity: bool,
+            content_type: str = "text/html; charset=utf-8") -> Handler:
+    """`coded` under `Content-Encoding: gzip, gzip`; `body` when asked for identity, if `honest_on_identity`."""
+    async def handler(req: Request, writer: asyncio.StreamWriter) -> None:
+        if honest_on_identity and asks_for_identity(req):
+            writer.write(response(body, content_type))
+        else:
+            writer.write(response(coded, content_type, extra=[("Content-Encoding", "gzip, gzip")]))
+    return handler
+
+
 def gzip_bomb(web: HostileWeb, article: FixtureArticle, url: str) -> Handler:
     """An article whose gzip body decodes to `web.bomb_bytes` (an HTML comment of spaces after it), streamed."""
     async def handler(req: Request, writer: asyncio.StreamWriter) -> None:
@@ -153,6 +222,17 @@ def trickle(web: HostileWeb) -> Handler:
     async def handler(req: Request, writer: asyncio.StreamWriter) -> None:
         writer.write(head("200 OK", [("Content-Type", "text/html; charset=utf-8"), ("Content-Length", "1000000")]))
         writer.write(b"<html><body><p>")
+        while True:
+            await asyncio.sleep(web.trickle_interval_s)
+            writer.write(b"z")
+            await writer.drain()
+    return handler
+
+
+def trickle_headers(web: HostileWeb) -> Handler:
+    """A status line, then a header one byte at a time, forever: the headers never complete."""
+    async def handler(req: Request, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/markdown\r\nX-Padding: ")
         while True:
             await asyncio.sleep(web.trickle_interval_s)
             writer.write(b"z")
@@ -243,6 +323,16 @@ def build_routes(web: HostileWeb) -> tuple[list[Route], dict[tuple[str, str], Ha
     a = next(taken)
     add("gzip-bomb", "main", "/gzip-bomb", "ok", "body cut", "an article, then a gzip stream decoding to 1 GB of "
         "spaces; cut at the decoded-size cap", gzip_bomb(web, a, web.url("main", "/gzip-bomb")), a)
+    a = next(taken)
+    add("one-chunk-bomb", "main", "/one-chunk-bomb", "ok", "body cut", "an article, then gzip decoding to 1 GB of "
+        "spaces, sent whole: one network chunk decodes to megabytes", one_chunk_bomb(web, a, web.url(
+            "main", "/one-chunk-bomb")), a)
+    add("stacked-bomb", "main", "/stacked-bomb", "failed", "stacked", "Content-Encoding: gzip, gzip: a few KB "
+        "decoding to 1 MB, then to 1 GB; whatever is asked", stacked(b"", stacked_bomb(web), False))
+    a = next(taken)
+    text = page(a, web.url("main", "/stacked-honest"))
+    add("stacked-honest", "main", "/stacked-honest", "ok", "", "Content-Encoding: gzip, gzip on an article; plain "
+        "when asked for identity", stacked(text, _gzip(_gzip(text)), True), a)
     add("truncated-body", "main", "/truncated", "failed", "connection broken", "Content-Length promises twice what "
         "is sent, then the connection closes", truncated(render_simple_page("Half", "x" * 4000).encode()))
     add("reset", "main", "/reset", "failed", "connection broken", "request read, then RST before any response",
@@ -297,10 +387,43 @@ def build_routes(web: HostileWeb) -> tuple[list[Route], dict[tuple[str, str], Ha
         fixed(response(b"never fetched")))
     add("robots-503", "robots-503", "/page", "failed", "robots.txt could not be read", "robots.txt answers 503: "
         "disallowed for this crawl (RFC 9309)", fixed(response(b"never fetched")))
+    add("malformed-link", "", "https://xn--abc.com/post", "failed", "cannot request this url", "a list item whose "
+        "host name no client can send (IDNA)", None)
+    add("malformed-redirect", "main", "/to-malformed", "failed", "cannot request this url", "302 to a URL whose "
+        "host name no client can send", fixed(head("302 Found", [("Location", "https://xn--zz.com/next"),
+                                                                 ("Content-Length", "0")])))
     add("refused", "refused", "/page", "failed", "connection refused", "connection refused (tried again at the end)",
         None)
     add("nxdomain", "", NXDOMAIN_URL, "dead", "does not resolve", "a host name that never resolves", None)
+    add_lists(web, routes, handlers)
     return routes, handlers
+
+
+def child_list_markdown(title: str, links: list[Route]) -> str:
+    lines = [f"# {title}", "", "## Articles", ""] + [f"* [{escape(r.title, quote=False)}]({r.url})" for r in links]
+    return "\n".join(lines) + "\n"
+
+
+def child_list(title: str, links: list[Route]) -> Handler:
+    return fixed(response(child_list_markdown(title, links).encode(), "text/markdown; charset=utf-8"))
+
+
+def add_lists(web: HostileWeb, routes: list[Route], handlers: dict[tuple[str, str], Handler]) -> None:
+    """The lists of the list-download tests, on ``second``: two good children (the good articles), one whose
+    headers trickle, and the list of lists naming them, a missing one and the malformed URLs."""
+    good = [r for r in routes if r.name.startswith("good")]
+    handlers[("second", GOOD_CHILD_PATHS[0])] = child_list("Awesome A", good[:2])
+    handlers[("second", GOOD_CHILD_PATHS[1])] = child_list("Awesome B", good[2:])
+    handlers[("second", TRICKLING_LIST_PATH)] = trickle_headers(web)
+    markdown = child_list_markdown("Awesome Coded", good).encode()
+    bomb = repeated_gzip(markdown, b" " * (1 << 20), BOMB_LIST_DECODED_BYTES >> 20)
+    handlers[("second", BOMB_LIST_PATH)] = fixed(response(bomb, "text/markdown", extra=[("Content-Encoding", "gzip")]))
+    handlers[("second", STACKED_LIST_PATH)] = stacked(markdown, _gzip(_gzip(markdown)), True, "text/markdown")
+    children = [web.url("second", p) for p in (*GOOD_CHILD_PATHS, TRICKLING_LIST_PATH, MISSING_CHILD_PATH)]
+    lines = ["# Awesome of Awesome", "", "## Lists", ""]
+    lines += [f"* [Child {i}]({url})" for i, url in enumerate([*children, *MALFORMED_CHILD_URLS])]
+    handlers[("second", LIST_OF_LISTS_PATH)] = fixed(response("\n".join(lines).encode(),
+                                                              "text/markdown; charset=utf-8"))
 
 
 def list_markdown(web: HostileWeb) -> str:
