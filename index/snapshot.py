@@ -93,7 +93,7 @@ class Manifest:
         if data.get("format") not in READABLE_FORMATS:
             raise SnapshotMismatchError(
                 f"snapshot {folder.name} has manifest format {data.get('format')!r}, this linklens reads "
-                f"{' and '.join(map(str, READABLE_FORMATS))} — rebuild it: linklens index --rebuild"
+                f"{', '.join(map(str, READABLE_FORMATS))} — rebuild it: linklens index --rebuild"
             )
         known = set(cls.__dataclass_fields__)
         return cls(**{k: v for k, v in data.items() if k in known})

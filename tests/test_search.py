@@ -267,13 +267,19 @@ def test_a_snapshot_from_before_lists_still_loads_and_asks_for_a_rebuild_to_filt
     current = snapshot.current_folder(built.settings.snapshots_dir, built.settings.data_dir)
     old = settings.snapshots_dir / current.name
     shutil.copytree(current, old)
-    for name in ("article_list_ptr.npy", "article_list_ids.npy"):  # what format 2 did not write
+    for name in ("article_list_ptr.npy", "article_list_ids.npy", "article_label_list.npy"):  # not in format 2
         (old / "columns" / name).unlink()
     facets = json.loads((old / "columns" / "facets.json").read_text())
     del facets["lists"]
+    # Before format 4, a section was one label: the section and its subsection joined with " / ".
+    facets["labels"] = [" / ".join(path) for path in facets["labels"]]
+    facets["sections"] = [[" / ".join(path), count] for path, count in facets["sections"]]
     (old / "columns" / "facets.json").write_text(json.dumps(facets))
     with sqlite3.connect(old / "meta.sqlite3") as conn:
         conn.execute("ALTER TABLE articles DROP COLUMN lists")
+        for article_id, sections in conn.execute("SELECT id, sections FROM articles").fetchall():
+            joined = json.dumps([" / ".join(path) for path in json.loads(sections)])
+            conn.execute("UPDATE articles SET sections=? WHERE id=?", (joined, article_id))
     manifest = json.loads((old / "manifest.json").read_text())
     (old / "manifest.json").write_text(json.dumps({**manifest, "format": 2}))
     snapshot.set_current(settings.snapshots_dir, old.name)
@@ -286,8 +292,13 @@ def test_a_snapshot_from_before_lists_still_loads_and_asks_for_a_rebuild_to_filt
         with pytest.raises(BadQueryError) as err:
             searcher.search("cache", list_name=MAIN_LIST)
         assert "built before lists" in str(err.value) and "linklens index" in str(err.value)
+        assert dict(searcher.sections())["Performance", "Caching"] == 4  # old labels read back as paths
+        caching = searcher.search("cache", k=50, section=("Performance", "Caching")).results
+        assert {r.url for r in caching} == {URLS[s] for s in ("caching-strategies", "cache-stampede",
+                                                              "cdn-edge-caching", "consistent-hashing")}
+        assert searcher.article(caching[0].article_id)["sections"][0][0] in ("Performance", "Scalability")  # type: ignore[index]
     finally:
         searcher.close()
     (old / "manifest.json").write_text(json.dumps({**manifest, "format": 1}))
-    with pytest.raises(SnapshotMismatchError, match="reads 2 and 3 — rebuild it"):
+    with pytest.raises(SnapshotMismatchError, match="reads 2, 3, 4 — rebuild it"):
         Searcher.open(settings)
