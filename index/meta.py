@@ -10,9 +10,9 @@ A section is a path of headings (a JSON array), each placement of an article
 records which list filed it there (`article_label_list`), so "filed under X by
 list A" is one lookup. Older snapshots load: format 3 stored sections as labels
 joined with " / " (read back split on it, as that format's filters did) and no
-filing list; format 2 has no lists at all. Nothing per article is turned into Python objects at load time, which
-keeps loading a million-passage snapshot within milliseconds; the text of the
-few results shown is read from SQLite.
+filing list; format 2 has no lists at all. Nothing per article is turned into
+Python objects at load time, which keeps loading a million-passage snapshot
+within milliseconds; the text of the few results shown is read from SQLite.
 """
 
 from __future__ import annotations
