@@ -119,7 +119,7 @@ def fill_real_store(store: Store, rows: list[dict]) -> dict[str, int]:
     links = [
         ListedLink(
             f"{repo_url(r['source_repo'])}/blob/{r['source_commit'][:12]}/{r['source_path']}#{r['id']}",
-            [ListPlacement(r["section"], None, r["title"], i)],
+            [ListPlacement((r["section"],), r["title"], i)],
         )
         for i, r in enumerate(rows)
     ]

@@ -123,7 +123,7 @@ def sysdesign_rows() -> list[dict]:
 def fill_sysdesign(store: Store, rows: list[dict]) -> None:
     """One link per article, section from the record, the record's text as the fetched document."""
     links = [
-        ListedLink(SYSDESIGN_URL.format(id=r["id"]), [ListPlacement(r["section"], None, r["title"], i)])
+        ListedLink(SYSDESIGN_URL.format(id=r["id"]), [ListPlacement((r["section"],), r["title"], i)])
         for i, r in enumerate(rows)
     ]
     store.add_links(links)

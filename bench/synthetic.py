@@ -203,7 +203,7 @@ def fill_data_dir(data_dir: Path, corpus: SyntheticCorpus, model_id: str, log: C
     from index.build import EMBEDDING_CACHE_FILE
     from index.embedding_cache import EmbeddingCache
     from index.passages import article_passages
-    from ingest.models import Article, CrawlOutcome, Document, LinkState, ListedLink, ListPlacement
+    from ingest.models import Article, CrawlOutcome, Document, Filing, LinkState, ListedLink, ListPlacement
     from ingest.settings import load_settings
     from ingest.store import Store
 
@@ -216,7 +216,7 @@ def fill_data_dir(data_dir: Path, corpus: SyntheticCorpus, model_id: str, log: C
         pending: list[SyntheticArticle] = []
 
         def flush() -> int:
-            links = [ListedLink(a.url, [ListPlacement(a.section, None, a.title, a.number)]) for a in pending]
+            links = [ListedLink(a.url, [ListPlacement((a.section,), a.title, a.number)]) for a in pending]
             store.add_links(links, source=SYNTHETIC_LIST_SOURCE)
             ids = dict(store._conn.execute(
                 f"SELECT url, id FROM links WHERE url IN ({','.join('?' * len(links))})", [x.url for x in links]
@@ -226,7 +226,8 @@ def fill_data_dir(data_dir: Path, corpus: SyntheticCorpus, model_id: str, log: C
                 doc = Document(title=a.title, text=a.text, kind="html", sitename=a.host, language="en")
                 store.record_outcome(ids[a.url], CrawlOutcome(state=LinkState.OK, reason="fetched", document=doc,
                                                               final_url=a.url, http_status=200))
-                article = Article(ids[a.url], a.url, a.host, a.title, [a.section], LinkState.OK, a.url, None, doc)
+                filed = [Filing("(unnamed list)", (a.section,))]
+                article = Article(ids[a.url], a.url, a.host, a.title, filed, LinkState.OK, a.url, None, doc)
                 passages = article_passages(article)
                 body = passages[1:]
                 for p in passages:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 import sys
 from collections.abc import Callable
 from typing import ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
-from rich.markup import escape
+from rich.text import Text
 
 from ingest.errors import LinklensError
 from ingest.settings import Settings, load_settings
@@ -21,6 +22,22 @@ R = TypeVar("R")
 # Results go to stdout, everything for people watching (progress, logs, errors) to stderr.
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+# C0 and C1 control characters but tab and newline: printed raw, a stranger's ESC could move the cursor,
+# retitle the terminal or open a hyperlink (ESC ] 8); Rich passes ESC through, even inside a Text.
+_CONTROL_RE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def shown(value: object) -> str:
+    """Text from a list, a page or a server, safe to print in a terminal: control characters as `\\x1b` escapes."""
+    return _CONTROL_RE.sub(lambda m: f"\\x{ord(m.group()):02x}", str(value))
+
+
+def plain(value: object, style: str = "") -> Text:
+    """Text from a list, a page or a server as Rich shows it literally: never markup (`[link=…]`, `[/]`), never
+    an emoji code, no control characters. Every stranger string printed through Rich goes through here."""
+    return Text(shown(value), style=style)
 
 
 class RunState:
@@ -57,7 +74,7 @@ def friendly_errors(func: Callable[P, R]) -> Callable[P, R]:
         except LinklensError as exc:
             if RunState.debug:
                 raise
-            err.print(f"[red]error:[/red] {escape(str(exc))}")  # the message's own brackets are text ('linklens[ray]')
+            err.print(Text("error:", style="red"), plain(exc))  # the message may quote a list, a URL, a server
             raise typer.Exit(1) from None
         except KeyboardInterrupt:
             err.print("interrupted — nothing finished was lost; run the same command again to resume")

@@ -13,10 +13,10 @@ from enum import StrEnum
 from typing import TYPE_CHECKING
 
 import typer
-from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.text import Text
 
-from cli.common import err, friendly_errors, out, settings
+from cli.common import err, friendly_errors, out, plain, settings
 from cli.link_report import render_links, render_lists
 from ingest.models import LinkState
 from ingest.settings import Settings
@@ -134,13 +134,13 @@ def run_crawl(sources: Sequence[str] | None, cfg: Settings, refresh: bool, quiet
         report = [{"name": x.name, "source": x.source, "links": len(x.links), "new": s.added, "removed": s.removed}
                   for x, s in zip(loaded.lists, synced.lists, strict=True)]
         for skipped in loaded.skipped:
-            err.print(f"[yellow]skipped[/yellow] {escape(skipped.source)}: {escape(skipped.reason)}")
+            err.print(Text("skipped", style="yellow"), plain(f"{skipped.source}: {skipped.reason}"))
         if not quiet:
             for line in report:
                 changes = f"{line['new']} new" + (f", {line['removed']} no longer listed" if line["removed"] else "")
-                err.print(f"{line['name']} ({line['source']}): {line['links']} links ({changes})")
+                err.print(plain(f"{line['name']} ({line['source']}): {line['links']} links ({changes})"))
             for name in synced.dropped:
-                err.print(f"dropped {name} from the collection (not named by this command)")
+                err.print(plain(f"dropped {name} from the collection (not named by this command)"))
             if synced.dropped:
                 err.print(f"{synced.removed} links no list of the collection cites are now `removed`")
             count = len(loaded.lists)

@@ -16,7 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from cli.common import err, friendly_errors, out, settings
+from cli.common import err, friendly_errors, out, plain, settings, shown
 from cli.crawl_commands import ENGINE_HELP, RAY_ADDRESS_HELP, Engine, engine_settings
 from index.limits import DEFAULT_K, MAX_K, MIN_K
 from ingest.errors import BadQueryError, SourceError
@@ -150,7 +150,11 @@ def build_on_ray(sources: Sequence[str] | None, lists_from: Sequence[str] | None
 def search(
     query: str = typer.Argument(..., help="A question or keywords."),
     k: int = typer.Option(DEFAULT_K, "--k", "-k", min=MIN_K, max=MAX_K, help="How many articles."),
-    section: str = typer.Option(None, "--section", "-s", help="Only this list section (e.g. Scalability)."),
+    section: list[str] = typer.Option(  # noqa: B008 - typer's way to declare a repeated option
+        None, "--section", "-s",
+        help="Only this list section: one heading per option, top first (--section 'CI / CD' is that one heading; "
+             "--section Scalability --section Sharding its subsection). See GET /sections.",
+    ),
     host: str = typer.Option(None, "--host", help="Only articles from this site (e.g. highscalability.com)."),
     list_name: str = typer.Option(None, "--list", "-l", help="Only articles cited by this list (see linklens lists)."),
     mode: str = typer.Option(None, "--mode", help="hybrid (default), dense or bm25."),
@@ -164,7 +168,7 @@ def search(
 
     searcher = Searcher.open(settings())
     try:
-        response = searcher.search(query, k=k, section=section, host=host, mode=mode, list_name=list_name)
+        response = searcher.search(query, k=k, section=section or None, host=host, mode=mode, list_name=list_name)
     finally:
         searcher.close()
     if as_json:
@@ -183,13 +187,13 @@ def results_table(response: dict[str, object]) -> Table:
     table.add_column("article", ratio=2, overflow="fold")
     table.add_column("passage", ratio=3, overflow="fold")
     for r in response["results"]:  # type: ignore[attr-defined]
-        head = Text(r["title"], style="bold")
-        head.append(f"\n{r['url']}", style="cyan")
-        head.append(f"\n{r['section']} · {r['host']} · {r['score']:.4f}", style="dim")
+        head = plain(r["title"], style="bold")
+        head.append(shown(f"\n{r['url']}"), style="cyan")
+        head.append(shown(f"\n{r['section']} · {r['host']} · {r['score']:.4f}"), style="dim")
         if r.get("lists"):
-            head.append(f"\nlists: {', '.join(r['lists'])}", style="dim")
+            head.append(shown(f"\nlists: {', '.join(r['lists'])}"), style="dim")
         if r["archived_url"]:
-            head.append(f"\narchived: {r['archived_url']}", style="yellow")
+            head.append(shown(f"\narchived: {r['archived_url']}"), style="yellow")
         table.add_row(str(r["rank"]), head, marked(r["snippet"]))
     return table
 
@@ -198,7 +202,7 @@ def marked(snippet: str) -> Text:
     """The API marks query terms as **term**; show them bold in the terminal."""
     text = Text()
     for i, part in enumerate(snippet.split(BOLD_MARK)):
-        text.append(part, style="bold yellow" if i % 2 else "")
+        text.append(shown(part), style="bold yellow" if i % 2 else "")
     return text
 
 
@@ -319,7 +323,7 @@ def print_summary(report: dict[str, object], split: str | None) -> None:
         for label in configurations:
             by.add_column(label, justify="right")
         for value, group in first[key].items():
-            by.add_row(value, str(group["queries"]),
+            by.add_row(plain(value), str(group["queries"]),
                        *(_cell(entry[key][value][primary]) for entry in configurations.values()))
         out.print(by)
 
@@ -346,7 +350,7 @@ def print_comparison(report: dict[str, object], shown: int = 10) -> None:
         for column in ("query", "baseline", "candidate"):
             changed.add_column(column, justify="left" if column == "query" else "right")
         for row in rows[:shown]:
-            changed.add_row(row["text"], f"{row[a]:.3f}", f"{row[b]:.3f}")
+            changed.add_row(plain(row["text"]), f"{row[a]:.3f}", f"{row[b]:.3f}")
         out.print(changed)
     for field in ("section", "kind"):
         groups = report.get(f"by_{field}")
@@ -357,5 +361,5 @@ def print_comparison(report: dict[str, object], shown: int = 10) -> None:
             by.add_column(column, justify="left" if column == field else "right")
         for value, g in groups.items():  # type: ignore[attr-defined]
             d = g["difference"]
-            by.add_row(value, str(g["queries"]), f"{d['mean']:+.3f}", f"[{d['low']:+.3f}, {d['high']:+.3f}]")
+            by.add_row(plain(value), str(g["queries"]), f"{d['mean']:+.3f}", f"[{d['low']:+.3f}, {d['high']:+.3f}]")
         out.print(by)

@@ -1,4 +1,8 @@
-"""Formats of the link-health report: a table for people, JSON for tools, markdown for list maintainers."""
+"""Formats of the link-health report: a table for people, JSON for tools, markdown for list maintainers.
+
+Titles, URLs, reasons, list names and sections come from lists and servers anyone can edit: every one
+is shown as literal text (`cli.common.plain`/`shown`), never read as Rich markup.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,8 @@ import json
 
 from rich.table import Table
 
-from cli.common import out
+from cli.common import out, plain, shown
+from ingest.models import section_label
 
 # States a maintainer should act on, in the order they matter.
 BROKEN_STATES = ("dead", "archived", "failed", "blocked")
@@ -17,7 +22,7 @@ def render_links(rows: list[dict[str, object]], fmt: str, of_list: dict[str, obj
     if fmt == "json":
         out.print_json(json.dumps(rows))
     elif fmt == "markdown":
-        out.print(links_markdown(rows, of_list), markup=False)
+        out.print(plain(links_markdown(rows, of_list)))
     else:
         out.print(links_table(rows))
 
@@ -27,9 +32,9 @@ def links_table(rows: list[dict[str, object]]) -> Table:
     for name in ("state", "title", "url", "lists", "section", "reason"):
         table.add_column(name, overflow="fold")
     for r in rows:
-        sections = r["sections"] or [""]
-        table.add_row(str(r["state"]), str(r["title"]), str(r["url"]), ", ".join(r["lists"]),  # type: ignore[arg-type]
-                      str(sections[0]), str(r["reason"] or ""))  # type: ignore[index]
+        sections: list[list[str]] = r["sections"] or [[]]  # type: ignore[assignment]
+        table.add_row(plain(r["state"]), plain(r["title"]), plain(r["url"]), plain(", ".join(r["lists"])),  # type: ignore[arg-type]
+                      plain(section_label(sections[0])), plain(r["reason"] or ""))
     return table
 
 
@@ -43,7 +48,7 @@ def render_lists(rows: list[dict[str, object]], as_json: bool) -> None:
     for r in rows:
         states = ", ".join(f"{k} {v}" for k, v in r["states"].items())  # type: ignore[attr-defined]
         name = str(r["name"]) + (" (dropped)" if r["dropped_at"] else "")
-        table.add_row(name, str(r["url"]), str(r["links"]), states, str(r["crawled_at"] or "never"))
+        table.add_row(plain(name), plain(r["url"]), plain(r["links"]), plain(states), plain(r["crawled_at"] or "never"))
     out.print(table)
 
 
@@ -66,11 +71,11 @@ def links_markdown(rows: list[dict[str, object]], of_list: dict[str, object] | N
             continue
         lines += ["", f"## {state.capitalize()} ({len(group)})", ""]
         for r in group:
-            sections = ", ".join(r["sections"]) or "—"  # type: ignore[arg-type]
+            sections = ", ".join(section_label(path) for path in r["sections"]) or "—"  # type: ignore[attr-defined]
             line = f"- [{r['title']}]({r['url']}) ({sections}): {r['reason']}"
             if r.get("archived_url"):
                 line += f" — replace with the archived copy: {r['archived_url']}"
             lines.append(line)
     if len(lines) == head + 1:
         lines += ["", "Every link is healthy."]
-    return "\n".join(lines) + "\n"
+    return shown("\n".join(lines) + "\n")

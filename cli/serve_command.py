@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from cli.common import err, friendly_errors, settings
+from cli.common import err, friendly_errors, plain, settings
 
 
 @friendly_errors
@@ -27,5 +27,6 @@ def serve(
     from serve.runner import run
 
     cfg = settings()
-    err.print(f"linklens: serving {cfg.data_dir} on http://{host or cfg.host}:{port or cfg.port}/ (Ctrl-C to stop)")
+    address = f"http://{host or cfg.host}:{port or cfg.port}/"
+    err.print(plain(f"linklens: serving {cfg.data_dir} on {address} (Ctrl-C to stop)"))
     run(cfg, host=host, port=port, workers=workers)

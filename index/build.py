@@ -24,6 +24,7 @@ a build killed at any point leaves CURRENT on the last good snapshot.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import shutil
 import time
@@ -44,6 +45,7 @@ from index.passages import Passage, article_passages
 from index.vector_file import VectorFileWriter
 from ingest.errors import SourceError
 from ingest.models import Article
+from ingest.redact import public_source
 from ingest.settings import VERSION, Settings
 from ingest.store import Store
 
@@ -145,12 +147,15 @@ def build_index(
 
 
 def list_sources(store: Store) -> dict[str, ListSource]:
-    """The collection's lists as the snapshot records them: URL and last crawl (UTC), by name."""
+    """The collection's lists as the snapshot records them: URL and last crawl (UTC), by name.
+
+    The URL is the public form of the list's source (`ingest.redact.public_source`): a snapshot is
+    served to anyone, so it never holds credentials, a query string or a local folder."""
     out: dict[str, ListSource] = {}
     for row in store.lists(include_dropped=False):
         crawled = row["crawled_at"]
         stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(crawled)) if isinstance(crawled, float) else None
-        out[str(row["name"])] = ListSource(url=str(row["source"]), crawled_at=stamp)
+        out[str(row["name"])] = ListSource(url=public_source(str(row["source"])) or "", crawled_at=stamp)
     return out
 
 
@@ -365,7 +370,8 @@ def _write_snapshot(
 
 def _hash_batch(digest: hashlib._Hash, batch: IndexBatch) -> None:
     for a in batch.articles:
-        digest.update(f"{a.link_id}\t{a.url}\t{a.state.value}\t{'|'.join(a.sections)}\t{'|'.join(a.lists)}\n".encode())
+        filed = json.dumps([[f.list_name, *f.section] for f in a.filings], ensure_ascii=False)
+        digest.update(f"{a.link_id}\t{a.url}\t{a.state.value}\t{filed}\t{'|'.join(a.lists)}\n".encode())
     for p in batch.passages:
         digest.update(p.id.encode())
 

@@ -4,12 +4,15 @@ Passage rows are numbered like the vector and BM25 rows (0..n-1), and an
 article's passages are contiguous (title card first), so an article's vectors
 are a row range. Beside it, `columns/` holds what the searcher needs for every
 article on every query (first row, host, section and list ids, the row → article
-map) as memory-mapped .npy arrays, plus `facets.json` (host, section and list
-names; section counts; each list's article count, link states and source). A
-snapshot from before lists (format 2) has no list columns: it loads, with no
-lists. Nothing per article is turned into Python objects at load time, which
-keeps loading a million-passage snapshot within milliseconds; the text of the
-few results shown is read from SQLite.
+map) as memory-mapped .npy arrays, plus `facets.json` (host names, section paths,
+list names; section counts; each list's article count, link states and source).
+A section is a path of headings (a JSON array), each placement of an article
+records which list filed it there (`article_label_list`), so "filed under X by
+list A" is one lookup. Older snapshots load: format 3 stored sections as labels
+joined with " / " (read back split on it, as that format's filters did) and no
+filing list; format 2 has no lists at all. Nothing per article is turned into
+Python objects at load time, which keeps loading a million-passage snapshot
+within milliseconds; the text of the few results shown is read from SQLite.
 """
 
 from __future__ import annotations
@@ -25,12 +28,15 @@ from typing import Any, TypedDict
 import numpy as np
 
 from index.passages import Passage, article_title
-from ingest.models import Article
+from ingest.models import Article, SectionPath
 
 META_FILE = "meta.sqlite3"
 COLUMNS_DIR = "columns"
 FACETS_FILE = "facets.json"
-SECTION_SEPARATOR = " / "
+# How snapshots before format 4 joined a section and its subsection into one label.
+LEGACY_SECTION_SEPARATOR = " / "
+# `article_label_list` value of a placement no list of the collection made (an article built without lists).
+NO_LIST = -1
 
 SCHEMA = """
 CREATE TABLE articles (
@@ -82,7 +88,7 @@ class ArticleRow:
     position: int
     url: str
     title: str
-    sections: tuple[str, ...]
+    sections: tuple[SectionPath, ...]
     host: str
     state: str
     archived_url: str | None
@@ -111,11 +117,12 @@ class MetaWriter:
         self._counts: list[int] = []
         self._hosts: dict[str, int] = {}
         self._host_of: list[int] = []
-        self._labels: dict[str, int] = {}
+        self._labels: dict[SectionPath, int] = {}
         self._label_ptr: list[int] = [0]
         self._label_ids: list[int] = []
-        self._members: dict[str, int] = {}
-        self._children: dict[str, list[str]] = {}
+        self._label_lists: list[int] = []
+        self._members: dict[SectionPath, int] = {}
+        self._children: dict[SectionPath, list[SectionPath]] = {(): []}
         self._lists: dict[str, int] = {}
         self._list_ptr: list[int] = [0]
         self._list_ids: list[int] = []
@@ -148,20 +155,21 @@ class MetaWriter:
         self._first_rows.append(first_row)
         self._counts.append(count)
         self._host_of.append(self._hosts.setdefault(article.host, len(self._hosts)))
-        for label in dict.fromkeys(article.sections):
-            self._label_ids.append(self._labels.setdefault(label, len(self._labels)))
-            top = label.split(SECTION_SEPARATOR)[0]
-            subs = self._children.setdefault(top, [])
-            if label != top and label not in subs:
-                subs.append(label)
-        self._label_ptr.append(len(self._label_ids))
-        for label in {label.split(SECTION_SEPARATOR)[0] for label in article.sections} | set(article.sections):
-            self._members[label] = self._members.get(label, 0) + 1
         for name in dict.fromkeys(article.lists):
             self._list_ids.append(self._lists.setdefault(name, len(self._lists)))
             states = self._list_states.setdefault(name, {})
             states[article.state.value] = states.get(article.state.value, 0) + 1
         self._list_ptr.append(len(self._list_ids))
+        for filing in dict.fromkeys(article.filings):
+            self._label_ids.append(self._labels.setdefault(filing.section, len(self._labels)))
+            self._label_lists.append(self._lists.get(filing.list_name, NO_LIST))
+        self._label_ptr.append(len(self._label_ids))
+        held = dict.fromkeys(path[:depth] for path in article.sections for depth in range(1, len(path) + 1))
+        for path in held:
+            self._members[path] = self._members.get(path, 0) + 1
+            children = self._children.setdefault(path[:-1], [])
+            if path not in children:
+                children.append(path)
         if article.document is not None and article.document.text.strip():
             self.documents += 1
 
@@ -181,20 +189,26 @@ class MetaWriter:
         np.save(columns / "article_host.npy", np.asarray(self._host_of, dtype=np.int32))
         np.save(columns / "article_label_ptr.npy", np.asarray(self._label_ptr, dtype=np.int64))
         np.save(columns / "article_label_ids.npy", np.asarray(self._label_ids, dtype=np.int32))
+        np.save(columns / "article_label_list.npy", np.asarray(self._label_lists, dtype=np.int32))
         np.save(columns / "article_list_ptr.npy", np.asarray(self._list_ptr, dtype=np.int64))
         np.save(columns / "article_list_ids.npy", np.asarray(self._list_ids, dtype=np.int32))
         counts = np.asarray(self._counts, dtype=np.int64)
         np.save(columns / "row_article.npy", np.repeat(np.arange(len(counts), dtype=np.int32), counts))
-        sections = [[label, self._members[label]] for top, subs in self._children.items() for label in (top, *subs)]
+        sections = [[list(path), self._members[path]] for path in self._section_tree(())]
         sources = list_sources or {}
         lists = [
             {"name": name, "articles": sum(states.values()), "states": dict(sorted(states.items())),
              "url": sources.get(name, {}).get("url"), "crawled_at": sources.get(name, {}).get("crawled_at")}
             for name, states in self._list_states.items()
         ]
-        facets = {"hosts": list(self._hosts), "labels": list(self._labels), "sections": sections, "lists": lists}
+        labels = [list(path) for path in self._labels]
+        facets = {"hosts": list(self._hosts), "labels": labels, "sections": sections, "lists": lists}
         (columns / FACETS_FILE).write_text(json.dumps(facets, ensure_ascii=False), encoding="utf-8")
         return len(self._ids), self._rows
+
+    def _section_tree(self, parent: SectionPath) -> list[SectionPath]:
+        """Every section path below `parent`, each followed by its own subsections, in list order."""
+        return [path for child in self._children.get(parent, []) for path in (child, *self._section_tree(child))]
 
     def abort(self) -> None:
         self._conn.close()
@@ -216,6 +230,9 @@ class ArticleColumns:
         self.host = load("article_host")
         self.label_ptr = load("article_label_ptr")
         self.label_ids = load("article_label_ids")
+        # Which list filed each placement; absent before format 4, where "filed under X by list A" cannot be told.
+        self.filed_by_list = (columns / "article_label_list.npy").exists()
+        self.label_lists = load("article_label_list") if self.filed_by_list else None
         self.row_article = load("row_article")
         if (columns / "article_list_ptr.npy").exists():
             self.list_ptr = load("article_list_ptr")
@@ -225,8 +242,10 @@ class ArticleColumns:
             self.list_ids = np.zeros(0, dtype=np.int32)
         facets = json.loads((columns / FACETS_FILE).read_text(encoding="utf-8"))
         self.hosts: list[str] = facets["hosts"]
-        self.labels: list[str] = facets["labels"]
-        self.sections: list[tuple[str, int]] = [(label, int(count)) for label, count in facets["sections"]]
+        self.labels: list[SectionPath] = [section_path(label) for label in facets["labels"]]
+        self.sections: list[tuple[SectionPath, int]] = [
+            (section_path(label), int(count)) for label, count in facets["sections"]
+        ]
         self.lists: list[dict[str, Any]] = facets.get("lists", [])
         self.list_names: list[str] = [str(entry["name"]) for entry in self.lists]
 
@@ -237,9 +256,18 @@ class ArticleColumns:
         """Mask of the articles whose host is one of `host_ids`."""
         return np.isin(self.host, host_ids)
 
-    def with_labels(self, label_ids: np.ndarray) -> np.ndarray:
-        """Mask of the articles placed under at least one of `label_ids`."""
-        return _articles_holding(self.label_ptr, self.label_ids, label_ids)
+    def with_labels(self, label_ids: np.ndarray, list_id: int | None = None) -> np.ndarray:
+        """Mask of the articles placed under at least one of `label_ids` (by the list `list_id`, if given).
+
+        ValueError for `list_id` on a snapshot that did not record which list filed each placement."""
+        if list_id is None:
+            return _articles_holding(self.label_ptr, self.label_ids, label_ids)
+        if self.label_lists is None:
+            raise ValueError("this snapshot does not record which list filed each placement")
+        articles = len(self.label_ptr) - 1
+        owners = np.repeat(np.arange(articles), np.diff(self.label_ptr))
+        hit = np.isin(self.label_ids, label_ids) & (self.label_lists == list_id)
+        return np.bincount(owners[hit], minlength=articles) > 0
 
     def with_lists(self, list_ids: np.ndarray) -> np.ndarray:
         """Mask of the articles cited by at least one of `list_ids`."""
@@ -260,7 +288,8 @@ def _article_row(a: Article, position: int, first_row: int, passage_count: int) 
         else (None,) * 8
     )
     return (
-        a.link_id, position, a.url, article_title(a), json.dumps(a.sections), a.host, a.state.value,
+        a.link_id, position, a.url, article_title(a), json.dumps([list(p) for p in a.sections], ensure_ascii=False),
+        a.host, a.state.value,
         a.final_url, a.archived_url, *doc_fields, first_row, passage_count, json.dumps(a.lists),
     )  # fmt: skip
 
@@ -276,7 +305,7 @@ def _article_from_row(r: sqlite3.Row) -> ArticleRow:
         position=r["position"],
         url=r["url"],
         title=r["title"],
-        sections=tuple(json.loads(r["sections"])),
+        sections=tuple(section_path(label) for label in json.loads(r["sections"])),
         host=r["host"],
         state=r["state"],
         archived_url=r["archived_url"],
@@ -347,11 +376,18 @@ class MetaReader:
                 "SELECT ordinal, kind, text FROM passages WHERE article_id=? ORDER BY ordinal", (article_id,)
             ).fetchall()
         out = {k: row[k] for k in row.keys() if k not in ("first_row", "passage_count", "position")}  # noqa: SIM118
-        out["sections"] = json.loads(row["sections"])
+        out["sections"] = [list(section_path(label)) for label in json.loads(row["sections"])]
         out["lists"] = json.loads(row["lists"]) if "lists" in row.keys() else []  # noqa: SIM118 - sqlite3.Row
         out["thin"] = None if row["thin"] is None else bool(row["thin"])
         out["passages"] = [{"ordinal": p["ordinal"], "kind": p["kind"], "text": p["text"]} for p in passages]
         return out
+
+
+def section_path(stored: str | list[str]) -> SectionPath:
+    """A section as a snapshot stored it: a path (format 4 on), or a label joined with " / " (before)."""
+    if isinstance(stored, str):
+        return tuple(stored.split(LEGACY_SECTION_SEPARATOR))
+    return tuple(stored)
 
 
 def _articles_holding(ptr: np.ndarray, values: np.ndarray, wanted: np.ndarray) -> np.ndarray:

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from ingest.models import Article
@@ -41,6 +41,9 @@ TAIL_MERGE_SHARE = 0.35
 PARAGRAPH_CLOSE_SHARE = 0.6
 CONTEXT_SEPARATOR = " — "
 HEADING_SEPARATOR = " › "
+# How a section path reads inside passage text (unchanged since sections were strings, so cached
+# embeddings stay valid); display and filters use the path itself.
+SECTION_TEXT_SEPARATOR = " / "
 CARD_KIND = "card"
 BODY_KIND = "body"
 
@@ -90,10 +93,15 @@ def article_title(article: Article) -> str:
     return (article.list_title or "").strip() or (doc_title or "").strip() or article.url
 
 
+def section_text(path: Sequence[str]) -> str:
+    """A section path as passage text reads it: 'Section / Subsection' (model input, never parsed back)."""
+    return SECTION_TEXT_SEPARATOR.join(path)
+
+
 def article_context(article: Article) -> str:
     """'Title — Section / Subsection' for the article's first list placement."""
     title = article_title(article)
-    section = article.sections[0] if article.sections else ""
+    section = section_text(article.sections[0]) if article.sections else ""
     return f"{title}{CONTEXT_SEPARATOR}{section}" if section else title
 
 
@@ -129,7 +137,7 @@ def title_card_text(article: Article) -> str:
     doc = article.document
     parts: list[str] = []
     if len(article.sections) > 1:
-        parts.append("Sections: " + "; ".join(article.sections) + ".")
+        parts.append("Sections: " + "; ".join(section_text(path) for path in article.sections) + ".")
     if doc is not None:
         title = (doc.title or "").strip()
         if title and title.casefold() != article_title(article).casefold():

@@ -17,6 +17,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cached_property
@@ -27,7 +28,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from index import lexical, snapshot, vectors
-from index.filters import Filters
+from index.filters import Filters, section_filter
 from index.fusion import RRF, ZSCORE, ArticleRanking, fuse, group_by_article
 from index.limits import DEFAULT_K, MAX_K, MIN_K
 from index.meta import META_FILE, ArticleColumns, ArticleRow, MetaReader
@@ -36,6 +37,7 @@ from index.query_encoder import ENCODER_FILE, PrefixedQueryEncoder, QueryEncoder
 from index.snippets import make_snippet
 from index.vectors import RowFilter
 from ingest.errors import BadQueryError
+from ingest.models import SectionPath, section_label
 from ingest.settings import Settings
 from ingest.textform import nfc
 
@@ -64,7 +66,7 @@ class SearchResult:
     rank: int
     url: str
     title: str
-    section: str
+    section: SectionPath
     host: str
     score: float
     snippet: str
@@ -77,7 +79,8 @@ class SearchResult:
             "rank": self.rank,
             "url": self.url,
             "title": self.title,
-            "section": self.section,
+            "section": section_label(self.section),
+            "section_path": list(self.section),
             "lists": list(self.lists),
             "host": self.host,
             "score": self.score,
@@ -129,7 +132,8 @@ class _Loaded:
         """Every article row, in list order. Not used on the query path (tools and benchmarks only)."""
         return self.meta.articles()
 
-    def filter_rows(self, section: str | None, host: str | None, list_name: str | None = None) -> RowFilter | None:
+    def filter_rows(self, section: SectionPath | None, host: str | None, list_name: str | None = None
+                    ) -> RowFilter | None:
         """The passages the filters allow; None when there is no filter (memoised within a byte budget)."""
         return self.filters.rows(section, host, list_name)
 
@@ -202,7 +206,7 @@ class Searcher:
         self,
         query: str,
         k: int = DEFAULT_K,
-        section: str | None = None,
+        section: Sequence[str] | None = None,
         host: str | None = None,
         mode: str | None = None,
         list_name: str | None = None,
@@ -210,10 +214,13 @@ class Searcher:
         """The k best articles for `query`, best first.
 
         `mode` is "hybrid" (dense + BM25 fused), "dense" or "bm25"; None uses the
-        setting LINKLENS_FUSION. `section` matches a top-level list section or a
-        full "Section / Subsection" label, case-insensitively; `host` matches the
-        article's site and its subdomains; `list_name` keeps the articles that list
-        cites (its name, case-insensitively). Equal scores rank in list order.
+        setting LINKLENS_FUSION. `section` is a section path, its headings top first
+        (`("Scalability",)`, `("Scalability", "Sharding")`; a str is one heading, so
+        `"CI / CD"` is the heading "CI / CD"), matched heading by heading, case-insensitively,
+        and keeps the sections below it; `host` matches the article's site and its
+        subdomains; `list_name` keeps the articles that list cites (its name,
+        case-insensitively) and, with `section`, those it files under that section.
+        Equal scores rank in list order.
         """
         started = time.perf_counter()
         text = nfc(" ".join((query or "").split()))  # the form the index stores text in
@@ -222,7 +229,7 @@ class Searcher:
         _check_k(k)
         mode = self._mode(mode)
         loaded = self._loaded
-        allowed = loaded.filter_rows(section, host, list_name)
+        allowed = loaded.filter_rows(section_filter(section), host, list_name)
         stems = lexical.terms(text)
         candidates = max(self._settings.candidates, CANDIDATES_PER_RESULT * k)
         mask = None if allowed is None else allowed.mask
@@ -261,11 +268,11 @@ class Searcher:
         """Stored metadata, crawl state and passages of one article; None if it is not in this snapshot."""
         return self._loaded.meta.article(article_id)
 
-    def sections(self) -> list[tuple[str, int]]:
-        """Every valid section filter with its article count, in list order.
+    def sections(self) -> list[tuple[SectionPath, int]]:
+        """Every valid section filter (a path of headings) with its article count, in list order.
 
-        Each top-level section is followed by its "Section / Subsection" labels, so
-        a UI can indent them; all of them are accepted by `search(section=...)`.
+        Each section is followed by its subsections (longer paths), so a UI can
+        indent them; all of them are accepted by `search(section=...)`.
         """
         return list(self._loaded.sections)
 
@@ -331,7 +338,7 @@ def _render(loaded: _Loaded, ranked: ArticleRanking, stems: frozenset[str]) -> l
                 rank=rank,
                 url=a.url,
                 title=a.title,
-                section=a.sections[0] if a.sections else "",
+                section=a.sections[0] if a.sections else (),
                 host=a.host,
                 score=round(score, SCORE_DIGITS),
                 snippet=make_snippet(texts.get(row, ""), stems),

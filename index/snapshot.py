@@ -44,9 +44,12 @@ TEMP_PREFIX = ".building-"
 LOCK_FILE = ".build.lock"
 # Format 2: memory-mapped vectors.npy + ann.faiss, columns/, streaming-built BM25.
 # Format 3: the lists citing each article (columns/article_list_*.npy, facets "lists", articles.lists).
-MANIFEST_FORMAT = 3
-# Formats this linklens loads: a format-2 snapshot loads with no lists (a list filter asks for a rebuild).
-READABLE_FORMATS = (2, 3)
+# Format 4: sections as paths of headings (JSON arrays in facets and articles.sections), and which list
+# filed each placement (columns/article_label_list.npy).
+MANIFEST_FORMAT = 4
+# Formats this linklens loads: a format-2 snapshot loads with no lists (a list filter asks for a rebuild);
+# a format-3 one with sections split on " / " as it filtered them, and no list+section filter (ditto).
+READABLE_FORMATS = (2, 3, 4)
 
 
 @dataclass(frozen=True)
@@ -90,7 +93,7 @@ class Manifest:
         if data.get("format") not in READABLE_FORMATS:
             raise SnapshotMismatchError(
                 f"snapshot {folder.name} has manifest format {data.get('format')!r}, this linklens reads "
-                f"{' and '.join(map(str, READABLE_FORMATS))} — rebuild it: linklens index --rebuild"
+                f"{', '.join(map(str, READABLE_FORMATS))} — rebuild it: linklens index --rebuild"
             )
         known = set(cls.__dataclass_fields__)
         return cls(**{k: v for k, v in data.items() if k in known})

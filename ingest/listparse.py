@@ -174,8 +174,7 @@ def parse_list(markdown: str) -> list[ListedLink]:
 
     links: dict[str, ListedLink] = {}
     position = 0
-    section: str | None = None
-    subsection: str | None = None
+    headings: list[str] = []  # the section path so far: a level-2 heading, then its level-3 one
     i = 0
     while i < len(tokens):
         token = tokens[i]
@@ -183,16 +182,16 @@ def parse_list(markdown: str) -> list[ListedLink]:
             level = int(token.tag[1])
             text = _heading_text(tokens[i + 1], known_names)
             if level == 1:
-                section, subsection = None, None
+                headings = []
             elif level == 2:
-                section, subsection = text, None
-            elif level == 3 and section is not None:
-                subsection = text
+                headings = [text]
+            elif level == 3 and headings:
+                headings = [headings[0], text]
             i += 1
             continue
         if token.type in ("bullet_list_open", "ordered_list_open") and token.level == 0:
             end = _closing_index(tokens, i)
-            if _keeps_links(section, subsection):
+            if _keeps_links(headings):
                 item_links = list(_links_in(tokens[i:end]))
                 if not all(link.href.startswith("#") for link in item_links):  # a TOC
                     for link in item_links:
@@ -200,8 +199,7 @@ def parse_list(markdown: str) -> list[ListedLink]:
                         if url is None or link.image_only:
                             continue
                         position += 1
-                        assert section is not None
-                        placement = ListPlacement(section, subsection, link.title or url, position)
+                        placement = ListPlacement(tuple(headings), link.title or url, position)
                         links.setdefault(url, ListedLink(url)).placements.append(placement)
             i = end + 1
             continue
@@ -212,14 +210,14 @@ def parse_list(markdown: str) -> list[ListedLink]:
     return list(links.values())
 
 
-def _keeps_links(section: str | None, subsection: str | None) -> bool:
+def _keeps_links(headings: Sequence[str]) -> bool:
     """Only content sections count: not the intro, the TOC, or license/contributing/thanks."""
-    if section is None:
+    if not headings:
         return False
-    name = section.casefold()
+    name = headings[0].casefold()
     if name in SKIPPED_SECTIONS or name in TOC_SECTIONS:
         return False
-    return subsection is None or subsection.casefold() not in SKIPPED_SECTIONS
+    return all(heading.casefold() not in SKIPPED_SECTIONS for heading in headings[1:])
 
 
 def _closing_index(tokens: Sequence[Token], open_index: int) -> int:

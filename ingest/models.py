@@ -29,19 +29,33 @@ class LinkState(StrEnum):
         return [s for s in cls if s is not cls.PENDING]
 
 
+# The headings above a link in its list, top first: ("Scalability", "Sharding"). A path, never a
+# string joined with a separator: a heading may hold any text, " / " included ("CI / CD").
+SectionPath = tuple[str, ...]
+# How a path is shown to people (never parsed back: filters take the headings themselves).
+SECTION_DISPLAY_SEPARATOR = " › "
+
+
+def section_label(path: SectionPath) -> str:
+    """'Scalability › Sharding': a path for display only."""
+    return SECTION_DISPLAY_SEPARATOR.join(path)
+
+
 @dataclass(frozen=True)
 class ListPlacement:
     """One place a link occupies in the list: the same URL may appear in several sections."""
 
-    section: str
-    subsection: str | None
+    section: SectionPath
     title: str
     position: int
 
-    @property
-    def section_path(self) -> str:
-        """'Scalability / Sharding' style label used for display and filtering."""
-        return f"{self.section} / {self.subsection}" if self.subsection else self.section
+
+@dataclass(frozen=True)
+class Filing:
+    """Where one list files a link: the list's name and the section path it files it under."""
+
+    list_name: str
+    section: SectionPath
 
 
 @dataclass
@@ -126,17 +140,22 @@ class CrawlOutcome:
 class Article:
     """What the index needs of one link: its list context and, if any, its text.
 
-    `sections` are the labels of every place the link holds, in every list; `lists` the names of
-    the lists of the collection citing it (a link cited by several lists is one article).
+    `filings` are every place the link holds, in every list (which list, which section path); `lists`
+    the names of the lists of the collection citing it (a link cited by several lists is one article).
     """
 
     link_id: int
     url: str
     host: str
     list_title: str
-    sections: list[str]
+    filings: list[Filing]
     state: LinkState
     final_url: str | None
     archived_url: str | None
     document: Document | None
     lists: list[str] = field(default_factory=list)
+
+    @property
+    def sections(self) -> list[SectionPath]:
+        """The section paths the link is filed under, in any list, each once, in list order."""
+        return list(dict.fromkeys(f.section for f in self.filings))

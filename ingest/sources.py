@@ -68,8 +68,8 @@ def list_name(key: str, qualified: bool = False) -> str:
     parts = [p for p in path.parts if p not in ("/", "")]
     while len(parts) > 1 and parts[-1].lower() in _README_NAMES | _BRANCH_PARTS:
         parts.pop()
-    if not parts:
-        return key
+    if not parts:  # a bare host: never the key itself, which may hold credentials or a token
+        return (split.hostname if split else None) or "list"
     name = PurePosixPath(parts[-1]).stem
     if qualified:
         parent = parts[-2] if len(parts) > 1 else (split.hostname if split and split.hostname else "")

@@ -9,6 +9,7 @@ writer thanks to WAL.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 import zlib
@@ -24,8 +25,10 @@ from ingest.models import (
     CrawlOutcome,
     Document,
     FetchedBody,
+    Filing,
     LinkState,
     ListedLink,
+    SectionPath,
 )
 from ingest.sqlite import open_wal
 from ingest.urls import host_of
@@ -136,11 +139,20 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE lists ADD COLUMN dropped_at REAL;
     """,
-    # links in flight: how many fetches of a link began without its outcome being recorded since. A link
+    # 4: links in flight: how many fetches of a link began without its outcome being recorded since. A link
     # whose fetch kills the crawler (SIGKILL, out of memory) is counted at each death, and after two it
     # ends `failed` instead of being fetched (and killing the crawl) forever: see `fail_died_twice`.
     """
     ALTER TABLE links ADD COLUMN fetch_starts INTEGER NOT NULL DEFAULT 0;
+    """,
+    # 5: a placement's section is a path of headings (JSON array, top first), not two columns that
+    # readers joined with " / ": a heading may itself hold " / " ("CI / CD"). Existing rows convert exactly.
+    """
+    ALTER TABLE placements ADD COLUMN section_path TEXT NOT NULL DEFAULT '[]';
+    UPDATE placements SET section_path =
+        CASE WHEN subsection IS NULL THEN json_array(section) ELSE json_array(section, subsection) END;
+    ALTER TABLE placements DROP COLUMN subsection;
+    ALTER TABLE placements DROP COLUMN section;
     """,
 ]
 # `meta` key holding the collection's JSON spec (`ingest.collection.CollectionSpec`).
@@ -323,9 +335,8 @@ class Store:
             held.add(link_id)
             claimed.add(link_id)
             conn.executemany(
-                "INSERT OR REPLACE INTO placements(link_id, list_id, section, subsection, title, position) "
-                "VALUES (?,?,?,?,?,?)",
-                [(link_id, list_id, p.section, p.subsection, p.title, p.position) for p in link.placements],
+                "INSERT OR REPLACE INTO placements(link_id, list_id, section_path, title, position) VALUES (?,?,?,?,?)",
+                [(link_id, list_id, _path_json(p.section), p.title, p.position) for p in link.placements],
             )
         day = time.strftime("%Y-%m-%d", time.localtime(now))
         removed = self._remove_uncited(conn, before - held, f"dropped from {name} on {day}", now)
@@ -577,7 +588,7 @@ class Store:
         if clauses:
             query += " WHERE " + " AND ".join(clauses)
         rows = self._conn.execute(query + " ORDER BY position", params).fetchall()
-        sections = self._sections_by_link(list_id)
+        filings = self._filings_by_link(list_id)
         lists = self._lists_by_link()
         attempts = dict(self._conn.execute("SELECT link_id, COUNT(*) FROM fetches GROUP BY link_id").fetchall())
         return [
@@ -586,7 +597,7 @@ class Store:
                 "url": r["url"],
                 "title": r["title"],
                 "lists": lists.get(r["id"], []),
-                "sections": sections.get(r["id"], []),
+                "sections": [list(path) for path in dict.fromkeys(f.section for f in filings.get(r["id"], []))],
                 "state": r["state"],
                 "reason": r["reason"],
                 "http_status": r["http_status"],
@@ -598,15 +609,17 @@ class Store:
             for r in rows
         ]
 
-    def _sections_by_link(self, list_id: int | None = None) -> dict[int, list[str]]:
-        out: dict[int, list[str]] = {}
-        where, params = ("WHERE list_id=? ", (list_id,)) if list_id is not None else ("", ())
+    def _filings_by_link(self, list_id: int | None = None) -> dict[int, list[Filing]]:
+        """Where each link is filed: (list name, section path), each once, lists in the order they were added."""
+        out: dict[int, list[Filing]] = {}
+        where, params = ("WHERE p.list_id=? ", (list_id,)) if list_id is not None else ("", ())
         for r in self._conn.execute(
-                f"SELECT link_id, section, subsection FROM placements {where}ORDER BY list_id, position", params):
-            label = f"{r['section']} / {r['subsection']}" if r["subsection"] else r["section"]
-            labels = out.setdefault(r["link_id"], [])
-            if label not in labels:
-                labels.append(label)
+                "SELECT p.link_id, l.name, p.section_path FROM placements p JOIN lists l ON l.id = p.list_id "
+                f"{where}ORDER BY p.list_id, p.position", params):
+            filing = Filing(r["name"], tuple(json.loads(r["section_path"])))
+            filed = out.setdefault(r["link_id"], [])
+            if filing not in filed:
+                filed.append(filing)
         return out
 
     def _lists_by_link(self) -> dict[int, list[str]]:
@@ -630,7 +643,7 @@ class Store:
         separate connection so other calls on this store do not disturb it), so
         a corpus of any size passes through in constant memory.
         """
-        sections = self._sections_by_link()
+        filings = self._filings_by_link()
         lists = self._lists_by_link()
         reader = open_wal(self.path, check_same_thread=False)
         reader.row_factory = sqlite3.Row
@@ -647,7 +660,7 @@ class Store:
                     url=r["link_url"],
                     host=host_of(r["link_final_url"] or r["link_url"]),
                     list_title=r["list_title"],
-                    sections=sections.get(r["link_id"], []),
+                    filings=filings.get(r["link_id"], []),
                     state=LinkState(r["link_state"]),
                     final_url=r["link_final_url"],
                     archived_url=r["link_archived_url"],
@@ -656,6 +669,10 @@ class Store:
                 )
         finally:
             reader.close()
+
+
+def _path_json(path: SectionPath) -> str:
+    return json.dumps(list(path), ensure_ascii=False, separators=(",", ":"))
 
 
 def _write_document(conn: sqlite3.Connection, link_id: int, doc: Document) -> None:

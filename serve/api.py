@@ -17,6 +17,7 @@ from pydantic import BaseModel
 
 from index.limits import DEFAULT_K, MAX_K, MIN_K
 from ingest.errors import LinklensError
+from ingest.models import section_label
 from serve.metrics import ServerMetrics
 from serve.problems import ErrorEnvelope, error_response
 from serve.service import MAX_QUERY_CHARS, SearchService
@@ -29,6 +30,7 @@ class SearchHit(BaseModel):
     url: str
     title: str | None
     section: str | None
+    section_path: list[str]
     lists: list[str]
     host: str | None
     score: float
@@ -44,6 +46,7 @@ class SearchResult(BaseModel):
 
 class SectionCount(BaseModel):
     name: str
+    path: list[str]
     articles: int
 
 
@@ -96,6 +99,11 @@ QueryText = Annotated[
 ResultCount = Annotated[int, Query(ge=MIN_K, le=MAX_K, description="How many results to return.")]
 ArticleId = Annotated[int, Path(ge=1, le=MAX_ARTICLE_ID, description="An article id from the index.")]
 
+SECTION_HELP = (
+    "Only this section (see /sections): one heading per parameter, top first — section=CI / CD is the heading "
+    "'CI / CD'; section=Scalability&section=Sharding its subsection 'Sharding'."
+)
+
 router = APIRouter()
 
 
@@ -104,10 +112,10 @@ async def search(
     request: Request,
     q: QueryText = None,
     k: ResultCount = DEFAULT_K,
-    section: Annotated[str | None, Query(description="Only this section (see /sections).")] = None,
+    section: Annotated[list[str] | None, Query(description=SECTION_HELP)] = None,
     host: Annotated[str | None, Query(description="Only articles on this host, e.g. example.com.")] = None,
-    list_name: Annotated[str | None, Query(alias="list", description="Only articles this list cites (see /lists).")]
-    = None,
+    list_name: Annotated[str | None, Query(alias="list", description="Only articles this list cites (see /lists); "
+                                          "with section, the articles it files under that section.")] = None,
 ) -> FastJSONResponse:
     """Ranked articles for a question; snippets mark matched terms as **term**."""
     return FastJSONResponse(await _service(request).search(q, k, section, host, list_name))
@@ -127,14 +135,18 @@ async def similar(request: Request, article_id: ArticleId, k: ResultCount = DEFA
 
 @router.get("/sections", response_model=SectionList, responses=_errors(503))
 async def sections(request: Request) -> FastJSONResponse:
-    """The list's sections with how many indexed articles each holds."""
+    """The list's sections with how many indexed articles each holds: `path` is the headings, top first
+    (pass them as repeated `section` parameters), `name` the path for display."""
     listed = _service(request).sections()
-    return FastJSONResponse({"sections": [{"name": name, "articles": count} for name, count in listed]})
+    return FastJSONResponse(
+        {"sections": [{"name": section_label(path), "path": list(path), "articles": count} for path, count in listed]}
+    )
 
 
 @router.get("/lists", response_model=ListList, responses=_errors(503))
 async def lists(request: Request) -> FastJSONResponse:
-    """The indexed lists: each with its URL, last crawl, article count and the states of its links."""
+    """The indexed lists: each with its URL (no credentials, query or local folder), last crawl, article count
+    and the states of its links."""
     return FastJSONResponse({"lists": _service(request).lists()})
 
 

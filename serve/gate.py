@@ -26,7 +26,7 @@ from serve.problems import OverloadedError
 
 T = TypeVar("T")
 
-CacheKey = tuple[str, str, int, str, str, str]  # snapshot, query, k, section, host, list
+CacheKey = tuple[str, str, int, tuple[str, ...], str, str]  # snapshot, query, k, section path, host, list
 
 
 class GateObserver(Protocol):

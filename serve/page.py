@@ -17,7 +17,9 @@ from fastapi.templating import Jinja2Templates
 from markupsafe import Markup, escape
 from starlette.types import Scope
 
+from index.filters import HEADING_JOINER, section_filter
 from ingest.errors import BadQueryError, LinklensError, NotBuiltError
+from ingest.models import section_label
 from serve.problems import OverloadedError
 from serve.service import SearchService, parse_k
 
@@ -46,10 +48,20 @@ def safe_href(url: str | None) -> str:
     return text if text.lower().startswith(("http://", "https://")) else "#"
 
 
+def section_value(path: tuple[str, ...]) -> Markup:
+    """A section path as one form value: its headings HTML-escaped, joined by HEADING_JOINER (as `&#31;`).
+
+    A `<select>` sends one value per choice; no heading can hold the joiner, so any heading text,
+    " / " included, comes back as exactly this path."""
+    return Markup(f"&#{ord(HEADING_JOINER)};".join(str(escape(heading)) for heading in path))
+
+
 def make_templates() -> Jinja2Templates:
     templates = Jinja2Templates(directory=str(TEMPLATES_DIR))
     templates.env.filters["highlight"] = highlight
     templates.env.filters["safe_href"] = safe_href
+    templates.env.filters["section_value"] = section_value
+    templates.env.filters["section_label"] = section_label
     return templates
 
 
@@ -71,7 +83,7 @@ def render_page(
     request = Request(scope)
     full = {
         "q": "",
-        "section": "",
+        "section": (),
         "host": "",
         "list": "",
         "sections": [],
@@ -98,7 +110,7 @@ def build_router(templates: Jinja2Templates) -> APIRouter:
         service: SearchService = request.app.state.service
         params = request.query_params
         q = params.get("q", "")
-        section = params.get("section", "")
+        section = section_filter(params.getlist("section")) or ()  # repeated, or headings joined by HEADING_JOINER
         host = params.get("host", "")
         list_name = params.get("list", "")
         context: dict[str, Any] = {"q": q, "section": section, "host": host, "list": list_name}

@@ -7,10 +7,13 @@ same messages and return the same ranking. Both are thin formatters over this.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any
 
+from index.filters import section_filter
 from index.limits import DEFAULT_K, MAX_K, MIN_K
 from ingest.errors import BadQueryError
+from ingest.redact import public_source
 from ingest.textform import nfc
 from serve.gate import CacheKey, ResponseCache, SearchGate
 from serve.live import LiveIndex
@@ -54,10 +57,11 @@ class SearchService:
         self.gate = gate
         self.cache = cache
 
-    async def search(self, q: str | None, k: int, section: str | None, host: str | None,
+    async def search(self, q: str | None, k: int, section: Sequence[str] | None, host: str | None,
                      list_name: str | None = None) -> dict[str, Any]:
         """The search response dict (`SearchResponse.to_dict()` shape), cached per snapshot.
 
+        `section` is a section path, its headings top first (`index.filters.section_filter`).
         Section, host and list rules (case, subsections, subdomains) are the searcher's;
         an unknown section or list comes back from it as a BadQueryError listing the valid ones.
         """
@@ -65,26 +69,29 @@ class SearchService:
         searcher = self.live.require()
         query = normalise_query(q)
         check_k(k)
-        section = (section or "").strip() or None
+        path = section_filter(section)
         host = (host or "").strip() or None
         list_name = (list_name or "").strip() or None
-        key: CacheKey = (str(searcher.snapshot_id), query, k, section or "", host or "", list_name or "")
+        key: CacheKey = (str(searcher.snapshot_id), query, k, path or (), host or "", list_name or "")
         cached = self.cache.get(key)
         if cached is not None:
             return {**cached, "took_ms": round((time.perf_counter() - started) * 1000, 3)}
         response = await self.gate.run(
-            lambda: searcher.search(query, k=k, section=section, host=host, list_name=list_name).to_dict()
+            lambda: searcher.search(query, k=k, section=path, host=host, list_name=list_name).to_dict()
         )
         self.cache.put(key, response)
         return response
 
-    def sections(self) -> list[tuple[str, int]]:
-        """Sections with article counts. A copy of a list the snapshot holds: cheap, so not gated."""
-        return [(str(name), int(count)) for name, count in self.live.require().sections()]
+    def sections(self) -> list[tuple[tuple[str, ...], int]]:
+        """Section paths with article counts. A copy of a list the snapshot holds: cheap, so not gated."""
+        return [(tuple(path), int(count)) for path, count in self.live.require().sections()]
 
     def lists(self) -> list[dict[str, Any]]:
-        """The indexed collection's lists with their counts. Read from the snapshot's facets: not gated."""
-        return self.live.require().lists()
+        """The indexed collection's lists with their counts. Read from the snapshot's facets: not gated.
+
+        A list's `url` is shown without credentials, query or fragment, a local file by its name only
+        (`public_source`): the snapshot may be served to anyone; `linklens lists` shows the full source."""
+        return [{**entry, "url": public_source(entry.get("url"))} for entry in self.live.require().lists()]
 
     async def article(self, article_id: int) -> dict[str, Any]:
         searcher = self.live.require()

@@ -26,7 +26,7 @@ from tests.fixtures.relevance import fixture_articles, slug_urls
 
 ARCHIVED_SLUG = "bloom-filters"
 ARCHIVE_PREFIX = "https://web.archive.org/web/2021/"
-SECOND_PLACEMENT = ("consistent-hashing", ListPlacement("Performance", "Caching", "Consistent hashing for caches", 0))
+SECOND_PLACEMENT = ("consistent-hashing", ListPlacement(("Performance", "Caching"), "Consistent hashing for caches", 0))
 # Links with no text: found only through their title cards.
 DEAD_URL = "https://maps.example.com/geohash-nearby-drivers"
 DEAD_TITLE = "Geohashes and Quadtrees for Nearby-Driver Search"
@@ -52,14 +52,15 @@ def listed_links() -> list[ListedLink]:
     urls = slug_urls()
     links = []
     for i, a in enumerate(fixture_articles()):
-        placements = [ListPlacement(a["section"], a["subsection"], a["title"], i * 10)]
+        path = (a["section"], a["subsection"]) if a["subsection"] else (a["section"],)
+        placements = [ListPlacement(path, a["title"], i * 10)]
         if a["slug"] == SECOND_PLACEMENT[0]:
             extra = SECOND_PLACEMENT[1]
-            placements.append(ListPlacement(extra.section, extra.subsection, extra.title, i * 10 + 5))
+            placements.append(ListPlacement(extra.section, extra.title, i * 10 + 5))
         links.append(ListedLink(urls[a["slug"]], placements))
     end = len(links) * 10
-    links.append(ListedLink(DEAD_URL, [ListPlacement("Architectures", None, DEAD_TITLE, end)]))
-    links.append(ListedLink(PENDING_URL, [ListPlacement("Architectures", "Media", PENDING_TITLE, end + 10)]))
+    links.append(ListedLink(DEAD_URL, [ListPlacement(("Architectures",), DEAD_TITLE, end)]))
+    links.append(ListedLink(PENDING_URL, [ListPlacement(("Architectures", "Media"), PENDING_TITLE, end + 10)]))
     return links
 
 

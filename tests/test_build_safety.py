@@ -35,7 +35,7 @@ def slow_links() -> list[ListedLink]:
         return f"Note {n} on {TOPICS[n % len(TOPICS)]} and {TOPICS[n // 8 % 8]}"
 
     return [
-        ListedLink(f"https://notes{n % 20}.example.org/n/{n}", [ListPlacement("Generated", None, title(n), 10**5 + n)])
+        ListedLink(f"https://notes{n % 20}.example.org/n/{n}", [ListPlacement(("Generated",), title(n), 10**5 + n)])
         for n in range(SLOW_LINKS)
     ]
 

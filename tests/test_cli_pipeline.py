@@ -19,7 +19,7 @@ from tests.index_fixtures import BuiltIndex, seed_caches
 pytest_plugins = ["tests.index_fixtures"]  # the session index: built
 
 runner = CliRunner()
-RESULT_KEYS = {"rank", "url", "title", "section", "lists", "host", "score", "snippet", "archived_url"}
+RESULT_KEYS = {"rank", "url", "title", "section", "section_path", "lists", "host", "score", "snippet", "archived_url"}
 
 
 def linklens(*args: str, data_dir: Path) -> subprocess.CompletedProcess[str]:

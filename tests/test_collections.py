@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from cli.main import app
 from ingest.collection import distinct_names
-from ingest.models import ListedLink, ListPlacement
+from ingest.models import Filing, ListedLink, ListPlacement
 from ingest.settings import Settings
 from ingest.sources import BUNDLED_KEY, github_repo, list_name
 from ingest.store import Store
@@ -24,7 +24,7 @@ runner = CliRunner()
 
 
 def links(*urls: str, section: str = "Reading") -> list[ListedLink]:
-    return [ListedLink(u, [ListPlacement(section, None, f"Title of {u}", i)]) for i, u in enumerate(urls)]
+    return [ListedLink(u, [ListPlacement((section,), f"Title of {u}", i)]) for i, u in enumerate(urls)]
 
 
 def states(store: Store) -> dict[str, str]:
@@ -56,11 +56,12 @@ def test_a_link_two_lists_cite_is_one_article_that_remembers_both(tmp_path: Path
         articles = {a.url: a for a in store.articles()}
         assert list(articles) == ["http://x/1", "http://x/2", "http://x/3"]  # list a's order, then list b's
         assert articles["http://x/2"].lists == ["a", "b"]
-        assert articles["http://x/2"].sections == ["Alpha", "Beta"]
+        assert articles["http://x/2"].sections == [("Alpha",), ("Beta",)]
+        assert articles["http://x/2"].filings == [Filing("a", ("Alpha",)), Filing("b", ("Beta",))]
         assert articles["http://x/3"].lists == ["b"]
         b_rows = store.link_rows(list_id=sync.lists[1].list_id)
         assert [r["url"] for r in b_rows] == ["http://x/2", "http://x/3"]
-        assert b_rows[0]["sections"] == ["Beta"]  # one list's report: that list's sections only
+        assert b_rows[0]["sections"] == [["Beta"]]  # one list's report: that list's sections only
         assert {str(r["name"]): r["states"] for r in store.lists()} == {"a": {"pending": 2}, "b": {"pending": 2}}
 
 
@@ -120,7 +121,7 @@ def test_crawl_of_two_lists_then_one_drops_the_other_and_a_bare_crawl_keeps_the_
     assert report.exit_code == 0, report.output
     rows = json.loads(report.stdout)
     assert [r["url"] for r in rows] == urls[2:6]
-    assert rows[0]["lists"] == ["awesome-alpha", "awesome-beta"] and rows[0]["sections"] == ["Beta reading"]
+    assert rows[0]["lists"] == ["awesome-alpha", "awesome-beta"] and rows[0]["sections"] == [["Beta reading"]]
     markdown = runner.invoke(app, ["links", "--list", "awesome-beta", "--format", "markdown"])
     assert markdown.exit_code == 0, markdown.output
     assert markdown.stdout.startswith(f"# Link health of awesome-beta\n\nList: {beta.resolve()}\n")
@@ -244,9 +245,10 @@ def test_build_of_two_lists_indexes_one_article_per_link_and_search_filters_by_l
 
 def test_an_article_row_keeps_its_lists() -> None:
     from cli.engines.datasets import article_from_row, article_row, article_tables
-    from ingest.models import Article, Document, LinkState
+    from ingest.models import Article, Document, Filing, LinkState
 
-    article = Article(7, "http://x/7", "x", "Seven", ["A / B"], LinkState.OK, None, None,
+    filings = [Filing("alpha", ("CI / CD", "[B]")), Filing("beta", ("A",))]
+    article = Article(7, "http://x/7", "x", "Seven", filings, LinkState.OK, None, None,
                       Document("T", "text", "html"), lists=["alpha", "beta"])
     assert article_from_row(article_row(article, 0)) == article
     table = next(article_tables([article]))

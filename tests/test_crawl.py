@@ -169,7 +169,7 @@ def test_links_report_formats(crawled: CrawledWeb, monkeypatch) -> None:  # type
 def test_a_link_listed_twice_keeps_both_sections(crawled: CrawledWeb) -> None:
     links = load_list(str(crawled.list_file), crawled.settings).links
     twice = [link for link in links if len(link.placements) > 1]
-    assert twice and "Editor's Picks" in {p.section for p in twice[0].placements}
+    assert twice and ("Editor's Picks",) in {p.section for p in twice[0].placements}
     with Store.open(crawled.settings.store_path) as store:
         article = next(a for a in store.articles() if a.url == twice[0].url)
     assert len(article.sections) == 2

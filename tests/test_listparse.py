@@ -80,7 +80,8 @@ Things that make widgets.
 
 
 def _placement(section: str, subsection: str | None, title: str, position: int) -> ListPlacement:
-    return ListPlacement(section=section, subsection=subsection, title=title, position=position)
+    path = (section,) if subsection is None else (section, subsection)
+    return ListPlacement(section=path, title=title, position=position)
 
 
 EXPECTED = [
@@ -113,7 +114,7 @@ def test_sample_list_derived_properties() -> None:
     links = parse_list(SAMPLE)
     shared = next(link for link in links if link.url == "https://guide.example.com/widgets")
     assert shared.position == 7 and shared.title == "Shared guide"
-    assert [p.section_path for p in shared.placements] == ["Tools / Linters", "Reading"]
+    assert [p.section for p in shared.placements] == [("Tools", "Linters"), ("Reading",)]
     assert [link.position for link in links] == sorted(link.position for link in links)
 
 
@@ -129,6 +130,42 @@ def test_sample_list_skips_intro_toc_badges_and_meta_sections() -> None:
         "https://creativecommons.org/publicdomain/zero/1.0",  # License badge
     ):
         assert unwanted not in urls
+
+
+# Headings hold any text: " / " (which once joined a section to its subsection), brackets (Rich markup),
+# HTML (dropped by markdown as on GitHub) and, in a code span, literal markup.
+HOSTILE_HEADINGS = """\
+# Hostile
+
+## CI / CD
+
+- [Pipelines](https://ci.example.com/pipelines)
+
+### Runners / Agents
+
+- [Runners](https://ci.example.com/runners)
+
+## A
+
+### B
+
+- [Nested](https://nested.example.com/)
+
+## Tools [/] [link=https://evil.example/] <b>bold</b> `<script>x</script>`
+
+- [Bracketed](https://tools.example.com/)
+"""
+HOSTILE_TOOLS = "Tools [/] [link=https://evil.example/] bold <script>x</script>"
+
+
+def test_a_section_is_the_path_of_its_headings_whatever_they_hold() -> None:
+    sections = {link.url: [p.section for p in link.placements] for link in parse_list(HOSTILE_HEADINGS)}
+    assert sections == {
+        "https://ci.example.com/pipelines": [("CI / CD",)],
+        "https://ci.example.com/runners": [("CI / CD", "Runners / Agents")],
+        "https://nested.example.com": [("A", "B")],
+        "https://tools.example.com": [(HOSTILE_TOOLS,)],
+    }
 
 
 def test_flattened_sample_parses_identically() -> None:
@@ -294,14 +331,14 @@ def test_real_list_first_link(real_links: list[ListedLink]) -> None:
 def test_real_list_how_sharding_works_is_a_principle(real_links: list[ListedLink]) -> None:
     link = next(link for link in real_links if link.title == "How Sharding Works")
     assert link.url == "https://medium.com/@jeeyoungk/how-sharding-works-b4dec46b3f6"
-    assert [p.section for p in link.placements] == ["Principles"]
+    assert [p.section for p in link.placements] == [("Principles",)]
 
 
 def test_real_list_sections(real_links: list[ListedLink]) -> None:
     placements = [p for link in real_links for p in link.placements]
-    sections = list(dict.fromkeys(p.section for p in sorted(placements, key=lambda p: p.position)))
+    sections = list(dict.fromkeys(p.section[0] for p in sorted(placements, key=lambda p: p.position)))
     assert sections == CONTENT_SECTIONS
-    assert all(p.subsection is None for p in placements)  # the list has no ### headings
+    assert all(len(p.section) == 1 for p in placements)  # the list has no ### headings
 
 
 def test_real_list_skips_meta_sections(real_links: list[ListedLink]) -> None:
@@ -317,9 +354,9 @@ def test_real_list_counts(real_links: list[ListedLink]) -> None:
     assert len(real_links) == 596
     assert len(placements) == 600
     assert sorted(p.position for p in placements) == list(range(1, 601))
-    assert Counter(p.section for p in placements) == PLACEMENTS_PER_SECTION
+    assert Counter(p.section[0] for p in placements) == PLACEMENTS_PER_SECTION
     assert {
-        link.url: [p.section for p in link.placements] for link in real_links if len(link.placements) > 1
+        link.url: [p.section[0] for p in link.placements] for link in real_links if len(link.placements) > 1
     } == DUPLICATES
     assert all(link.url.startswith(("http://", "https://")) for link in real_links)
     assert all(link.title for link in real_links)

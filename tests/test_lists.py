@@ -10,7 +10,7 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from cli.main import app
-from ingest.models import CrawlOutcome, FetchedBody, LinkState, ListedLink, ListPlacement
+from ingest.models import CrawlOutcome, FetchedBody, Filing, LinkState, ListedLink, ListPlacement
 from ingest.settings import Settings
 from ingest.store import MIGRATIONS, Store
 from tests.fixtureweb import FixtureWeb
@@ -19,7 +19,7 @@ runner = CliRunner()
 
 
 def links(*urls: str, section: str = "Reading") -> list[ListedLink]:
-    return [ListedLink(u, [ListPlacement(section, None, f"Title of {u}", i)]) for i, u in enumerate(urls)]
+    return [ListedLink(u, [ListPlacement((section,), f"Title of {u}", i)]) for i, u in enumerate(urls)]
 
 
 def states(store: Store) -> dict[str, str]:
@@ -63,12 +63,37 @@ def test_a_store_from_before_lists_upgrades_and_its_links_are_adopted_by_the_nex
     conn.commit()
     conn.close()
     with Store.open(path) as store:
-        assert [a.sections for a in store.articles()] == [["Reading"], ["Reading"]]
+        assert [a.sections for a in store.articles()] == [[("Reading",)], [("Reading",)]]
         assert store.link(2)["etag"] is None  # an archived copy's validator is never sent to the live site
         assert store.link(1)["etag"] == '"e1"'
         sync = store.sync_list("/lists/awesome.md", "awesome", links("http://x/1"))
         assert sync.removed == 1 and states(store) == {"http://x/1": "ok", "http://x/2": "removed"}
         assert [str(r["source"]) for r in store.lists()] == ["/lists/awesome.md"]
+
+
+def test_a_store_with_joined_sections_upgrades_to_paths_exactly(tmp_path: Path) -> None:
+    """Before paths, placements held a section and a subsection column: the heading "CI / CD" converts to one
+    heading, not two, and "A" with its subsection "B" to the path A › B."""
+    path = tmp_path / "v3.sqlite3"
+    conn = sqlite3.connect(path)
+    conn.executescript(";".join(MIGRATIONS[:3]) + ";\nPRAGMA user_version=3;")
+    now = time.time()
+    conn.execute("INSERT INTO lists(id, name, source, added_at) VALUES (1, 'awesome', '/lists/awesome.md', ?)", (now,))
+    rows = [(1, "http://x/1", "CI / CD", None), (2, "http://x/2", "A", "B"),
+            (3, "http://x/3", "CI / CD", "Runners / X")]
+    for i, url, section, subsection in rows:
+        conn.execute("INSERT INTO links(id, url, title, position, updated_at) VALUES (?,?,?,?,?)",
+                     (i, url, "T", i, now))
+        conn.execute("INSERT INTO placements(link_id, list_id, section, subsection, title, position) "
+                     "VALUES (?, 1, ?, ?, 'T', ?)", (i, section, subsection, i))
+    conn.commit()
+    conn.close()
+    with Store.open(path) as store:
+        assert [a.filings for a in store.articles()] == [
+            [Filing("awesome", ("CI / CD",))], [Filing("awesome", ("A", "B"))],
+            [Filing("awesome", ("CI / CD", "Runners / X"))],
+        ]
+        assert [r["sections"] for r in store.link_rows()] == [[["CI / CD"]], [["A", "B"]], [["CI / CD", "Runners / X"]]]
 
 
 def test_crawl_marks_dropped_links_removed_and_links_shows_them(web: FixtureWeb, crawl_settings: Settings,

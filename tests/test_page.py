@@ -43,10 +43,10 @@ def test_empty_page_has_form_and_sections_and_no_external_assets(page: httpx.Cli
     html = response.text
     assert '<input id="q" name="q"' in html and '<select id="section" name="section">' in html
     for section in page.get("/sections").json()["sections"]:
-        name, count = section["name"], section["articles"]
-        # Subsections are indented under their section: "   Sharding (3)".
-        label = "&nbsp;&nbsp;&nbsp;" + name.split(" / ")[1] if " / " in name else name
-        assert f'<option value="{name}">{label} ({count})</option>' in html
+        path, count = section["path"], section["articles"]
+        # Subsections are indented under their section: "   Sharding (3)"; the value is the path's headings.
+        label = "&nbsp;&nbsp;&nbsp;" * (len(path) - 1) + path[-1]
+        assert f'<option value="{"&#31;".join(path)}">{label} ({count})</option>' in html
     assert EXTERNAL_ASSET.search(html) is None, "the page must work offline"
     assert 'href="/static/style.css"' in html
     css = page.get("/static/style.css")
@@ -61,7 +61,7 @@ def test_results_are_ranked_linked_and_highlighted(page: httpx.Client) -> None:
     assert urls == [r["url"] for r in api["results"]], "the page shows the API's ranking"
     assert "<mark>tenant</mark>" in html and "**" not in body_of(html)
     assert '<span class="host">example.com</span>' in html
-    assert '<span class="section">Scalability / Sharding</span>' in html
+    assert '<span class="section">Scalability › Sharding</span>' in html
     assert 'value="hot shard tenant"' in html, "the query stays in the box"
 
 
@@ -73,8 +73,8 @@ def test_archived_copy_is_linked(page: httpx.Client) -> None:
 
 
 def test_section_in_url_is_selected_and_filters(page: httpx.Client) -> None:
-    html = page.get("/", params={"q": "cache", "section": "Performance / Caching"}).text
-    assert '<option value="Performance / Caching" selected>' in html
+    html = page.get("/", params={"q": "cache", "section": "Performance\x1fCaching"}).text
+    assert '<option value="Performance&#31;Caching" selected>' in html
     shown = len(re.findall(r'<li class="result">', html))
     assert 0 < shown <= 4
 

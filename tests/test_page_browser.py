@@ -85,6 +85,20 @@ def test_type_a_question_and_see_ranked_highlighted_results(
     print(f"search page screenshot: {screenshot}")
 
 
+def test_a_subsection_chosen_in_the_menu_comes_back_as_its_path(browser_page: Page, live_server: ServerProcess) -> None:
+    """The menu's value for a subsection joins its headings with U+001F; a real browser sends it, the page
+    filters by that path and shows it chosen again."""
+    page = browser_page
+    page.goto(f"{live_server.base_url}/")
+    page.fill("#q", "shards")
+    page.select_option("#section", "Scalability\x1fSharding")
+    page.click("button[type=submit]")
+    page.wait_for_selector("ol.results li.result")
+    assert parse_qs(urlsplit(page.url).query)["section"] == ["Scalability\x1fSharding"]
+    assert page.locator("li.result").count() == 3  # the articles filed under Scalability › Sharding
+    assert page.locator("#section").input_value() == "Scalability\x1fSharding"
+
+
 def test_shared_link_and_friendly_error_in_the_browser(
     browser_page: Page,
     live_server: ServerProcess,

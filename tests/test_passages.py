@@ -16,7 +16,7 @@ from index.passages import (
     passage_id,
     word_count,
 )
-from ingest.models import Article, Document, LinkState
+from ingest.models import Article, Document, Filing, LinkState
 
 
 def numbered_text(paragraphs: int, sentences: int, words_per_sentence: int = 8) -> str:
@@ -29,14 +29,14 @@ def sentences_of(passage: str) -> list[str]:
     return re.findall(r"P\d+S\d+", passage)
 
 
-def make_article(text: str | None, sections: list[str] | None = None, **doc: object) -> Article:
+def make_article(text: str | None, sections: list[tuple[str, ...]] | None = None, **doc: object) -> Article:
     document = None if text is None else Document(title=doc.pop("title", None), text=text, kind="html", **doc)  # type: ignore[arg-type]
     return Article(
         link_id=7,
         url="https://example.com/a",
         host="example.com",
         list_title="Sharding Pinterest",
-        sections=sections if sections is not None else ["Scalability / Sharding"],
+        filings=[Filing("a list", path) for path in sections or [("Scalability", "Sharding")]],
         state=LinkState.OK if text is not None else LinkState.DEAD,
         final_url=None,
         archived_url=None,
@@ -130,7 +130,7 @@ def test_the_passage_id_changes_with_context_or_text() -> None:
 
 
 def test_a_dead_link_is_indexed_by_its_title_card_alone() -> None:
-    passages = article_passages(make_article(None, sections=["Scalability / Sharding", "Case studies"]))
+    passages = article_passages(make_article(None, sections=[("Scalability", "Sharding"), ("Case studies",)]))
     assert len(passages) == 1
     card = passages[0]
     assert (card.kind, card.ordinal) == (CARD_KIND, 0)

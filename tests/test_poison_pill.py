@@ -76,7 +76,7 @@ def test_only_a_link_in_flight_at_two_deaths_is_failed(tmp_path: Path) -> None:
 
     urls = [f"http://127.0.0.1:9/{name}" for name in ("poison", "finished", "set-aside", "once")]
     with Store.open(tmp_path / "store.sqlite3") as store:
-        store.add_links([ListedLink(u, [ListPlacement("S", None, u, i)]) for i, u in enumerate(urls)])
+        store.add_links([ListedLink(u, [ListPlacement(("S",), u, i)]) for i, u in enumerate(urls)])
         ids = {str(r["url"]).rsplit("/", 1)[1]: int(r["id"]) for r in store.link_rows()}  # type: ignore[arg-type]
         for _ in range(2):  # two crawls died with these in flight ...
             for name in ("poison", "finished", "set-aside"):

@@ -69,9 +69,15 @@ def test_build_of_two_lists_on_ray_equals_the_local_build(
                 picked = {r.url: tuple(r.lists) for r in
                           searcher.search("how systems scale", k=50, list_name="awesome-picks").results}
                 list_urls = {entry["name"]: entry["url"] for entry in searcher.lists()}
+                sections = searcher.sections()
+                # picks files its links under Reading; the fixture list files them elsewhere
+                filed = {name: {r.url for r in searcher.search("how systems scale", k=50, list_name=name,
+                                                                section="Reading").results}
+                         for name in ("awesome-fixture", "awesome-picks")}
             finally:
                 searcher.close()
             built_by[engine] = {"report": report, "states": states, "top": top, "picked": picked, "lists": list_urls,
+                                "sections": sections, "filed": filed,
                                 "passages": snapshot_passages(data_dir, str(report["index"]["snapshot_id"]))}
     local, ray = built_by["local"], built_by["ray"]
     assert [x["name"] for x in ray["report"]["crawl"]["lists"]] == ["awesome-fixture", "awesome-picks"]
@@ -83,5 +89,8 @@ def test_build_of_two_lists_on_ray_equals_the_local_build(
     assert ray["top"] == local["top"]
     both = ("awesome-fixture", "awesome-picks")
     assert ray["picked"] == local["picked"] == {url: both for url in shared}  # one article, both its lists
-    assert ray["lists"] == local["lists"] == {"awesome-fixture": str(whole.resolve()),
-                                                "awesome-picks": str(picks.resolve())}
+    # a local list is served by its file name only: the folders of the machine are nobody's business
+    assert ray["lists"] == local["lists"] == {"awesome-fixture": "awesome-fixture.md",
+                                                "awesome-picks": "awesome-picks.md"}
+    assert ray["sections"] == local["sections"] and (("Reading",), len(shared)) in local["sections"]
+    assert ray["filed"] == local["filed"] == {"awesome-fixture": set(), "awesome-picks": set(shared)}

@@ -56,15 +56,17 @@ def test_the_response_has_exactly_the_documented_shape(searcher: Searcher) -> No
     assert isinstance(response["took_ms"], float) and response["took_ms"] > 0
     assert len(response["results"]) == 3
     for rank, result in enumerate(response["results"], start=1):
-        assert list(result) == ["rank", "url", "title", "section", "lists", "host", "score", "snippet", "archived_url"]
+        assert list(result) == ["rank", "url", "title", "section", "section_path", "lists", "host", "score", "snippet",
+                                "archived_url"]
         assert result["rank"] == rank
         assert isinstance(result["score"], float)
     scores = [r["score"] for r in response["results"]]
     assert scores == sorted(scores, reverse=True)
     top = response["results"][0]
     assert top["url"] == URLS["cache-stampede"]
-    assert (top["title"], top["section"], top["host"]) == (
-        "The Midnight Expiry That Took Down Checkout", "Performance / Caching", "example.com",
+    assert (top["title"], top["section"], top["section_path"], top["host"]) == (
+        "The Midnight Expiry That Took Down Checkout", "Performance › Caching", ["Performance", "Caching"],
+        "example.com",
     )  # fmt: skip
 
 
@@ -100,21 +102,23 @@ def test_a_top_level_section_filter_keeps_its_subsections(searcher: Searcher) ->
     assert results
     for r in results:
         sections = searcher.article(r.article_id)["sections"]  # type: ignore[index]
-        assert any(s.split(" / ")[0] == "Performance" for s in sections), (r.url, sections)
+        assert any(path[0] == "Performance" for path in sections), (r.url, sections)
     # consistent hashing is listed under Scalability first and Performance / Caching second
     assert URLS["consistent-hashing"] in {r.url for r in results}
 
 
-def test_a_full_section_label_filter_is_case_insensitive(searcher: Searcher) -> None:
-    urls = {r.url for r in searcher.search("database", k=50, section="PERFORMANCE / caching").results}
+def test_a_subsection_filter_is_its_path_of_headings_case_insensitive(searcher: Searcher) -> None:
+    urls = {r.url for r in searcher.search("database", k=50, section=["PERFORMANCE", "caching"]).results}
     expected = {URLS[s] for s in ("caching-strategies", "cache-stampede", "cdn-edge-caching", "consistent-hashing")}
     assert urls == expected
+    with pytest.raises(BadQueryError, match="unknown section 'Performance / Caching'"):
+        searcher.search("database", section="Performance / Caching")  # one heading, and no heading reads so
 
 
 def test_an_unknown_section_names_the_valid_ones(searcher: Searcher) -> None:
     with pytest.raises(BadQueryError) as err:
         searcher.search("cache", section="Cooking")
-    assert "'Cooking'" in str(err.value) and "'Performance / Caching'" in str(err.value)
+    assert "'Cooking'" in str(err.value) and "'Performance' › 'Caching'" in str(err.value)
 
 
 def test_the_host_filter_matches_a_site_and_its_subdomains(searcher: Searcher) -> None:
@@ -168,7 +172,7 @@ def test_links_without_text_are_found_by_their_title_card(searcher: Searcher) ->
     assert dead.snippet.replace("**", "").startswith("Geohashes and Quadtrees for Nearby-Driver Search")
     pending = searcher.search("video transcoding pipeline", k=3).results[0]
     assert pending.url == PENDING_URL
-    assert pending.section == "Architectures / Media"
+    assert pending.section == ("Architectures", "Media")
 
 
 def test_similar_articles_exclude_the_article_itself(searcher: Searcher) -> None:
@@ -198,13 +202,13 @@ def test_article_returns_metadata_state_and_passages(searcher: Searcher) -> None
 
 def test_sections_list_every_valid_filter_with_article_counts(searcher: Searcher) -> None:
     sections = dict(searcher.sections())
-    assert sections["Performance / Caching"] == 4
-    assert sections["Scalability / Sharding"] == 3
-    assert sections["Architectures"] == 6  # 4 articles + a dead and a pending link
-    labels = [label for label, _ in searcher.sections()]
-    assert labels.index("Performance") < labels.index("Performance / Caching")
-    for label in labels:
-        searcher.search("x y", section=label, mode="bm25")  # every listed label is accepted
+    assert sections["Performance", "Caching"] == 4
+    assert sections["Scalability", "Sharding"] == 3
+    assert sections["Architectures",] == 6  # 4 articles + a dead and a pending link
+    paths = [path for path, _ in searcher.sections()]
+    assert paths.index(("Performance",)) < paths.index(("Performance", "Caching"))
+    for path in paths:
+        searcher.search("x y", section=path, mode="bm25")  # every listed path is accepted
 
 
 def test_stats_describe_the_loaded_snapshot(searcher: Searcher, built: BuiltIndex) -> None:
@@ -263,13 +267,19 @@ def test_a_snapshot_from_before_lists_still_loads_and_asks_for_a_rebuild_to_filt
     current = snapshot.current_folder(built.settings.snapshots_dir, built.settings.data_dir)
     old = settings.snapshots_dir / current.name
     shutil.copytree(current, old)
-    for name in ("article_list_ptr.npy", "article_list_ids.npy"):  # what format 2 did not write
+    for name in ("article_list_ptr.npy", "article_list_ids.npy", "article_label_list.npy"):  # not in format 2
         (old / "columns" / name).unlink()
     facets = json.loads((old / "columns" / "facets.json").read_text())
     del facets["lists"]
+    # Before format 4, a section was one label: the section and its subsection joined with " / ".
+    facets["labels"] = [" / ".join(path) for path in facets["labels"]]
+    facets["sections"] = [[" / ".join(path), count] for path, count in facets["sections"]]
     (old / "columns" / "facets.json").write_text(json.dumps(facets))
     with sqlite3.connect(old / "meta.sqlite3") as conn:
         conn.execute("ALTER TABLE articles DROP COLUMN lists")
+        for article_id, sections in conn.execute("SELECT id, sections FROM articles").fetchall():
+            joined = json.dumps([" / ".join(path) for path in json.loads(sections)])
+            conn.execute("UPDATE articles SET sections=? WHERE id=?", (joined, article_id))
     manifest = json.loads((old / "manifest.json").read_text())
     (old / "manifest.json").write_text(json.dumps({**manifest, "format": 2}))
     snapshot.set_current(settings.snapshots_dir, old.name)
@@ -282,8 +292,13 @@ def test_a_snapshot_from_before_lists_still_loads_and_asks_for_a_rebuild_to_filt
         with pytest.raises(BadQueryError) as err:
             searcher.search("cache", list_name=MAIN_LIST)
         assert "built before lists" in str(err.value) and "linklens index" in str(err.value)
+        assert dict(searcher.sections())["Performance", "Caching"] == 4  # old labels read back as paths
+        caching = searcher.search("cache", k=50, section=("Performance", "Caching")).results
+        assert {r.url for r in caching} == {URLS[s] for s in ("caching-strategies", "cache-stampede",
+                                                              "cdn-edge-caching", "consistent-hashing")}
+        assert searcher.article(caching[0].article_id)["sections"][0][0] in ("Performance", "Scalability")  # type: ignore[index]
     finally:
         searcher.close()
     (old / "manifest.json").write_text(json.dumps({**manifest, "format": 1}))
-    with pytest.raises(SnapshotMismatchError, match="reads 2 and 3 — rebuild it"):
+    with pytest.raises(SnapshotMismatchError, match="reads 2, 3, 4 — rebuild it"):
         Searcher.open(settings)

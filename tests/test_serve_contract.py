@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 pytest_plugins = ["tests.serve_fixtures"]  # session fixtures: live_server, built
 
 WORKERS_READY_TIMEOUT_S = 30.0
-RESULT_KEYS = ["rank", "url", "title", "section", "lists", "host", "score", "snippet", "archived_url"]
+RESULT_KEYS = ["rank", "url", "title", "section", "section_path", "lists", "host", "score", "snippet", "archived_url"]
 ERROR_KEYS = {"status", "code", "message"}
 
 
@@ -89,10 +89,13 @@ def test_search_defaults_to_ten_and_honours_k_bounds(client: httpx.Client) -> No
 
 
 def test_search_filters_by_section_and_host(client: httpx.Client) -> None:
-    counts = dict((s["name"], s["articles"]) for s in client.get("/sections").json()["sections"])
-    in_section = client.get("/search", params={"q": "cache", "section": "Performance / Caching", "k": 50}).json()
+    counts = dict((tuple(s["path"]), s["articles"]) for s in client.get("/sections").json()["sections"])
+    subsection = [("q", "cache"), ("section", "Performance"), ("section", "Caching"), ("k", "50")]
+    in_section = client.get("/search", params=subsection).json()
     # `section` shows an article's first placement; one article is also listed elsewhere first.
-    assert 0 < len(in_section["results"]) <= counts["Performance / Caching"] < counts["Performance"]
+    assert 0 < len(in_section["results"]) <= counts["Performance", "Caching"] < counts["Performance",]
+    assert {tuple(r["section_path"]) for r in in_section["results"]} <= {("Performance", "Caching"),
+                                                                          ("Scalability", "Sharding")}
     on_host = client.get("/search", params={"q": "cache", "host": "blog.example.net"}).json()
     assert on_host["results"] and {r["host"] for r in on_host["results"]} == {"blog.example.net"}
     nowhere = client.get("/search", params={"q": "cache", "host": "nowhere.invalid"})
@@ -122,8 +125,8 @@ def test_article_similar_and_sections(client: httpx.Client) -> None:
     assert list(similar) == ["query", "took_ms", "results"] and len(similar["results"]) == 4
     assert body["url"] not in [r["url"] for r in similar["results"]], "an article is not similar to itself"
     sections = client.get("/sections").json()["sections"]
-    names = [s["name"] for s in sections]
-    assert "Scalability" in names and "Scalability / Sharding" in names
+    assert {"name": "Scalability › Sharding", "path": ["Scalability", "Sharding"], "articles": 3} in sections
+    assert [s["name"] for s in sections if s["path"] == ["Scalability"]] == ["Scalability"]
     assert all(isinstance(s["articles"], int) and s["articles"] > 0 for s in sections)
 
 
@@ -137,7 +140,7 @@ def test_search_filters_by_list_and_lists_describes_each(client: httpx.Client) -
     assert len(everything) > len(PICKS_SLUGS) and {MAIN_LIST} in [set(r["lists"]) for r in everything]
     lists = client.get("/lists").json()["lists"]
     assert [(x["name"], x["url"], x["articles"]) for x in lists] == [
-        (MAIN_LIST, f"/lists/{MAIN_LIST}.md", len(everything)), (PICKS_LIST, f"/lists/{PICKS_LIST}.md", 3)]
+        (MAIN_LIST, f"{MAIN_LIST}.md", len(everything)), (PICKS_LIST, f"{PICKS_LIST}.md", 3)]  # file names only
     assert lists[0]["states"] == {"archived": 1, "dead": 1, "ok": len(everything) - 3, "pending": 1}
     assert lists[1]["states"] == {"archived": 1, "ok": 2} and lists[1]["crawled_at"] is None  # never crawled
 
@@ -219,7 +222,7 @@ def test_bad_input_gets_the_one_error_shape(client: httpx.Client, path: str, sta
 def test_section_error_lists_every_valid_section(client: httpx.Client) -> None:
     message = assert_error(client.get("/search", params={"q": "x", "section": "Nope"}), 400)
     for section in client.get("/sections").json()["sections"]:
-        assert repr(section["name"]) in message
+        assert " › ".join(repr(heading) for heading in section["path"]) in message
 
 
 def test_wrong_method_is_405_with_allow(client: httpx.Client) -> None:

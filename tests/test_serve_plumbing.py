@@ -41,14 +41,15 @@ class FakeSearcher:
     """Answers like `index.search.Searcher`, with knobs to block, fail and change snapshot."""
 
     snapshot_id: str = "fake-1"
-    sections_listed: list[tuple[str, int]] = field(default_factory=lambda: [("Scalability", 3), ("Caching", 2)])
+    sections_listed: list[tuple[tuple[str, ...], int]] = field(
+        default_factory=lambda: [(("Scalability",), 3), (("Caching",), 2)])
     gate: threading.Event | None = None
     fail_with: BaseException | None = None
     calls: int = 0
     next_snapshot: str | None = None
     closed: bool = False
 
-    def search(self, query: str, k: int = 10, section: str | None = None, host: str | None = None,
+    def search(self, query: str, k: int = 10, section: tuple[str, ...] | None = None, host: str | None = None,
                list_name: str | None = None) -> FakeResponse:
         self.calls += 1
         if self.gate is not None:
@@ -59,7 +60,8 @@ class FakeSearcher:
             "rank": 1,
             "url": "https://example.com/a",
             "title": "<b>Sharding</b> & friends",
-            "section": section or "Scalability",
+            "section": " › ".join(section or ("Scalability",)),
+            "section_path": list(section or ("Scalability",)),
             "lists": [list_name or "awesome-fake"],
             "host": "example.com",
             "score": 0.9,
@@ -68,7 +70,7 @@ class FakeSearcher:
         }
         return FakeResponse({"query": query, "took_ms": 1.0, "results": [hit][:k]})
 
-    def sections(self) -> list[tuple[str, int]]:
+    def sections(self) -> list[tuple[tuple[str, ...], int]]:
         return list(self.sections_listed)
 
     def lists(self) -> list[dict[str, Any]]:

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from ingest.models import Article, Document, LinkState
+from ingest.models import Article, Document, Filing, LinkState
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -36,13 +36,15 @@ def article_schema() -> pa.Schema:
 
     `position` is what orders the index (Ray Data gives no order across files and tasks): the
     Ray index sorts by it, so the snapshot holds the articles in list order as the local one does.
+    `filings` holds each place the article has: the list's name and the section path, a list of headings.
     """
     import pyarrow as pa
 
     text = pa.string()
+    filing = pa.struct([("list", text), ("section", pa.list_(text))])
     return pa.schema([
         ("position", pa.int64()), ("link_id", pa.int64()), ("url", text), ("host", text), ("list_title", text),
-        ("sections", pa.list_(text)), ("state", text), ("final_url", text), ("archived_url", text),
+        ("filings", pa.list_(filing)), ("state", text), ("final_url", text), ("archived_url", text),
         ("has_document", pa.bool_()), ("lists", pa.list_(text)),
         ("doc_title", text), ("doc_text", text), ("doc_kind", text), ("doc_author", text), ("doc_date", text),
         ("doc_sitename", text), ("doc_language", text), ("doc_description", text), ("doc_thin", pa.bool_()),
@@ -55,7 +57,8 @@ def article_row(article: Article, position: int) -> dict[str, Any]:
     row: dict[str, Any] = {
         "position": position, "link_id": article.link_id, "url": article.url, "host": article.host,
         "list_title": article.list_title,
-        "sections": list(article.sections), "state": article.state.value, "final_url": article.final_url,
+        "filings": [{"list": f.list_name, "section": list(f.section)} for f in article.filings],
+        "state": article.state.value, "final_url": article.final_url,
         "archived_url": article.archived_url, "has_document": doc is not None, "lists": list(article.lists),
     }
     for name in _DOCUMENT_FIELDS:
@@ -68,9 +71,13 @@ def article_from_row(row: dict[str, Any]) -> Article:
     document = None
     if row["has_document"]:
         document = Document(**{name: row[f"doc_{name}"] for name in _DOCUMENT_FIELDS})
+    if "filings" in row:
+        filings = [Filing(f["list"], tuple(f["section"])) for f in row["filings"] or []]
+    else:  # written before sections were paths: labels joined with " / ", no filing list
+        filings = [Filing("", tuple(label.split(" / "))) for label in row["sections"] or []]
     return Article(
         link_id=int(row["link_id"]), url=row["url"], host=row["host"], list_title=row["list_title"],
-        sections=list(row["sections"] or []), state=LinkState(row["state"]), final_url=row["final_url"],
+        filings=filings, state=LinkState(row["state"]), final_url=row["final_url"],
         archived_url=row["archived_url"], document=document, lists=list(row["lists"] or []),
     )
 
