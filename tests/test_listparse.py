@@ -369,4 +369,4 @@ def test_titles_and_headings_come_out_in_nfc() -> None:
     markdown = unicodedata.normalize("NFD", "# Liste\n\n## Größen\n\n### Prüfungen\n\n- [Geprüfte Caches](https://a.test/x)\n")
     [link] = parse_list(markdown)
     placement = link.placements[0]
-    assert (placement.section, placement.subsection, placement.title) == ("Größen", "Prüfungen", "Geprüfte Caches")
+    assert (placement.section, placement.title) == (("Größen", "Prüfungen"), "Geprüfte Caches")
