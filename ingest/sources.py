@@ -9,12 +9,14 @@ deadline, so a server that trickles or floods cannot hold a crawl.
 from __future__ import annotations
 
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from urllib.parse import urlsplit
 
 import httpx
 
+from ingest import address_policy
 from ingest.errors import SourceError
 from ingest.listparse import parse_list
 from ingest.models import ListedLink
@@ -171,10 +173,16 @@ def _fetch(url: str, settings: Settings) -> tuple[int, bytes]:
     """
     timeout = httpx.Timeout(settings.read_timeout_s, connect=settings.connect_timeout_s)
     deadline = time.monotonic() + settings.request_timeout_s
+    # A list the user named may be on an intranet; a list of lists narrows this for its children (collection.py).
+    scope = (nullcontext() if address_policy.in_scope()
+             else address_policy.private_targets(True, settings.private_targets))
+    transport = address_policy.guard(httpx.HTTPTransport(trust_env=False))
     try:
         with (
-            httpx.Client(timeout=timeout, follow_redirects=True, headers={"User-Agent": settings.user_agent},
-                         max_redirects=settings.max_redirects, trust_env=False) as client,
+            scope,
+            httpx.Client(transport=transport, timeout=timeout, follow_redirects=True,
+                         headers={"User-Agent": settings.user_agent}, max_redirects=settings.max_redirects,
+                         trust_env=False) as client,
             client.stream("GET", url) as response,
         ):
             if response.status_code >= 400:
@@ -196,6 +204,9 @@ def _fetch(url: str, settings: Settings) -> tuple[int, bytes]:
                 chunks.append(chunk)
             return response.status_code, b"".join(chunks)
     except httpx.HTTPError as exc:
+        refusal = address_policy.refusal_in(exc)
+        if refusal is not None:
+            raise SourceError(f"cannot download the list {url}: {refusal.reason}") from None
         raise SourceError(f"cannot download the list {url}: {exc or type(exc).__name__} — check the URL and network") \
             from None
 
