@@ -20,9 +20,11 @@ The rules, like browsers' Private Network Access:
 - public: everything else.
 
 A refusal never depends on whether anything listens there: it is decided before any connection,
-from the address alone, and its reason is the same whether or not a server exists. Connection
-failures to an allowed private address (refused, reset, connect timeout) all read the same too,
-so a list cannot tell a closed port from a filtered one by the reason it gets.
+from the address alone, and its reason is the same whether or not a server exists. When a link
+from a public list reaches a private address only because `allow` says so, its connection
+failures (refused, reset, connect timeout) all read the same, so such a list cannot tell a closed
+port from a filtered one by the reason it gets; links of your own (file or intranet) lists keep the
+detailed reason, which is what you need to fix them.
 
 The permission travels with the work, not with the client: a context variable set around each
 link's fetch (and each list download), read by the backend at connect time. Connection pools are
@@ -176,6 +178,12 @@ def _mode() -> PrivateTargets:
     return PrivateTargets.AUTO if scope is None else scope[1]
 
 
+def _obscured() -> bool:
+    """Private connection failures read alike: a public origin reaches private addresses only by `allow`."""
+    scope = _SCOPE.get()
+    return scope is not None and scope[1] is PrivateTargets.ALLOW and not scope[0]
+
+
 def private_allowed() -> bool:
     """Whether the work at hand may reach private addresses."""
     scope = _SCOPE.get()
@@ -257,7 +265,7 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
                 return await self._inner.connect_tcp(address, port, timeout=timeout, local_address=local_address,
                                                      socket_options=socket_options)
             except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
-                last = _unreachable(host) if verdict.kind is AddressClass.PRIVATE else exc
+                last = _unreachable(host) if verdict.kind is AddressClass.PRIVATE and _obscured() else exc
         assert last is not None
         raise last
 
@@ -283,7 +291,7 @@ class GuardedSyncBackend(httpcore.NetworkBackend):
                 return self._inner.connect_tcp(address, port, timeout=timeout, local_address=local_address,
                                                socket_options=socket_options)
             except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
-                last = _unreachable(host) if verdict.kind is AddressClass.PRIVATE else exc
+                last = _unreachable(host) if verdict.kind is AddressClass.PRIVATE and _obscured() else exc
         assert last is not None
         raise last
 
@@ -332,12 +340,13 @@ def refusal_in(exc: BaseException) -> AddressRefused | None:
     return None
 
 
-def source_is_private(key: str) -> bool:
-    """Whether a list read from `key` (its store key) is a private origin: a file, or a URL whose host is
-    (or resolves only to) a non-public address. Looked up now, so a name that no longer resolves is public."""
-    if not key.lower().startswith(("http://", "https://")):
+def source_is_private(source: str) -> bool:
+    """Whether a list read from `source` (a path or the URL it is downloaded from) is a private origin: a file,
+    or a URL whose host is (or resolves only to) a non-public address. Looked up now: a name that does not
+    resolve is public."""
+    if not source.lower().startswith(("http://", "https://")):
         return True  # a file, the bundled list, or links added without a list
-    host = urlsplit(key).hostname or ""
+    host = urlsplit(source).hostname or ""
     try:
         literal = check_name(host)
         addresses = [str(literal)] if literal is not None else resolve(host, 0)

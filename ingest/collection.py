@@ -27,7 +27,7 @@ from ingest import address_policy
 from ingest.errors import SourceError
 from ingest.listparse import parse_list
 from ingest.settings import Settings
-from ingest.sources import BUNDLED_KEY, LinkList, list_name, load_list, read_source, source_key
+from ingest.sources import BUNDLED_KEY, LinkList, list_name, load_list, read_from_private, read_source, source_key
 
 logger = logging.getLogger(__name__)
 
@@ -96,7 +96,7 @@ def load_collection(spec: CollectionSpec, settings: Settings) -> LoadedCollectio
         known = {link_list.key for link_list in lists}
         wanted = [c for c in children if source_key(c) not in known]
         # A public list of lists cannot lead to private addresses (ingest/address_policy.py); a file one can.
-        private = [address_policy.source_is_private(source_key(parent))] * len(wanted)
+        private = [read_from_private(source_key(parent), settings)] * len(wanted)
         with ThreadPoolExecutor(CHILD_DOWNLOADS, thread_name_prefix="linklens-lists") as pool:
             for child, outcome in zip(wanted, pool.map(partial(_try_load, settings=settings), wanted, private),
                                       strict=True):

@@ -50,6 +50,7 @@ from ingest.politeness import HostGate
 from ingest.robots import RobotsCache
 from ingest.settings import Settings
 from ingest.sniff import refuse_non_text
+from ingest.sources import read_from_private
 from ingest.store import Store
 from ingest.urls import host_of
 
@@ -524,7 +525,7 @@ class Crawler(LinkFetcher):
                     retry_failed: bool = False) -> CrawlSummary:
         started = time.perf_counter()
         ids = links_to_crawl(self._store, refresh, retry_failed)
-        self._private_origin = private_origin_links(self._store)
+        self._private_origin = private_origin_links(self._store, self._settings)
         run = await self.fetch_links(ids, started, progress)
         return crawl_summary(self._store, len(ids), started, run.requests, run.counts)
 
@@ -557,7 +558,7 @@ def links_to_crawl(store: Store, refresh: bool, retry_failed: bool) -> list[int]
     return ids
 
 
-def private_origin_links(store: Store) -> set[int]:
+def private_origin_links(store: Store, settings: Settings) -> set[int]:
     """Links cited by at least one list read from a file or a private address (either engine).
 
     A link cited by several lists may lead where the most trusted of them may: an intranet list
@@ -568,7 +569,7 @@ def private_origin_links(store: Store) -> set[int]:
     for link_id, sources in store.list_sources_by_link().items():
         for source in sources:
             if source not in verdicts:
-                verdicts[source] = address_policy.source_is_private(source)
+                verdicts[source] = read_from_private(source, settings)
             if verdicts[source]:
                 out.add(link_id)
                 break

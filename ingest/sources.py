@@ -101,6 +101,13 @@ def source_key(source: str | None) -> str:
     return str(Path(source).resolve())
 
 
+def read_from_private(key: str, settings: Settings) -> bool:
+    """Whether the list stored as `key` is read from a file or a private address (ingest/address_policy.py):
+    a `github.com/owner/repo` list is read from the raw file host."""
+    repo = github_repo(key)
+    return address_policy.source_is_private(github_readme_urls(*repo, settings)[0] if repo else key)
+
+
 def read_source(source: str | None, settings: Settings) -> tuple[str, str, str]:
     """The markdown of `source` with its label for messages and its store key."""
     key = source_key(source)

@@ -78,9 +78,10 @@ def _is_loopback_v4(host: str) -> bool:
         return False
 
 
-@pytest.fixture
 def loopback_only(monkeypatch: pytest.MonkeyPatch) -> Iterator[LoopbackOnly]:
-    """Every socket connection of this test: to 127.0.0.0/8 (or translated onto it), or never made."""
+    """Every socket connection of the test: to 127.0.0.0/8 (or translated onto it), or never made.
+
+    A generator for a fixture of the test module (`yield from loopback_only(monkeypatch)`)."""
     guard = LoopbackOnly()
     real_connect = socket.socket.connect
     real_connect_ex = socket.socket.connect_ex

@@ -31,10 +31,9 @@ from ingest.link_batch import HandedLink, fetch_batch
 from ingest.settings import Settings, load_settings
 from ingest.sources import load_list
 from ingest.store import Store
+from tests import netns
 from tests.conftest import FAST_CRAWL_ENV
 from tests.netns import LoopbackOnly, in_own_network
-
-pytest_plugins = ["tests.netns"]  # the loopback_only fixture
 
 # Public addresses the tests give to names they resolve; the socket guard maps them onto loopback.
 LIST_HOST_IP = "93.184.215.14"
@@ -134,6 +133,11 @@ def web() -> Iterator[Web]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+@pytest.fixture(name="loopback_only")
+def loopback_only_fixture(monkeypatch: pytest.MonkeyPatch) -> Iterator[LoopbackOnly]:
+    yield from netns.loopback_only(monkeypatch)
 
 
 def fake_dns(monkeypatch: pytest.MonkeyPatch, names: dict[str, list[str] | Callable[[], list[str]]]) -> None:
@@ -267,9 +271,7 @@ def test_a_public_list_cannot_lead_to_loopback_a_file_list_can(
     public = f"http://www.public.test:{web.port}/page-2"
     shared = web.url("/shared")
     list_url = public_list_web(web, monkeypatch, loopback_only, [*refused, public, shared])
-    # another loopback address: a host that takes no connection is set aside for the crawl, and 127.0.0.1 serves
-    gone_url = f"http://127.0.0.9:{closed_port('127.0.0.9')}/gone"
-    file_list = write_list(tmp_path / "intranet.md", [shared, gone_url])
+    file_list = write_list(tmp_path / "intranet.md", [shared])
     rows = crawl(crawl_settings(monkeypatch), CollectionSpec([list_url, str(file_list)]))
 
     for url in refused:
@@ -280,10 +282,6 @@ def test_a_public_list_cannot_lead_to_loopback_a_file_list_can(
     assert rows[refused[0]]["reason"] == rows[refused[1]]["reason"]
     assert rows[public]["state"] == "ok", rows[public]
     assert rows[shared]["state"] == "ok", rows[shared]  # also cited by the file list: its origin is private
-    # an allowed private address that takes no connection says only that, not "refused"
-    gone = rows[gone_url]
-    assert gone["state"] == "failed" and "no connection to 127.0.0.9 (a private address)" in str(gone["reason"])
-    assert "refused" not in str(gone["reason"]).lower()
     assert web.hits.count("/page") == 0  # the refused loopback page was never asked for
     assert_stayed_on_loopback(loopback_only)
 
@@ -310,10 +308,16 @@ def test_the_setting_denies_or_allows_private_targets(
     assert "LINKLENS_PRIVATE_TARGETS=deny forbids" in str(rows[web.url("/page")]["reason"])
     assert "/page" not in web.hits
 
-    list_url = public_list_web(web, monkeypatch, loopback_only, [web.url("/page-2"), METADATA_URL])
+    # another loopback address: a host that takes no connection is set aside for the crawl, and 127.0.0.1 serves
+    gone_url = f"http://127.0.0.9:{closed_port('127.0.0.9')}/gone"
+    list_url = public_list_web(web, monkeypatch, loopback_only, [web.url("/page-2"), METADATA_URL, gone_url])
     rows = crawl(crawl_settings(monkeypatch, LINKLENS_PRIVATE_TARGETS="allow"), CollectionSpec([list_url]))
     assert rows[web.url("/page-2")]["state"] == "ok", rows[web.url("/page-2")]
     assert rows[METADATA_URL]["state"] == "blocked"  # allow never reaches link-local
+    # a public list reaching a private address that takes no connection learns only that, not "refused"
+    gone = rows[gone_url]
+    assert gone["state"] == "failed" and "no connection to 127.0.0.9 (a private address)" in str(gone["reason"])
+    assert "refused" not in str(gone["reason"]).lower()
     assert_stayed_on_loopback(loopback_only)
 
 

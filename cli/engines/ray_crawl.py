@@ -116,7 +116,7 @@ def _run_round(ray: Any, cfg: Settings, store: Store, ids: list[int], answered_u
                bars: StageBars, tally: _Tally) -> None:
     """One pass of the pipeline over `ids`; outcomes recorded in the store as batches stream in."""
     cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
-    private = private_origin_links(store)
+    private = private_origin_links(store, cfg)
     units = fetch_units([_handed(store, i, i in private) for i in ids], cpus)
     with warnings.catch_warnings():
         # Ray 2.60 marks every way of passing actor options (here max_restarts) deprecated, ahead of its successor.
