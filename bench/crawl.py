@@ -186,6 +186,19 @@ def hostile_crawl() -> dict[str, object]:
     }
 
 
+def link_local_case() -> dict[str, object]:
+    """Links into link-local space (bench/link_local.py), crawled inside a network namespace of their own."""
+    probe = subprocess.run(["unshare", "-n", "true"], capture_output=True, text=True)
+    if probe.returncode != 0:
+        return {"skipped": f"network namespaces unavailable ({probe.stderr.strip()}): this case runs only where "
+                           "nothing can leave the machine"}
+    proc = subprocess.run(["unshare", "-n", "sh", "-c", 'ip link set lo up && exec "$0" -m bench.link_local',
+                           sys.executable], cwd=REPO, capture_output=True, text=True, timeout=30 * 60)
+    if proc.returncode != 0:
+        raise SystemExit(f"link-local case failed: {proc.stderr[-2000:]}")
+    return json.loads(proc.stdout)
+
+
 async def extraction_seconds(pool: ExtractionPool, bodies: list[FetchedBody], workers: int) -> float:
     """Seconds to extract `bodies` with as many pages in flight as the crawl allows, after a warm-up."""
     await asyncio.gather(*(pool.extract(b, "t") for b in bodies[:workers]))
@@ -210,7 +223,7 @@ def main() -> None:
     parser.add_argument("--hostile-only", action="store_true", help="only the hostile-web crawl")
     args = parser.parse_args()
     if args.hostile_only:
-        emit({"benchmark": "crawl", "hostile_web": hostile_crawl()}, args.out)
+        emit({"benchmark": "crawl", "hostile_web": hostile_crawl(), "link_local": link_local_case()}, args.out)
         return
 
     with tempfile.TemporaryDirectory(prefix="linklens-bench-") as tmp:
@@ -281,6 +294,7 @@ def main() -> None:
     }
     if not args.no_hostile:
         result["hostile_web"] = hostile_crawl()
+        result["link_local"] = link_local_case()
     emit(result, args.out)
 
 

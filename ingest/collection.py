@@ -21,11 +21,13 @@ from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
+from functools import partial
 
+from ingest import address_policy
 from ingest.errors import SourceError
 from ingest.listparse import parse_list
 from ingest.settings import Settings
-from ingest.sources import BUNDLED_KEY, LinkList, list_name, load_list, read_source, source_key
+from ingest.sources import BUNDLED_KEY, LinkList, list_name, load_list, read_from_private, read_source, source_key
 
 logger = logging.getLogger(__name__)
 
@@ -93,8 +95,11 @@ def load_collection(spec: CollectionSpec, settings: Settings) -> LoadedCollectio
                                                "(LINKLENS_MAX_LISTS)", source_key(parent)))
         known = {link_list.key for link_list in lists}
         wanted = [c for c in children if source_key(c) not in known]
+        # A public list of lists cannot lead to private addresses (ingest/address_policy.py); a file one can.
+        private = [read_from_private(source_key(parent), settings)] * len(wanted)
         with ThreadPoolExecutor(CHILD_DOWNLOADS, thread_name_prefix="linklens-lists") as pool:
-            for child, outcome in zip(wanted, pool.map(lambda c: _try_load(c, settings), wanted), strict=True):
+            for child, outcome in zip(wanted, pool.map(partial(_try_load, settings=settings), wanted, private),
+                                      strict=True):
                 if isinstance(outcome, LinkList):
                     if outcome.key not in known:
                         known.add(outcome.key)
@@ -134,9 +139,10 @@ def _child_sources(parent: str, settings: Settings) -> tuple[list[str], int]:
     return urls[: settings.max_lists], max(0, len(urls) - settings.max_lists)
 
 
-def _try_load(source: str, settings: Settings) -> LinkList | str:
+def _try_load(source: str, parent_private: bool, settings: Settings) -> LinkList | str:
     """The list, or why it could not be read (one child's failure never stops the others)."""
     try:
-        return load_list(source, settings)
+        with address_policy.private_targets(parent_private, settings.private_targets):
+            return load_list(source, settings)
     except SourceError as exc:
         return str(exc)

@@ -37,10 +37,12 @@ import time
 from collections import Counter, defaultdict, deque
 from collections.abc import Callable, Collection, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Protocol
 
+from ingest import address_policy
 from ingest.archive import Archive, Snapshot
 from ingest.extract_job import extract_and_compress
 from ingest.extraction_pool import ExtractionPool, is_extraction_failure
@@ -51,6 +53,7 @@ from ingest.politeness import HostGate
 from ingest.robots import RobotsCache
 from ingest.settings import Settings
 from ingest.sniff import refuse_non_text
+from ingest.sources import read_from_private
 from ingest.store import Store
 from ingest.urls import host_of
 
@@ -199,15 +202,25 @@ class LinkFetcher:
     `fetch_only` stops before extraction: a page's outcome is recorded with its body, for a later
     extraction stage (the Ray engine). `answered_url` is a URL known to answer, from outside this
     run: with it, a run whose own hosts all fail can still tell dead hosts from a dead network.
+    `private_origin` holds the links cited by a list read from a file or a private address: under
+    `LINKLENS_PRIVATE_TARGETS=auto` only they may lead to private addresses (ingest/address_policy.py).
     """
 
     def __init__(self, settings: Settings, book: LinkBook, executor: ExtractionPool | None = None,
-                 fetch_only: bool = False, answered_url: str | None = None) -> None:
+                 fetch_only: bool = False, answered_url: str | None = None,
+                 private_origin: Collection[int] = frozenset()) -> None:
         self._settings = settings
         self._book = book
         self._executor = executor
         self._fetch_only = fetch_only
         self._answered_url = answered_url
+        self._private_origin = private_origin
+
+    def _address_scope(self, link_id: int | None) -> AbstractContextManager[None]:
+        """Everything fetched for a link (robots.txt, redirects, the archive) follows that link's origin;
+        `None`: a URL that already answered in this crawl (the network check)."""
+        private = link_id is None or link_id in self._private_origin
+        return address_policy.private_targets(private, self._settings.private_targets)
 
     async def fetch_links(self, ids: list[int], started: float, progress: ProgressCallback | None = None,
                           alone: Collection[int] = ()) -> _Run:
@@ -291,7 +304,8 @@ class LinkFetcher:
         if run.gate.network_down or url is None:
             return False
         try:
-            return await run.fetcher.answers_now(url) and not run.gate.network_down
+            with self._address_scope(None):
+                return await run.fetcher.answers_now(url) and not run.gate.network_down
         except Exception:
             logger.warning("network check on %s failed", url, exc_info=True)
             return False
@@ -306,7 +320,8 @@ class LinkFetcher:
         assert again.result is not None
         try:
             url = str(self._book.link(link_id)["url"])
-            outcome = await self._recover(url, again.result, again.attempts, run.archive, again.kept)
+            with self._address_scope(link_id):
+                outcome = await self._recover(url, again.result, again.attempts, run.archive, again.kept)
         except Exception as exc:
             logger.warning("link %s: %s", link_id, crash_reason("fetching", exc), exc_info=True)
             outcome = CrawlOutcome(LinkState.FAILED, crash_reason("fetching", exc), again.attempts)
@@ -342,7 +357,8 @@ class LinkFetcher:
         try:
             link = self._book.link(link_id)
             self._book.fetch_started(link_id)  # committed: if the crawler dies now, the next run knows
-            outcome = await self._crawl_link(link, run, last_try)
+            with self._address_scope(link_id):
+                outcome = await self._crawl_link(link, run, last_try)
             outcome.attempts[:0] = earlier
             if isinstance(outcome, _SecondTry):
                 run.second_try[link_id] = outcome
@@ -409,7 +425,7 @@ class LinkFetcher:
             reason = result.reason if not result.redirects else f"redirected to {result.final_url}"
             return CrawlOutcome(state, reason, attempts, final_url=result.final_url, http_status=result.status,
                                 body=result.body)
-        if result.failure is Failure.BLOCKED:
+        if result.failure is Failure.BLOCKED or result.failure is Failure.ADDRESS:
             return CrawlOutcome(LinkState.BLOCKED, result.reason, attempts, final_url=result.final_url)
         if result.failure is Failure.OFFLINE:
             # Not tried at all: left pending (with the reason) so the next crawl, once online, takes it up.
@@ -532,6 +548,7 @@ class Crawler(LinkFetcher):
                     retry_failed: bool = False) -> CrawlSummary:
         started = time.perf_counter()
         ids = links_to_crawl(self._store, refresh, retry_failed)
+        self._private_origin = private_origin_links(self._store, self._settings)
         run = await self.fetch_links(ids, started, progress, alone=self._store.links_in_doubt(ids))
         return crawl_summary(self._store, len(ids), started, run.requests, run.counts)
 
@@ -569,6 +586,24 @@ def links_to_crawl(store: Store, refresh: bool, retry_failed: bool) -> list[int]
     if refresh or retry_failed:
         store.reset_for_refresh(ids)
     return ids
+
+
+def private_origin_links(store: Store, settings: Settings) -> set[int]:
+    """Links cited by at least one list read from a file or a private address (either engine).
+
+    A link cited by several lists may lead where the most trusted of them may: an intranet list
+    citing an intranet page makes it fetchable even if a public list cites it too.
+    """
+    verdicts: dict[str, bool] = {}
+    out = set()
+    for link_id, sources in store.list_sources_by_link().items():
+        for source in sources:
+            if source not in verdicts:
+                verdicts[source] = read_from_private(source, settings)
+            if verdicts[source]:
+                out.add(link_id)
+                break
+    return out
 
 
 def crawl_summary(store: Store, crawled: int, started: float, requests: int,

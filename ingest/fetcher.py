@@ -38,6 +38,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, sto
 from tenacity.wait import wait_exponential_jitter
 from w3lib.html import get_meta_refresh
 
+from ingest import address_policy
 from ingest.content_coding import StreamDecoder, UndecodableBody, content_coding
 from ingest.host_pools import HostClients
 from ingest.models import FetchAttempt, FetchedBody
@@ -74,6 +75,7 @@ class Failure(StrEnum):
     BLOCKED = "blocked"  # a hop's robots.txt disallows it
     ROBOTS_UNAVAILABLE = "robots_unavailable"  # robots.txt answered 5xx or too slowly: disallowed for this crawl
     OFFLINE = "offline"  # not tried: the network is down
+    ADDRESS = "address"  # the address policy refused where the host is (never connected): ingest/address_policy.py
 
 
 # Failures that say nothing about the link, only about reaching its host right now.
@@ -260,6 +262,8 @@ class Fetcher:
                     refusal.url, refusal.redirects = url, seen[1:]
                     if current != url and refusal.failure is Failure.BLOCKED:
                         refusal.reason = f"redirected to {current}, which its site's robots.txt disallows"
+                    elif current != url and refusal.failure is Failure.ADDRESS:
+                        refusal.reason = f"redirected to {current}: {refusal.reason}"
                     return refusal
             async with self._gate.slot(host):
                 # checked after the wait too: the host may have failed while we queued for it
@@ -277,6 +281,8 @@ class Fetcher:
                     headers = {**headers, "Accept-Encoding": "identity"}
                     continue  # the same URL once more, inside the same deadline
             if isinstance(outcome, FetchResult):
+                if outcome.failure is Failure.ADDRESS and current != url:
+                    outcome.reason = f"redirected to {current}: {outcome.reason}"
                 outcome.url = url
                 outcome.redirects = seen[1:]
                 return outcome
@@ -350,6 +356,10 @@ class Fetcher:
             record("connect timed out")
             raise _Retryable("connect timed out", connection=True) from None
         except httpx.ConnectError as exc:
+            refusal = address_policy.refusal_in(exc)
+            if refusal is not None:  # decided before connecting: final, and the same whether anything listens
+                record(refusal.reason)
+                return FetchResult(url, url, failure=Failure.ADDRESS, reason=refusal.reason)
             failure = self._connect_failure(url, exc, record)
             if isinstance(failure, FetchResult):
                 return failure

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import httpx
 
+from ingest import address_policy
 from ingest.settings import Settings
 
 ACCEPT = "text/html,application/xhtml+xml,application/pdf;q=0.9,text/plain;q=0.8,*/*;q=0.5"
@@ -62,7 +63,7 @@ class HostClients:
     @asynccontextmanager
     async def lease(self, url: httpx.URL) -> AsyncIterator[httpx.AsyncClient]:
         """The client for `url`'s origin, held open for as long as the caller uses it."""
-        key = origin_key(url)
+        key = origin_key(url) + address_policy.pool_key()  # keep-alive never crosses from trusted to untrusted work
         pool = self._pools.get(key)
         if pool is None:
             await self._close_idle(keep=self._settings.max_host_pools - 1)
@@ -79,7 +80,11 @@ class HostClients:
         return self._new_client()
 
     def _new_client(self) -> httpx.AsyncClient:
+        # Every connection goes through the address policy (ingest/address_policy.py), checked at connect time.
+        transport = address_policy.guard(httpx.AsyncHTTPTransport(verify=self._tls, limits=self._limits,
+                                                                  trust_env=False))
         return httpx.AsyncClient(
+            transport=transport,
             timeout=self._timeout,
             limits=self._limits,
             verify=self._tls,

@@ -33,6 +33,7 @@ class HandedLink:
     last_modified: str | None = None
     final_url: str | None = None
     kept: str | None = None  # the store's `kept_text_date`: a live copy with a document, fetched on that date
+    private_origin: bool = False  # cited by a list read from a file or a private address (ingest/address_policy.py)
 
     def __getitem__(self, key: str) -> Any:
         return getattr(self, key)
@@ -92,7 +93,8 @@ def fetch_batch(settings: Settings, links: list[HandedLink], answered_url: str |
     `on_outcome` is called (in the fetching thread) with each link's outcome as soon as it is settled.
     """
     book = HandedLinks(links, on_outcome)
-    fetcher = LinkFetcher(settings, book, fetch_only=True, answered_url=answered_url)
+    fetcher = LinkFetcher(settings, book, fetch_only=True, answered_url=answered_url,
+                          private_origin={link.id for link in links if link.private_origin})
     run = asyncio.run(fetcher.fetch_links([link.id for link in links], time.perf_counter()))
     unsettled = [i for i, outcome in book.outcomes.items() if outcome.state is LinkState.PENDING]
     return FetchedBatch(book.outcomes, run.requests, run.gate.network_seen, unsettled)

@@ -83,8 +83,9 @@ class RobotsCache:
             if origin in self._verdicts:
                 return self._verdicts[origin]
             verdict = await self._fetch_verdict(origin)
-            if not (isinstance(verdict, FetchResult) and verdict.failure is Failure.OFFLINE):
-                self._verdicts[origin] = verdict  # not tried because the network is down: ask again next time
+            if not (isinstance(verdict, FetchResult) and verdict.failure in (Failure.OFFLINE, Failure.ADDRESS)):
+                # not tried because the network is down, or refused for this link's origin: ask again next time
+                self._verdicts[origin] = verdict
         return verdict
 
     async def _fetch_verdict(self, origin: str) -> _Verdict:
@@ -97,7 +98,9 @@ class RobotsCache:
             if delay:
                 self._gate.set_min_delay(host_of(origin), min(float(delay), MAX_CRAWL_DELAY_S))
             return rules
-        if result.failure is None or result.failure in UNAVAILABLE_FAILURES:
+        if result.failure is Failure.ADDRESS and not result.redirects:  # the link's own fetch is refused the same way
+            return result
+        if result.failure is None or result.failure in UNAVAILABLE_FAILURES or result.failure is Failure.ADDRESS:
             logger.debug("no robots.txt for %s (%s): everything allowed", host_of(origin), result.reason)
             return None
         if result.failure in CONNECTION_FAILURES or result.failure is Failure.OFFLINE:

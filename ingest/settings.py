@@ -74,6 +74,9 @@ class Settings(BaseSettings):
     respect_robots: bool = True
     archive_url: str = DEFAULT_ARCHIVE_URL
     use_archive: bool = True
+    private_targets: str = Field("auto", pattern="^(auto|allow|deny)$",
+                                 description="may links reach loopback/private addresses: auto = only links of lists "
+                                             "read from a file or a private address (docs/address-policy.md)")
     github_raw_url: str = Field(DEFAULT_GITHUB_RAW_URL, description="raw file host for github.com/owner/repo links")
     max_lists: int = Field(DEFAULT_MAX_LISTS, ge=1, le=10_000,
                            description="lists a --lists-from list may bring in; the rest are left out and reported")

@@ -11,10 +11,12 @@ server that trickles, floods or sends a malformed redirect cannot hold or crash 
 from __future__ import annotations
 
 import asyncio
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from urllib.parse import urlsplit
 
+from ingest import address_policy
 from ingest.errors import SourceError
 from ingest.fetcher import Failure, Fetcher, FetchResult
 from ingest.host_pools import HostClients
@@ -108,6 +110,13 @@ def source_key(source: str | None) -> str:
     return str(Path(source).resolve())
 
 
+def read_from_private(key: str, settings: Settings) -> bool:
+    """Whether the list stored as `key` is read from a file or a private address (ingest/address_policy.py):
+    a `github.com/owner/repo` list is read from the raw file host."""
+    repo = github_repo(key)
+    return address_policy.source_is_private(github_readme_urls(*repo, settings)[0] if repo else key)
+
+
 def read_source(source: str | None, settings: Settings) -> tuple[str, str, str]:
     """The markdown of `source` with its label for messages and its store key."""
     key = source_key(source)
@@ -179,8 +188,12 @@ def _fetch(url: str, settings: Settings) -> tuple[int, bytes]:
     Returns the status and, below 400, the body; an HTML page, a body too large or too slow, a malformed
     URL, or no answer at all is a SourceError with the reason in words.
     """
+    # A list the user named may be on an intranet; a list of lists narrows this for its children (collection.py).
+    scope = (nullcontext() if address_policy.in_scope()
+             else address_policy.private_targets(True, settings.private_targets))
     try:
-        result = asyncio.run(_fetch_once(url, settings))
+        with scope:  # asyncio.run's task copies this context: the policy holds inside the fetch
+            result = asyncio.run(_fetch_once(url, settings))
     except Exception as exc:  # the fetcher maps what it knows; anything else is still one sentence
         raise SourceError(f"cannot download the list {url}: unexpected {type(exc).__name__} ({exc}) — check the URL") \
             from None
@@ -195,6 +208,8 @@ def _fetch(url: str, settings: Settings) -> tuple[int, bytes]:
         return result.status or 200, result.body.body
     if result.failure in (Failure.GONE, Failure.HTTP) and result.status is not None:
         return result.status, b""
+    if result.failure is Failure.ADDRESS:
+        raise SourceError(f"cannot download the list {url}: {result.reason}")
     if result.failure is Failure.INVALID:
         raise SourceError(f"cannot download the list {url}: {result.reason} — correct the URL")
     if result.failure is Failure.EXHAUSTED and result.status is not None:

@@ -631,6 +631,14 @@ class Store:
             out.setdefault(link_id, []).append(name)
         return out
 
+    def list_sources_by_link(self) -> dict[int, list[str]]:
+        """The sources (store keys) of the lists citing each link: where a link may lead depends on them."""
+        out: dict[int, list[str]] = {}
+        for link_id, source in self._conn.execute(
+                "SELECT DISTINCT p.link_id, l.source FROM placements p JOIN lists l ON l.id = p.list_id"):
+            out.setdefault(link_id, []).append(source)
+        return out
+
     def article_count(self) -> int:
         """How many articles `articles()` yields: links still cited by a list."""
         return int(self._conn.execute("SELECT COUNT(*) FROM links WHERE state != ?",

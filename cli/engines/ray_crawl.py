@@ -46,6 +46,7 @@ from ingest.crawler import (
     extraction_pool,
     links_to_crawl,
     needs_extraction,
+    private_origin_links,
     record_outcome,
 )
 from ingest.link_batch import FetchedBatch, HandedLink, fetch_batch
@@ -115,7 +116,8 @@ def _run_round(ray: Any, cfg: Settings, store: Store, ids: list[int], answered_u
                bars: StageBars, tally: _Tally) -> None:
     """One pass of the pipeline over `ids`; outcomes recorded in the store as batches stream in."""
     cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
-    units = fetch_units([_handed(store, i) for i in ids], cpus)
+    private = private_origin_links(store, cfg)
+    units = fetch_units([_handed(store, i, i in private) for i in ids], cpus)
     with warnings.catch_warnings():
         # Ray 2.60 marks every way of passing actor options (here max_restarts) deprecated, ahead of its successor.
         warnings.filterwarnings("ignore", message=".*ray_remote_args.*deprecated")
@@ -152,11 +154,11 @@ def _not_restarted() -> dict[str, Any]:
     return {"max_restarts": 0}
 
 
-def _handed(store: Store, link_id: int) -> HandedLink:
+def _handed(store: Store, link_id: int, private_origin: bool = False) -> HandedLink:
     row = store.link(link_id)
     return HandedLink(id=link_id, url=row["url"], title=row["title"], etag=row["etag"],
                       last_modified=row["last_modified"], final_url=row["final_url"],
-                      kept=store.kept_text_date(link_id))
+                      kept=store.kept_text_date(link_id), private_origin=private_origin)
 
 
 def fetch_units(links: list[HandedLink], cpus: int) -> list[list[HandedLink]]:
