@@ -47,7 +47,7 @@ from ingest.models import CrawlOutcome, Document, FetchAttempt, FetchedBody, Lin
 from ingest.politeness import HostGate
 from ingest.robots import RobotsCache
 from ingest.settings import Settings
-from ingest.sniff import refuse_non_text
+from ingest.sniff import Refusal, refuse_non_text, sniff
 from ingest.store import Store
 from ingest.urls import host_of
 
@@ -328,7 +328,7 @@ class LinkFetcher:
             if isinstance(outcome, _SecondTry):
                 run.second_try[link_id] = outcome
                 return
-            outcome = refuse_non_text(outcome)
+            outcome = self._keep_good_text(link_id, outcome, refuse_non_text(outcome))
             if not needs_extraction(outcome) or run.executor is None:
                 self._finish(run, link_id, outcome)  # with no extraction here, the body goes on to a later stage
                 return
@@ -354,6 +354,24 @@ class LinkFetcher:
         finally:
             run.extract_slots.release()
             done()
+
+    def _keep_good_text(self, link_id: int, fetched: CrawlOutcome, checked: CrawlOutcome) -> CrawlOutcome:
+        """A refresh answered with an empty or non-text body keeps the last good text, as a failing one does.
+
+        `checked` is `fetched` after the sniffing check; when that refused the body and the link has
+        live text from an earlier crawl, the outcome stores neither body nor document (so the text and
+        the validators that go with it stay) and says what the page answered: `failed` for an empty
+        body (worth trying again), `unsupported` for one that is not text.
+        """
+        if checked is fetched or fetched.body is None:
+            return checked
+        kept = self._book.kept_text_date(link_id)
+        if kept is None:
+            return checked
+        empty = sniff(fetched.body.body, fetched.body.content_type).refusal is Refusal.EMPTY
+        state = LinkState.FAILED if empty else LinkState.UNSUPPORTED
+        return CrawlOutcome(state, f"{checked.reason}; keeping the text fetched on {kept}",
+                            fetched.attempts, final_url=fetched.final_url, http_status=fetched.http_status)
 
     def _finish(self, run: _Run, link_id: int, outcome: CrawlOutcome) -> None:
         """Store one link's outcome; if even that fails, store the failure; count it and report progress."""

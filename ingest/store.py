@@ -433,16 +433,16 @@ class Store:
                 )
             if outcome.document is not None:
                 _write_document(conn, link_id, outcome.document)
-            etag = body.etag if body else None
-            last_modified = body.last_modified if body else None
-            if outcome.from_archive and body is not None:
-                # The archive's validators describe its copy, not the live page: never send them there.
-                conn.execute("UPDATE links SET etag=NULL, last_modified=NULL WHERE id=?", (link_id,))
-                etag = last_modified = None
+            if body is not None and not outcome.not_modified:
+                # Validators are stored only with the text they validate (a 304 can only confirm text that
+                # exists): a new body replaces them, with none when it yielded no text or is the archive's
+                # copy (whose validators describe its copy, not the live page).
+                validated = not outcome.from_archive and _has_text(outcome.document)
+                conn.execute("UPDATE links SET etag=?, last_modified=? WHERE id=?",
+                             (body.etag if validated else None, body.last_modified if validated else None, link_id))
             conn.execute(
                 "UPDATE links SET state=?, reason=?, final_url=?, http_status=?, archived_url=?, archived_timestamp=?, "
-                "etag=COALESCE(?, etag), last_modified=COALESCE(?, last_modified), crawled_at=?, updated_at=? "
-                "WHERE id=?",
+                "crawled_at=?, updated_at=? WHERE id=?",
                 (
                     outcome.state.value,
                     outcome.reason,
@@ -450,8 +450,6 @@ class Store:
                     outcome.http_status,
                     outcome.archived_url,
                     outcome.archived_timestamp,
-                    etag,
-                    last_modified,
                     now,
                     now,
                     link_id,
@@ -472,10 +470,13 @@ class Store:
                          (LinkState.PENDING.value, reason, time.time(), link_id))
 
     def kept_text_date(self, link_id: int) -> str | None:
-        """When the stored live copy of a link was fetched (YYYY-MM-DD), if it has one with a document."""
+        """When the stored live copy of a link was fetched (YYYY-MM-DD), if it has one with text.
+
+        Only then does a refresh send the link's validators: a 304 must have text to keep.
+        """
         row = self._conn.execute(
             "SELECT b.fetched_at FROM bodies b JOIN documents d ON d.link_id = b.link_id "
-            "WHERE b.link_id=? AND b.from_archive=0", (link_id,)).fetchone()
+            "WHERE b.link_id=? AND b.from_archive=0 AND trim(d.text) != ''", (link_id,)).fetchone()
         if row is None:
             return None
         return time.strftime("%Y-%m-%d", time.localtime(row[0])) if row[0] else "an earlier crawl"
@@ -610,6 +611,10 @@ class Store:
                 )
         finally:
             reader.close()
+
+
+def _has_text(doc: Document | None) -> bool:
+    return doc is not None and bool(doc.text.strip())
 
 
 def _write_document(conn: sqlite3.Connection, link_id: int, doc: Document) -> None:
