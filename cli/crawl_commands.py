@@ -120,13 +120,15 @@ def run_crawl(sources: Sequence[str] | None, cfg: Settings, refresh: bool, quiet
               retry_failed: bool = False, lists_from: Sequence[str] | None = None) -> CollectionCrawl:
     """Read the collection's lists, make the store hold exactly them, crawl what is pending.
 
-    Shared by `crawl` and `build`. No list named: the collection crawled last is read again.
+    Shared by `crawl` and `build`. No list named: the collection crawled last is read again. Under
+    the data folder's crawl lock: a second crawl on the same folder stops at once, naming this one.
     """
     from ingest.collection import load_collection
     from ingest.crawler import Crawler
+    from ingest.folder_lock import crawl_lock
     from ingest.store import Store
 
-    with Store.open(cfg.store_path) as store:
+    with crawl_lock(cfg.data_dir), Store.open(cfg.store_path) as store:
         loaded = load_collection(chosen_collection(sources, lists_from, store), cfg)
         synced = store.sync_collection([(x.key, x.name, x.links) for x in loaded.lists],
                                        keep=[s.key for s in loaded.skipped], spec=loaded.spec.to_json())
@@ -168,9 +170,10 @@ def crawl_on_ray(cfg: Settings, store: Store, refresh: bool, retry_failed: bool,
 
 def run_reextract(cfg: Settings, quiet: bool) -> int:
     from ingest.crawler import Crawler
+    from ingest.folder_lock import crawl_lock
     from ingest.store import Store
 
-    with Store.open(cfg.store_path) as store:
+    with crawl_lock(cfg.data_dir), Store.open(cfg.store_path) as store:
         crawler = Crawler(cfg, store)
         if quiet:
             return crawler.reextract()
