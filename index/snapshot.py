@@ -25,7 +25,7 @@ import os
 import shutil
 import time
 from contextlib import AbstractContextManager
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +92,12 @@ class Manifest:
                 f"{' and '.join(map(str, READABLE_FORMATS))} — rebuild it: linklens index --rebuild"
             )
         known = set(cls.__dataclass_fields__)
+        required = [f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING]
+        missing = [name for name in required if name not in data]
+        if missing:
+            raise SnapshotMismatchError(
+                f"snapshot {folder.name} has a manifest without {', '.join(missing)} — rebuild it: linklens index"
+            )
         return cls(**{k: v for k, v in data.items() if k in known})
 
 

@@ -492,7 +492,7 @@ class Crawler(LinkFetcher):
 
         async def one(link_id: int) -> None:
             async with slots:
-                counts[await self._reextract_link(executor, link_id)] += 1
+                counts[await self._guarded_reextract(executor, link_id)] += 1
                 if progress:
                     progress(CrawlProgress(sum(counts.values()), len(ids), counts, time.perf_counter() - started))
 
@@ -502,6 +502,20 @@ class Crawler(LinkFetcher):
             if self._executor is None:
                 executor.shutdown(cancel_futures=True)
         return len(ids)
+
+    async def _guarded_reextract(self, executor: ExtractionPool, link_id: int) -> str:
+        """The guard around one link's re-extraction, as around a crawled one: whatever is raised (a corrupt
+        stored body, a store error), that link ends `failed` with the reason and the run goes on."""
+        try:
+            return await self._reextract_link(executor, link_id)
+        except Exception as exc:
+            reason = crash_reason("extracting the stored copy again", exc)
+            logger.warning("link %s: %s", link_id, reason, exc_info=True)
+            try:
+                self._store.record_failure(link_id, reason)
+            except Exception:  # the store itself is unusable: the link keeps what it had
+                logger.exception("link %s: its failure could not be stored", link_id)
+            return "failed"
 
     async def _reextract_link(self, executor: ExtractionPool, link_id: int) -> str:
         """Re-extract one stored body and record the verdict; returns it: extracted, thin, unsupported or failed."""
