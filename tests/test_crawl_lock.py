@@ -83,3 +83,26 @@ def test_a_second_crawl_stops_at_once_naming_the_first_and_the_lock_is_released_
     again = runner.invoke(app, ["crawl", str(list_file), "--json"])
     assert again.exit_code == 0, again.output
     assert (data_dir / CRAWL_LOCK_FILE).read_text() == ""  # no holder left behind
+
+
+def test_the_ray_index_exports_articles_only_under_the_build_lock(data_dir: Path) -> None:
+    """Another build holds the lock: the Ray index stops before its export touches `articles/`."""
+    from cli.engines.datasets import ARTICLES
+    from cli.engines.ray_index import run_ray_index
+    from index import snapshot
+    from ingest.errors import BuildLockedError
+    from ingest.models import ListedLink, ListPlacement
+    from ingest.settings import load_settings
+    from ingest.store import Store
+
+    settings = load_settings()
+    with Store.open(settings.store_path) as store:
+        store.add_links([ListedLink("http://x.test/1", [ListPlacement("Reading", None, "One", 0)])])
+    articles = Path(settings.datasets_location) / ARTICLES
+    articles.mkdir(parents=True)
+    (articles / "part-000000.parquet").write_bytes(b"the export a running build reads")
+    with snapshot.build_lock(settings.snapshots_dir), pytest.raises(BuildLockedError) as refused:
+        run_ray_index(settings, rebuild=False, quiet=True)
+    assert f"another build (pid {os.getpid()}, since " in str(refused.value)
+    assert (articles / "part-000000.parquet").read_bytes() == b"the export a running build reads"
+    assert sorted(p.name for p in articles.parent.iterdir()) == [ARTICLES]  # no export was even started
