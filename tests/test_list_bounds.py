@@ -26,7 +26,12 @@ def write_list(folder: Path, name: str, urls: list[str]) -> str:
 
 def cited(store: Store) -> dict[str, list[str]]:
     """Each link's state and the lists citing it."""
-    return {str(r["url"]): [str(r["state"]), *map(str, r["lists"])] for r in store.link_rows()}  # type: ignore[arg-type]
+    out: dict[str, list[str]] = {}
+    for row in store.link_rows():
+        lists = row["lists"]
+        assert isinstance(lists, list)
+        out[str(row["url"])] = [str(row["state"]), *lists]
+    return out
 
 
 def test_a_list_over_the_per_list_cap_is_skipped_with_the_reason_and_keeps_its_links(tmp_path: Path) -> None:
