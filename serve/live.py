@@ -127,8 +127,11 @@ class LiveIndex:
         current = snapshot.current_id(self._settings.snapshots_dir)
         try:
             if current is not None and current in self._refused:
-                raise self._unavailable
-            self._searcher = self._opener(self._settings)
+                self._searcher = self._older_than(current)  # a new older one may have appeared meanwhile
+                if self._searcher is None:
+                    return False
+            else:
+                self._searcher = self._opener(self._settings)
         except NotBuiltError as exc:
             self._unavailable = exc
             return False
@@ -138,9 +141,8 @@ class LiveIndex:
                     logger.warning("index not usable: %s", exc)
                 self._unavailable = exc if isinstance(exc, LinklensError) else damaged("CURRENT", exc)
                 return False
-            if current not in self._refused:
-                self._refuse(current, exc, "looking for an older snapshot that loads")
-                self._unavailable = exc if isinstance(exc, LinklensError) else damaged(current, exc)
+            self._refuse(current, exc, "looking for an older snapshot that loads")
+            self._unavailable = exc if isinstance(exc, LinklensError) else damaged(current, exc)
             self._searcher = self._older_than(current)
             if self._searcher is None:
                 return False
