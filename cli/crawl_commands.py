@@ -121,19 +121,19 @@ def run_crawl(sources: Sequence[str] | None, cfg: Settings, refresh: bool, quiet
               retry_failed: bool = False, lists_from: Sequence[str] | None = None) -> CollectionCrawl:
     """Read the collection's lists, make the store hold exactly them, crawl what is pending.
 
-    Shared by `crawl` and `build`. No list named: the collection crawled last is read again.
+    Shared by `crawl` and `build`. No list named: the collection crawled last is read again. Under
+    the data folder's crawl lock: a second crawl on the same folder stops at once, naming this one.
     """
-    from ingest.collection import load_collection
+    from ingest.collection import sync_collection
     from ingest.crawler import Crawler
+    from ingest.folder_lock import crawl_lock
     from ingest.store import Store
 
-    with Store.open(cfg.store_path) as store:
-        loaded = load_collection(chosen_collection(sources, lists_from, store), cfg)
-        synced = store.sync_collection([(x.key, x.name, x.links) for x in loaded.lists],
-                                       keep=[s.key for s in loaded.skipped], spec=loaded.spec.to_json())
-        report = [{"name": x.name, "source": x.source, "links": len(x.links), "new": s.added, "removed": s.removed}
-                  for x, s in zip(loaded.lists, synced.lists, strict=True)]
-        for skipped in loaded.skipped:
+    with crawl_lock(cfg.data_dir), Store.open(cfg.store_path) as store:
+        synced = sync_collection(chosen_collection(sources, lists_from, store), cfg, store)
+        report = [{"name": x.name, "source": x.source, "links": x.links, "new": x.sync.added,
+                   "removed": x.sync.removed} for x in synced.lists]
+        for skipped in synced.skipped:
             err.print(Text("skipped", style="yellow"), plain(f"{skipped.source}: {skipped.reason}"))
         if not quiet:
             for line in report:
@@ -143,7 +143,7 @@ def run_crawl(sources: Sequence[str] | None, cfg: Settings, refresh: bool, quiet
                 err.print(plain(f"dropped {name} from the collection (not named by this command)"))
             if synced.dropped:
                 err.print(f"{synced.removed} links no list of the collection cites are now `removed`")
-            count = len(loaded.lists)
+            count = len(synced.lists)
             err.print(f"{count} list{'' if count == 1 else 's'} → {cfg.store_path}")
         if cfg.engine == Engine.ray:
             summary = crawl_on_ray(cfg, store, refresh, retry_failed, quiet)
@@ -153,8 +153,8 @@ def run_crawl(sources: Sequence[str] | None, cfg: Settings, refresh: bool, quiet
             with crawl_progress_bar() as bar:
                 summary = Crawler(cfg, store).run(refresh=refresh, retry_failed=retry_failed,
                                                   progress=progress_updater(bar))
-        store.mark_lists_crawled(s.list_id for s in synced.lists)
-    return CollectionCrawl(summary, report, synced.dropped, synced.removed, loaded.skipped)
+        store.mark_lists_crawled(x.sync.list_id for x in synced.lists)
+    return CollectionCrawl(summary, report, synced.dropped, synced.removed, synced.skipped)
 
 
 def crawl_on_ray(cfg: Settings, store: Store, refresh: bool, retry_failed: bool, quiet: bool) -> CrawlSummary:
@@ -169,9 +169,10 @@ def crawl_on_ray(cfg: Settings, store: Store, refresh: bool, retry_failed: bool,
 
 def run_reextract(cfg: Settings, quiet: bool) -> int:
     from ingest.crawler import Crawler
+    from ingest.folder_lock import crawl_lock
     from ingest.store import Store
 
-    with Store.open(cfg.store_path) as store:
+    with crawl_lock(cfg.data_dir), Store.open(cfg.store_path) as store:
         crawler = Crawler(cfg, store)
         if quiet:
             return crawler.reextract()

@@ -154,8 +154,9 @@ class Searcher:
         self._beside = ThreadPoolExecutor(BESIDE_THREADS, thread_name_prefix="linklens-bm25")
 
     @classmethod
-    def open(cls, settings: Settings) -> Searcher:
-        """Load the snapshot CURRENT points to. NotBuiltError if none; SnapshotMismatchError on another model.
+    def open(cls, settings: Settings, folder: Path | None = None) -> Searcher:
+        """Load the snapshot CURRENT points to (or `folder`). NotBuiltError if none; SnapshotMismatchError on
+        another model.
 
         Also limits numpy's BLAS to one thread for the whole process: a search's
         matrix products are small, and OpenBLAS's default of one thread per core
@@ -164,7 +165,8 @@ class Searcher:
         woken for every product, and they compete with the other searches' threads).
         """
         threadpool_limits(BLAS_THREADS, user_api="blas")
-        folder = snapshot.current_folder(settings.snapshots_dir, settings.data_dir)
+        if folder is None:
+            folder = snapshot.current_folder(settings.snapshots_dir, settings.data_dir)
         searcher = cls(settings, _Loaded(folder, settings))
         searcher._warm_up()
         return searcher

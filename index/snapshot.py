@@ -19,19 +19,18 @@ holder dies, so a killed build never leaves a stale lock.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
 import os
 import shutil
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from contextlib import AbstractContextManager
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from ingest.errors import BuildLockedError, NotBuiltError, SnapshotMismatchError
+from ingest.folder_lock import folder_lock
 
 logger = logging.getLogger(__name__)
 
@@ -96,6 +95,12 @@ class Manifest:
                 f"{', '.join(map(str, READABLE_FORMATS))} — rebuild it: linklens index --rebuild"
             )
         known = set(cls.__dataclass_fields__)
+        required = [f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING]
+        missing = [name for name in required if name not in data]
+        if missing:
+            raise SnapshotMismatchError(
+                f"snapshot {folder.name} has a manifest without {', '.join(missing)} — rebuild it: linklens index"
+            )
         return cls(**{k: v for k, v in data.items() if k in known})
 
 
@@ -104,36 +109,16 @@ def new_snapshot_id(corpus_hash: str, now: float | None = None) -> str:
     return f"{stamp}-{corpus_hash[:8]}"
 
 
-@contextmanager
-def build_lock(snapshots_dir: Path) -> Iterator[None]:
+def build_lock(snapshots_dir: Path, wait: bool = False) -> AbstractContextManager[None]:
     """Hold the data folder's build lock; BuildLockedError at once if another build holds it.
 
-    Refusing rather than waiting: the running build already covers everything
-    crawled before it started, so a second one queued behind it would only
-    repeat its work minutes later on the same cores; the message says who holds
-    the lock, and running the command again after it finishes is explicit.
+    The same lock as the crawl's (`ingest.folder_lock`): the holder's pid and start time in the
+    message, released by the kernel when the holder dies. `wait` blocks until the build is done
+    instead (a finishing Ray crawl exporting the `articles/` a build reads).
     """
-    snapshots_dir.mkdir(parents=True, exist_ok=True)
-    path = snapshots_dir / LOCK_FILE
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
-            raise BuildLockedError(
-                f"another build ({holder}) is writing a snapshot in {snapshots_dir} — wait for it to finish, "
-                "then run the command again"
-            ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"pid {os.getpid()}, started {time.strftime('%H:%M:%S')}".encode(), 0)
-        try:
-            yield
-        finally:
-            os.ftruncate(fd, 0)
-            fcntl.flock(fd, fcntl.LOCK_UN)
-    finally:
-        os.close(fd)
+    return folder_lock(snapshots_dir / LOCK_FILE, lambda holder: BuildLockedError(
+        f"another build ({holder}) is writing a snapshot in {snapshots_dir} — wait for it to finish, "
+        "then run the command again"), wait=wait)
 
 
 def start(snapshots_dir: Path) -> Path:

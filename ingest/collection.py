@@ -17,17 +17,17 @@ from __future__ import annotations
 
 import json
 import logging
-from collections import Counter
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections import Counter, deque
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from functools import partial
 
 from ingest import address_policy
 from ingest.errors import SourceError
 from ingest.listparse import parse_list
 from ingest.settings import Settings
 from ingest.sources import BUNDLED_KEY, LinkList, list_name, load_list, read_from_private, read_source, source_key
+from ingest.store import CollectionWriter, ListSync, Store
 
 logger = logging.getLogger(__name__)
 
@@ -72,48 +72,119 @@ class SkippedList:
 
 
 @dataclass
-class LoadedCollection:
-    """The lists read, in order, with unique names; the ones skipped; and the spec to remember."""
+class SyncedList:
+    """One list of the collection as it was written to the store."""
+
+    name: str
+    source: str
+    links: int
+    sync: ListSync
+
+
+@dataclass
+class SyncedCollection:
+    """What reading a collection into the store did: the lists written (in order, with unique names),
+    the ones skipped with their reasons, and the lists dropped (with how many links became `removed`)."""
 
     spec: CollectionSpec
-    lists: list[LinkList]
+    lists: list[SyncedList]
     skipped: list[SkippedList]
+    dropped: list[str]
+    removed: int
 
 
-def load_collection(spec: CollectionSpec, settings: Settings) -> LoadedCollection:
-    """Read every list of `spec`: arguments first, then each list of lists' lists, in their order.
+def sync_collection(spec: CollectionSpec, settings: Settings, store: Store) -> SyncedCollection:
+    """Read every list of `spec` and make the store hold exactly them: arguments first, then each list of
+    lists' lists, in their order.
 
-    SourceError when an argument or a list of lists cannot be read (nothing has changed then).
-    A list reached twice is read once; lists of the same short name get qualified names.
+    One list at a time: each is parsed, checked against the caps and written before the next is
+    read (at most CHILD_DOWNLOADS are downloading meanwhile), so memory does not grow with the
+    number of lists. All of it is one transaction: SourceError when an argument or a list of lists
+    cannot be read, and then nothing has changed. A list over a cap (LINKLENS_MAX_LIST_LINKS, or
+    one that would take the collection past LINKLENS_MAX_COLLECTION_LINKS) is skipped with the
+    reason, like one that cannot be read: the links it held stay as they were. So do the lists
+    beyond LINKLENS_MAX_LISTS. A list reached twice is read once; lists of the same short name get
+    qualified names.
     """
-    lists = [load_list(None if key == BUNDLED_KEY else key, settings) for key in spec.sources]
     skipped: list[SkippedList] = []
-    for parent in spec.lists_from:
-        children, left_out = _child_sources(parent, settings)
-        if left_out:
-            skipped.append(SkippedList(parent, f"{left_out} more lists beyond the limit of {settings.max_lists} "
-                                               "(LINKLENS_MAX_LISTS)", source_key(parent)))
-        known = {link_list.key for link_list in lists}
-        wanted = [c for c in children if source_key(c) not in known]
-        # A public list of lists cannot lead to private addresses (ingest/address_policy.py); a file one can.
-        private = [read_from_private(source_key(parent), settings)] * len(wanted)
-        with ThreadPoolExecutor(CHILD_DOWNLOADS, thread_name_prefix="linklens-lists") as pool:
-            for child, outcome in zip(wanted, pool.map(partial(_try_load, settings=settings), wanted, private),
-                                      strict=True):
+    written: list[tuple[LinkList, ListSync, int]] = []
+    seen: set[str] = set()
+    with store.syncing_collection(spec.to_json()) as writer:
+
+        def take(link_list: LinkList) -> None:
+            refusal = _over_a_cap(link_list, writer, settings)
+            if refusal is not None:
+                logger.info("skipping %s: %s", link_list.source, refusal)
+                skipped.append(SkippedList(link_list.source, refusal, link_list.key))
+                writer.keep(link_list.key)
+                return
+            synced = writer.add(link_list.key, link_list.name, link_list.links)
+            written.append((link_list, synced, len(link_list.links)))
+            link_list.links = []  # written: the parsed list is not held any longer
+
+        for key in spec.sources:
+            if key not in seen:
+                seen.add(key)
+                take(load_list(None if key == BUNDLED_KEY else key, settings))
+        for parent in spec.lists_from:
+            children, beyond = _child_sources(parent, settings)
+            if beyond:
+                skipped.append(SkippedList(parent, f"{len(beyond)} more lists beyond the limit of "
+                                                   f"{settings.max_lists} (LINKLENS_MAX_LISTS)", source_key(parent)))
+                for child in beyond:  # left out this time, not dropped: their links stay as they were
+                    writer.keep(source_key(child))
+            wanted: list[str] = []
+            for child in children:
+                if source_key(child) not in seen:
+                    seen.add(source_key(child))
+                    wanted.append(child)
+            # A public list of lists cannot lead to private addresses (ingest/address_policy.py); a file one can.
+            private = read_from_private(source_key(parent), settings)
+            for child, outcome in _read_in_turn(wanted, private, settings):
                 if isinstance(outcome, LinkList):
-                    if outcome.key not in known:
-                        known.add(outcome.key)
-                        lists.append(outcome)
+                    take(outcome)
                 else:
                     logger.info("skipping %s: %s", child, outcome)
                     skipped.append(SkippedList(child, outcome, source_key(child)))
-    unique: dict[str, LinkList] = {}
-    for link_list in lists:
-        unique.setdefault(link_list.key, link_list)
-    ordered = list(unique.values())
-    for link_list, name in zip(ordered, distinct_names([x.key for x in ordered]), strict=True):
-        link_list.name = name
-    return LoadedCollection(spec, ordered, skipped)
+                    writer.keep(source_key(child))
+        names = distinct_names([link_list.key for link_list, _, _ in written])
+        for (link_list, synced, _), name in zip(written, names, strict=True):
+            if name != link_list.name:
+                link_list.name = name
+                writer.rename(synced.list_id, name)
+    result = writer.result()
+    lists = [SyncedList(x.name, x.source, count, synced) for x, synced, count in written]
+    return SyncedCollection(spec, lists, skipped, result.dropped, result.removed)
+
+
+def _over_a_cap(link_list: LinkList, writer: CollectionWriter, settings: Settings) -> str | None:
+    """Why `link_list` cannot join the collection (too many links), or None."""
+    count = len(link_list.links)
+    if count > settings.max_list_links:
+        return (f"{link_list.source} holds {count:,} links, more than the limit of {settings.max_list_links:,} "
+                "per list (LINKLENS_MAX_LIST_LINKS) — raise it to crawl this list")
+    total = writer.links_held + writer.new_links(link_list.links)
+    if total > settings.max_collection_links:
+        return (f"{link_list.source} would bring the collection to {total:,} links, more than the limit of "
+                f"{settings.max_collection_links:,} (LINKLENS_MAX_COLLECTION_LINKS) — raise it to crawl this list")
+    return None
+
+
+def _read_in_turn(sources: Sequence[str], parent_private: bool,
+                  settings: Settings) -> Iterator[tuple[str, LinkList | str]]:
+    """Each source with its list (or why it could not be read), in order; CHILD_DOWNLOADS read ahead at most,
+    so lists are held only between their download and their turn. `parent_private`: whether the list of
+    lists they came from was read from a file or a private address (the address policy's origin)."""
+    with ThreadPoolExecutor(CHILD_DOWNLOADS, thread_name_prefix="linklens-lists") as pool:
+        ahead: deque[tuple[str, Future[LinkList | str]]] = deque()
+        for source in sources:
+            ahead.append((source, pool.submit(_try_load, source, parent_private, settings)))
+            if len(ahead) >= CHILD_DOWNLOADS:
+                done, future = ahead.popleft()
+                yield done, future.result()
+        while ahead:
+            done, future = ahead.popleft()
+            yield done, future.result()
 
 
 def distinct_names(keys: Sequence[str]) -> list[str]:
@@ -129,14 +200,14 @@ def distinct_names(keys: Sequence[str]) -> list[str]:
     return out
 
 
-def _child_sources(parent: str, settings: Settings) -> tuple[list[str], int]:
-    """The http(s) links of a list of lists (at most LINKLENS_MAX_LISTS) and how many were left out."""
+def _child_sources(parent: str, settings: Settings) -> tuple[list[str], list[str]]:
+    """The http(s) links of a list of lists: the first LINKLENS_MAX_LISTS, and those left out."""
     text, label, _ = read_source(parent, settings)
     urls = [link.url for link in parse_list(text) if link.url.lower().startswith(("http://", "https://"))]
     if not urls:
         raise SourceError(f"{label} links to no lists — expected markdown items like "
                           "'* [Awesome X](https://github.com/owner/awesome-x)' under '## Section' headings")
-    return urls[: settings.max_lists], max(0, len(urls) - settings.max_lists)
+    return urls[: settings.max_lists], urls[settings.max_lists:]
 
 
 def _try_load(source: str, parent_private: bool, settings: Settings) -> LinkList | str:

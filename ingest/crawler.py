@@ -52,7 +52,7 @@ from ingest.models import CrawlOutcome, Document, FetchAttempt, FetchedBody, Lin
 from ingest.politeness import HostGate
 from ingest.robots import RobotsCache
 from ingest.settings import Settings
-from ingest.sniff import refuse_non_text
+from ingest.sniff import Refusal, refuse_non_text, sniff
 from ingest.sources import read_from_private
 from ingest.store import Store
 from ingest.urls import host_of
@@ -364,7 +364,7 @@ class LinkFetcher:
                 run.second_try[link_id] = outcome
                 self._book.fetch_set_aside(link_id)
                 return
-            outcome = refuse_non_text(outcome)
+            outcome = self._keep_good_text(link_id, outcome, refuse_non_text(outcome))
             if not needs_extraction(outcome) or run.executor is None:
                 self._finish(run, link_id, outcome)  # with no extraction here, the body goes on to a later stage
                 return
@@ -390,6 +390,24 @@ class LinkFetcher:
         finally:
             run.extract_slots.release()
             done()
+
+    def _keep_good_text(self, link_id: int, fetched: CrawlOutcome, checked: CrawlOutcome) -> CrawlOutcome:
+        """A refresh answered with an empty or non-text body keeps the last good text, as a failing one does.
+
+        `checked` is `fetched` after the sniffing check; when that refused the body and the link has
+        live text from an earlier crawl, the outcome stores neither body nor document (so the text and
+        the validators that go with it stay) and says what the page answered: `failed` for an empty
+        body (worth trying again), `unsupported` for one that is not text.
+        """
+        if checked is fetched or fetched.body is None:
+            return checked
+        kept = self._book.kept_text_date(link_id)
+        if kept is None:
+            return checked
+        empty = sniff(fetched.body.body, fetched.body.content_type).refusal is Refusal.EMPTY
+        state = LinkState.FAILED if empty else LinkState.UNSUPPORTED
+        return CrawlOutcome(state, f"{checked.reason}; keeping the text fetched on {kept}",
+                            fetched.attempts, final_url=fetched.final_url, http_status=fetched.http_status)
 
     def _finish(self, run: _Run, link_id: int, outcome: CrawlOutcome) -> None:
         """Store one link's outcome; if even that fails, store the failure; count it and report progress."""
@@ -513,7 +531,7 @@ class Crawler(LinkFetcher):
 
         async def one(link_id: int) -> None:
             async with slots:
-                counts[await self._reextract_link(executor, link_id)] += 1
+                counts[await self._guarded_reextract(executor, link_id)] += 1
                 if progress:
                     progress(CrawlProgress(sum(counts.values()), len(ids), counts, time.perf_counter() - started))
 
@@ -523,6 +541,20 @@ class Crawler(LinkFetcher):
             if self._executor is None:
                 executor.shutdown(cancel_futures=True)
         return len(ids)
+
+    async def _guarded_reextract(self, executor: ExtractionPool, link_id: int) -> str:
+        """The guard around one link's re-extraction, as around a crawled one: whatever is raised (a corrupt
+        stored body, a store error), that link ends `failed` with the reason and the run goes on."""
+        try:
+            return await self._reextract_link(executor, link_id)
+        except Exception as exc:
+            reason = crash_reason("extracting the stored copy again", exc)
+            logger.warning("link %s: %s", link_id, reason, exc_info=True)
+            try:
+                self._store.record_failure(link_id, reason)
+            except Exception:  # the store itself is unusable: the link keeps what it had
+                logger.exception("link %s: its failure could not be stored", link_id)
+            return "failed"
 
     async def _reextract_link(self, executor: ExtractionPool, link_id: int) -> str:
         """Re-extract one stored body and record the verdict; returns it: extracted, thin, unsupported or failed."""

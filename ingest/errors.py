@@ -36,6 +36,12 @@ class BuildLockedError(LinklensError):
     http_status = 409
 
 
+class CrawlLockedError(LinklensError):
+    """Another crawl is writing to the page store of the same data folder."""
+
+    http_status = 409
+
+
 class SnapshotMismatchError(LinklensError):
     """A snapshot was built with another model than the one configured."""
 

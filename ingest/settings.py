@@ -23,6 +23,12 @@ DEFAULT_ARCHIVE_URL = "https://archive.org"
 DEFAULT_GITHUB_RAW_URL = "https://raw.githubusercontent.com"
 # Lists one `--lists-from` list of lists may bring into a collection.
 DEFAULT_MAX_LISTS = 200
+# Links one list, and one whole collection, may hold. The largest real lists hold a few thousand links
+# (awesome-selfhosted ~1,300, free-programming-books ~4,000 in its biggest file) and a full
+# awesome-of-awesome (sindresorhus/awesome: ~700 lists of a few hundred links each) ~150,000: the
+# defaults fit those with room, and keep a stranger's list from filling the store and every crawl after.
+DEFAULT_MAX_LIST_LINKS = 20_000
+DEFAULT_MAX_COLLECTION_LINKS = 200_000
 DEFAULT_CONCURRENCY = 16
 DEFAULT_PER_HOST_CONCURRENCY = 2
 DEFAULT_PER_HOST_DELAY_S = 1.0
@@ -80,6 +86,11 @@ class Settings(BaseSettings):
     github_raw_url: str = Field(DEFAULT_GITHUB_RAW_URL, description="raw file host for github.com/owner/repo links")
     max_lists: int = Field(DEFAULT_MAX_LISTS, ge=1, le=10_000,
                            description="lists a --lists-from list may bring in; the rest are left out and reported")
+    max_list_links: int = Field(DEFAULT_MAX_LIST_LINKS, ge=1,
+                                description="links one list may hold; a longer list is skipped with the reason")
+    max_collection_links: int = Field(DEFAULT_MAX_COLLECTION_LINKS, ge=1,
+                                      description="links a collection may hold; a list that would pass it is "
+                                                  "skipped with the reason")
     extract_workers: int = Field(0, ge=0, description="0 = one per core")
     extract_timeout_s: float = Field(DEFAULT_EXTRACT_TIMEOUT_S, gt=0,
                                      description="time limit per document; past it the worker is replaced")

@@ -185,6 +185,64 @@ class CollectionSync:
     removed: int  # links of dropped lists that no list of the collection cites: now `removed`
 
 
+class CollectionWriter:
+    """Syncs a collection's lists one at a time inside one transaction (`Store.syncing_collection`)."""
+
+    def __init__(self, store: Store, conn: sqlite3.Connection, now: float) -> None:
+        self._store = store
+        self._conn = conn
+        self._now = now
+        self._claimed: set[int] = set()  # links of the lists added so far: the collection's links
+        self._offset = 0
+        self._kept: set[str] = set()
+        self.synced: list[ListSync] = []
+        self._dropped: list[str] = []
+        self._removed = 0
+
+    @property
+    def links_held(self) -> int:
+        """Distinct links of the lists added so far."""
+        return len(self._claimed)
+
+    def new_links(self, links: Iterable[ListedLink]) -> int:
+        """How many of `links` the lists added so far do not hold (what adding them would add)."""
+        count = 0
+        for link in links:
+            row = self._conn.execute("SELECT id FROM links WHERE url=?", (link.url,)).fetchone()
+            count += row is None or row[0] not in self._claimed
+        return count
+
+    def add(self, source: str, name: str, links: list[ListedLink]) -> ListSync:
+        """Sync one list, after the lists added before it."""
+        synced = self._store._sync_one(self._conn, source, name, links, self._now, self._offset, self._claimed)
+        self._offset += max((p.position for link in links for p in link.placements), default=0) + 1
+        self._kept.add(source)
+        self.synced.append(synced)
+        return synced
+
+    def keep(self, source: str) -> None:
+        """A list of the collection not read this time: it is not dropped, its links stay as they were."""
+        self._kept.add(source)
+
+    def rename(self, list_id: int, name: str) -> None:
+        self._conn.execute("UPDATE lists SET name=? WHERE id=?", (name, list_id))
+
+    def drop_the_rest(self, spec: str | None) -> None:
+        day = time.strftime("%Y-%m-%d", time.localtime(self._now))
+        for row in self._conn.execute("SELECT id, name, source FROM lists WHERE dropped_at IS NULL ORDER BY id")\
+                .fetchall():
+            if row["source"] in self._kept:
+                continue
+            self._dropped.append(row["name"])
+            self._removed += self._store._drop_list(self._conn, row["id"],
+                                                    f"its list {row['name']} was dropped on {day}", self._now)
+        if spec is not None:
+            self._conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (COLLECTION_META_KEY, spec))
+
+    def result(self) -> CollectionSync:
+        return CollectionSync(self.synced, self._dropped, self._removed)
+
+
 class Store:
     """The page store. Open with `Store.open(path)`; one instance per process is the writer."""
 
@@ -277,27 +335,22 @@ class Store:
         A link cited by several lists takes its title and list order from the first list citing it,
         and lists follow one another in the order given. `spec` (JSON) is kept for a later bare crawl.
         """
-        now = time.time()
-        synced: list[ListSync] = []
-        claimed: set[int] = set()
-        offset = 0
-        with self.transaction() as conn:
+        with self.syncing_collection(spec) as writer:
             for source, name, links in lists:
-                synced.append(self._sync_one(conn, source, name, links, now, offset, claimed))
-                offset += max((p.position for link in links for p in link.placements), default=0) + 1
-            kept = {source for source, _, _ in lists} | set(keep)
-            dropped: list[str] = []
-            removed = 0
-            day = time.strftime("%Y-%m-%d", time.localtime(now))
-            for row in conn.execute("SELECT id, name, source FROM lists WHERE dropped_at IS NULL ORDER BY id")\
-                    .fetchall():
-                if row["source"] in kept:
-                    continue
-                dropped.append(row["name"])
-                removed += self._drop_list(conn, row["id"], f"its list {row['name']} was dropped on {day}", now)
-            if spec is not None:
-                conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (COLLECTION_META_KEY, spec))
-        return CollectionSync(synced, dropped, removed)
+                writer.add(source, name, links)
+            for source in keep:
+                writer.keep(source)
+        return writer.result()
+
+    @contextmanager
+    def syncing_collection(self, spec: str | None = None) -> Iterator[CollectionWriter]:
+        """`sync_collection` one list at a time: each list is written as soon as it is read, so only one
+        list is held in memory, and the whole collection is still one transaction (an exception
+        inside changes nothing). When the block ends, the lists neither added nor kept are dropped."""
+        with self.transaction() as conn:
+            writer = CollectionWriter(self, conn, time.time())
+            yield writer
+            writer.drop_the_rest(spec)
 
     def collection_spec(self) -> str | None:
         """The JSON spec of the lists the last crawl or build named, if any."""
@@ -490,16 +543,16 @@ class Store:
                 )
             if outcome.document is not None:
                 _write_document(conn, link_id, outcome.document)
-            etag = body.etag if body else None
-            last_modified = body.last_modified if body else None
-            if outcome.from_archive and body is not None:
-                # The archive's validators describe its copy, not the live page: never send them there.
-                conn.execute("UPDATE links SET etag=NULL, last_modified=NULL WHERE id=?", (link_id,))
-                etag = last_modified = None
+            if body is not None and not outcome.not_modified:
+                # Validators are stored only with the text they validate (a 304 can only confirm text that
+                # exists): a new body replaces them, with none when it yielded no text or is the archive's
+                # copy (whose validators describe its copy, not the live page).
+                validated = not outcome.from_archive and _has_text(outcome.document)
+                conn.execute("UPDATE links SET etag=?, last_modified=? WHERE id=?",
+                             (body.etag if validated else None, body.last_modified if validated else None, link_id))
             conn.execute(
                 "UPDATE links SET state=?, reason=?, final_url=?, http_status=?, archived_url=?, archived_timestamp=?, "
-                "etag=COALESCE(?, etag), last_modified=COALESCE(?, last_modified), crawled_at=?, updated_at=?, "
-                "fetch_starts=0 WHERE id=?",
+                "crawled_at=?, updated_at=?, fetch_starts=0 WHERE id=?",
                 (
                     outcome.state.value,
                     outcome.reason,
@@ -507,8 +560,6 @@ class Store:
                     outcome.http_status,
                     outcome.archived_url,
                     outcome.archived_timestamp,
-                    etag,
-                    last_modified,
                     now,
                     now,
                     link_id,
@@ -529,10 +580,13 @@ class Store:
                          (LinkState.PENDING.value, reason, time.time(), link_id))
 
     def kept_text_date(self, link_id: int) -> str | None:
-        """When the stored live copy of a link was fetched (YYYY-MM-DD), if it has one with a document."""
+        """When the stored live copy of a link was fetched (YYYY-MM-DD), if it has one with text.
+
+        Only then does a refresh send the link's validators: a 304 must have text to keep.
+        """
         row = self._conn.execute(
             "SELECT b.fetched_at FROM bodies b JOIN documents d ON d.link_id = b.link_id "
-            "WHERE b.link_id=? AND b.from_archive=0", (link_id,)).fetchone()
+            "WHERE b.link_id=? AND b.from_archive=0 AND trim(d.text) != ''", (link_id,)).fetchone()
         if row is None:
             return None
         return time.strftime("%Y-%m-%d", time.localtime(row[0])) if row[0] else "an earlier crawl"
@@ -681,6 +735,10 @@ class Store:
 
 def _path_json(path: SectionPath) -> str:
     return json.dumps(list(path), ensure_ascii=False, separators=(",", ":"))
+
+
+def _has_text(doc: Document | None) -> bool:
+    return doc is not None and bool(doc.text.strip())
 
 
 def _write_document(conn: sqlite3.Connection, link_id: int, doc: Document) -> None:

@@ -39,7 +39,7 @@ Bad input is always **400** (never 422); 503 carries `Retry-After`.
 def create_app(settings: Settings, opener: SearcherOpener = open_searcher) -> FastAPI:
     """The server for `settings`. `opener` exists so plumbing tests can inject a searcher."""
     metrics = ServerMetrics(multiprocess_dir())
-    live = LiveIndex(settings, opener, on_serving=metrics.serving)
+    live = LiveIndex(settings, opener, on_serving=metrics.serving, on_refused=metrics.snapshot_refused)
     gate = SearchGate(settings.max_inflight, observer=metrics)
     cache = ResponseCache(settings.query_cache_size, observer=metrics)
     templates = make_templates()

@@ -24,11 +24,13 @@ import glob
 import os
 import re
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import psutil
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, values
+from prometheus_client.metrics_core import Metric
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -125,6 +127,10 @@ class ServerMetrics:
             "linklens_search_cache_entries", "Responses cached now (summed over workers).", registry=registry,
             multiprocess_mode="livesum",
         )  # fmt: skip
+        self.snapshot_load_failures = Counter(
+            "linklens_index_snapshot_load_failures", "Snapshots that failed to load and were skipped.",
+            registry=registry,
+        )  # fmt: skip
         self._served: str | None = None
         self.workers.set(1)
         self.index_loaded.set(0)
@@ -149,8 +155,12 @@ class ServerMetrics:
         """The worker now serves `searcher`'s snapshot (None: none loaded, or shutting down)."""
         snapshot_id = None if searcher is None else str(searcher.snapshot_id)
         if self._served is not None and self._served != snapshot_id:
-            self.snapshot_info.labels(self._served).set(0)
-            self.snapshot_workers.labels(self._served).set(0)
+            if self.folder is None:  # a snapshot no longer served leaves the exposition
+                self.snapshot_info.remove(self._served)
+                self.snapshot_workers.remove(self._served)
+            else:  # multiprocess files cannot drop a label: 0 here, and `render` leaves out zeros
+                self.snapshot_info.labels(self._served).set(0)
+                self.snapshot_workers.labels(self._served).set(0)
         self._served = snapshot_id
         if searcher is None or snapshot_id is None:
             self.index_loaded.set(0)
@@ -162,6 +172,10 @@ class ServerMetrics:
         self.snapshot_workers.labels(snapshot_id).set(1)
         self.index_loaded.set(1)
 
+    def snapshot_refused(self, snapshot_id: str) -> None:
+        """A snapshot failed to load and was skipped (reported once per snapshot)."""
+        self.snapshot_load_failures.inc()
+
     # -- scrape and shutdown -------------------------------------------------------------------------
 
     def render(self) -> bytes:
@@ -171,13 +185,32 @@ class ServerMetrics:
             return generate_latest(self._registry)
         forget_dead_workers(self.folder)
         registry = CollectorRegistry()
-        MultiProcessCollector(registry, path=str(self.folder))
+        registry.register(ServedSnapshotsOnly(MultiProcessCollector(None, path=str(self.folder))))
         return generate_latest(registry)
 
     def close(self) -> None:
         """At worker shutdown: drop this worker's live gauges so the others' sums stay true."""
         if self.folder is not None:
             mark_process_dead(os.getpid(), str(self.folder))
+
+
+class ServedSnapshotsOnly:
+    """The workers' files added up, without the per-snapshot samples of snapshots no worker serves.
+
+    prometheus-client cannot remove a label in multiprocess mode, so a worker that moves on sets its
+    old snapshot's gauges to 0; left in, every build would add a label value that never goes away.
+    """
+
+    SNAPSHOT_FAMILIES = frozenset({"linklens_index_snapshot_info", "linklens_index_snapshot_workers"})
+
+    def __init__(self, collector: MultiProcessCollector) -> None:
+        self._collector = collector
+
+    def collect(self) -> Iterator[Metric]:
+        for family in self._collector.collect():
+            if family.name in self.SNAPSHOT_FAMILIES:
+                family.samples = [s for s in family.samples if s.value != 0]
+            yield family
 
 
 def forget_dead_workers(folder: Path) -> list[int]:

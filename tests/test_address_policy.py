@@ -24,7 +24,7 @@ import pytest
 
 from ingest import address_policy
 from ingest.address_policy import AddressClass, AddressRefused, GuardedBackend, classify
-from ingest.collection import CollectionSpec, load_collection
+from ingest.collection import CollectionSpec, sync_collection
 from ingest.crawler import Crawler
 from ingest.errors import SourceError
 from ingest.link_batch import HandedLink, fetch_batch
@@ -168,10 +168,8 @@ def write_list(path: Path, urls: list[str]) -> Path:
 
 def crawl(settings: Settings, spec: CollectionSpec) -> dict[str, dict[str, object]]:
     """Read the collection, make the store hold it, crawl; each link's row by URL."""
-    loaded = load_collection(spec, settings)
     with Store.open(settings.store_path) as store:
-        store.sync_collection([(x.key, x.name, x.links) for x in loaded.lists],
-                              keep=[s.key for s in loaded.skipped], spec=loaded.spec.to_json())
+        sync_collection(spec, settings, store)
         Crawler(settings, store).run()
         return {str(row["url"]): row for row in store.link_rows()}
 
@@ -292,8 +290,10 @@ def test_a_public_list_of_lists_cannot_bring_in_a_loopback_list(
     web.routes["/child.md"] = (200, "text/markdown", f"# Child\n\n## Links\n\n* [P]({web.url('/page')}) - p.\n")
     public_child = f"http://lists.public.test:{web.port}/child.md"
     parent = public_list_web(web, monkeypatch, loopback_only, [web.url("/child.md"), public_child])
-    loaded = load_collection(CollectionSpec([], [parent]), crawl_settings(monkeypatch))
-    assert [x.key for x in loaded.lists] == [public_child]
+    settings = crawl_settings(monkeypatch)
+    with Store.open(settings.store_path) as store:
+        loaded = sync_collection(CollectionSpec([], [parent]), settings, store)
+    assert [x.source for x in loaded.lists] == [public_child]
     (skipped,) = loaded.skipped
     assert skipped.source == web.url("/child.md") and "read from a public address" in skipped.reason
     assert_stayed_on_loopback(loopback_only)

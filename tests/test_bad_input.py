@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from cli.main import app
+from ingest.politeness import NETWORK_DOWN_AFTER_HOSTS
+from ingest.settings import DEFAULT_CONCURRENCY
 from tests.fixtureweb import FixtureWeb
 
 runner = CliRunner()
@@ -101,13 +102,10 @@ def test_with_no_network_the_crawl_ends_quickly_and_says_so(tmp_path: Path, craw
     listing.write_text("\n".join(lines) + "\n")
     monkeypatch.setenv("LINKLENS_ARCHIVE_URL", "https://archive.example.invalid")
     monkeypatch.setenv("LINKLENS_PER_HOST_DELAY_S", "1.0")  # the default politeness must not slow this down
-    started = time.monotonic()
     proc = run_cli("crawl", str(listing))
-    elapsed = time.monotonic() - started
     assert proc.returncode == 0, proc.stderr
     assert "nothing could be fetched" in proc.stderr
     assert "searchable by their list titles" in proc.stderr
-    assert elapsed < 10
     report = json.loads(run_cli("links", "--format", "json").stdout)
     assert len(report) == 60
     dead = [r for r in report if r["state"] == "dead"]
@@ -119,6 +117,10 @@ def test_with_no_network_the_crawl_ends_quickly_and_says_so(tmp_path: Path, craw
     assert len(not_tried) == 60, [(r["url"], r["state"], r["reason"]) for r in report if r["state"] != "pending"]
     assert all("network looks down" in r["reason"] for r in not_tried)
     tried = [r for r in not_tried if "does not resolve" in r["reason"]]
+    # Bounded work instead of a stopwatch: once NETWORK_DOWN_AFTER_HOSTS hosts failed with none answering,
+    # no further host is looked up (plus those already in flight: at most one per crawl slot).
     assert 0 < len(tried) < 60
+    hosts_tried = {r["url"].split("/")[2] for r in tried}
+    assert 0 < len(hosts_tried) <= NETWORK_DOWN_AFTER_HOSTS + DEFAULT_CONCURRENCY, sorted(hosts_tried)
     again = run_cli("crawl", str(listing), "--json")
     assert again.returncode == 0 and json.loads(again.stdout)["crawled"] == 60

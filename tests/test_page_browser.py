@@ -1,8 +1,9 @@
 """A real browser (Debian's chromium via Playwright) uses the search page: type, submit, read results.
 
-Skipped when Playwright or /usr/bin/chromium is missing (the CI script installs
-both; `playwright install` is never used: it downloads a browser). The screenshot
-is kept in the test's tmp folder; its path is printed.
+Without /usr/bin/chromium the test fails (never skips: a page nobody tested would pass as green)
+and says how to install it; `make test` installs it (`make browser`). `playwright install` is
+never used: it downloads a browser. The screenshot is kept in the test's tmp folder; its path is
+printed.
 """
 
 from __future__ import annotations
@@ -21,7 +22,11 @@ if TYPE_CHECKING:
 
 pytest_plugins = ["tests.serve_fixtures"]  # session fixtures: live_server, built
 
-playwright_sync = pytest.importorskip("playwright.sync_api")
+try:
+    import playwright.sync_api as playwright_sync
+except ImportError:  # a dev dependency: missing means the environment was not installed with [dev]
+    raise ImportError("the page test needs Playwright — install the dev extra: pip install -e '.[dev]' "
+                      "(or run: make test)") from None
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -40,7 +45,8 @@ QUESTION = "how to avoid a hot shard when one tenant sends most traffic"
 @pytest.fixture
 def browser_page() -> Iterator[Page]:
     if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} not installed (apt-get install chromium)")
+        pytest.fail(f"the page test needs Chromium at {CHROMIUM}, which is not installed — install it with: "
+                    "make browser (or: sudo apt-get install chromium)", pytrace=False)
     with playwright_sync.sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, timeout=TIMEOUT_MS)
         try:

@@ -96,6 +96,15 @@ def requests_by_host(web: FixtureWeb) -> dict[str, int]:
     return counts
 
 
+def wait_until_cluster_idle(ray: Any) -> None:
+    """Until every CPU of the cluster is free: no task or actor of any job (the killed driver's) holds one."""
+    total = ray.cluster_resources().get("CPU", 0)
+    deadline = time.monotonic() + DEADLINE_S
+    while ray.available_resources().get("CPU", 0) < total:
+        assert time.monotonic() < deadline, f"the killed driver's tasks still hold CPUs: {ray.available_resources()}"
+        time.sleep(0.05)
+
+
 def test_a_killed_ray_crawl_resumes_without_fetching_finished_hosts_again(
         ray_cluster: Any, tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     with FixtureWeb(n_hosts=4, latency_s=0.15) as web:
@@ -119,7 +128,9 @@ def test_a_killed_ray_crawl_resumes_without_fetching_finished_hosts_again(
         before_kill = finished_links(store_path)
         assert len(before_kill) < len(expected), "the kill must land midway"
         done_hosts = finished_hosts(before_kill, expected)
-        time.sleep(2)  # the killed driver's tasks may still be running on the cluster: let them end
+        # The killed driver's tasks may still be running on the cluster: wait until Ray has ended them
+        # (every CPU they held is free again), so none can fetch after the counts below are taken.
+        wait_until_cluster_idle(ray_cluster)
         hits_before = requests_by_host(web)
         url_hits_before = {url: web.hits(url) for url in before_kill}
 

@@ -39,6 +39,7 @@ import ray
 from cli.engines.ray_progress import StageBars, new_stage_counter
 from cli.engines.ray_runtime import quiet_ray_data, ray_session
 from cli.engines.store_export import export_articles
+from index import snapshot
 from ingest.crawler import (
     CrawlSummary,
     crawl_summary,
@@ -90,7 +91,10 @@ def run_ray_crawl(cfg: Settings, store: Store, refresh: bool, retry_failed: bool
                 _run_round(ray, cfg, store, unsettled, tally.answered_url, counter, bars, tally)
             tally.requests += ray.get(counter.read.remote()).get("robots_requests", 0)
     logger.info("crawl done after %.1f s", time.perf_counter() - started)
-    export_articles(cfg)  # the index stage reads articles/ (cli/engines/datasets.py)
+    # The index stage reads articles/ (cli/engines/datasets.py): exported under the build lock (waiting
+    # for a running build to finish), so it is never swapped under a build that reads it.
+    with snapshot.build_lock(cfg.snapshots_dir, wait=True):
+        export_articles(cfg)
     return crawl_summary(store, len(ids), started, tally.requests,
                          Counter(state.value for state in tally.last_state.values()))
 

@@ -34,6 +34,7 @@ from cli.engines.store_export import dataset_exists, dataset_filesystem, dataset
 from index import snapshot
 from index.build import (
     EmbedCounts,
+    ListSource,
     build_snapshot,
     existing_export,
     list_sources,
@@ -93,20 +94,29 @@ def run_ray_index(
     started = time.perf_counter()
     timings = {} if timings is None else timings
     sources = None
-    if cfg.store_path.exists():
-        from cli.engines.store_export import export_articles
+    # The build lock covers the export too: another build (or a finishing Ray crawl) cannot swap
+    # `articles/` while this build reads it.
+    with snapshot.build_lock(cfg.snapshots_dir):
+        if cfg.store_path.exists():
+            from cli.engines.store_export import export_articles
 
-        export_articles(cfg)
-        with Store.open(cfg.store_path) as store:
-            sources = list_sources(store)  # each list's URL and last crawl, for GET /lists as the local build
-    if not dataset_exists(cfg.datasets_location, ARTICLES):
-        raise SourceError(NO_ARTICLES.format(uri=dataset_uri(cfg.datasets_location, ARTICLES)))
+            export_articles(cfg)
+            with Store.open(cfg.store_path) as store:
+                sources = list_sources(store)  # each list's URL and last crawl, for GET /lists as the local build
+        if not dataset_exists(cfg.datasets_location, ARTICLES):
+            raise SourceError(NO_ARTICLES.format(uri=dataset_uri(cfg.datasets_location, ARTICLES)))
+        return _build_on_ray(cfg, rebuild, quiet, kind, timings, started, sources)
+
+
+def _build_on_ray(cfg: Settings, rebuild: bool, quiet: bool, kind: str | None, timings: dict[str, float],
+                  started: float, sources: dict[str, ListSource] | None) -> dict[str, object]:
+    """`run_ray_index` once `articles/` is in place, under the build lock."""
     ref = configured_model(cfg)
     embedder = Embedder(ref)
     ready_export = None if rebuild else existing_export(cfg.cache_dir, ref)
     profile = model_profile_of(ready_export, embedder).with_settings(cfg)
     counts = EmbedCounts()
-    with snapshot.build_lock(cfg.snapshots_dir), ray_session(cfg) as ray, ProgressBars(quiet) as bars:
+    with ray_session(cfg) as ray, ProgressBars(quiet) as bars:
         quiet_ray_data(ray)
         timings["start_s"] = time.perf_counter() - started
         logger.info("Ray ready at %.1fs", timings["start_s"])
