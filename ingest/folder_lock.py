@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
-from ingest.errors import CrawlLockedError, LinklensError
+from ingest.errors import CrawlLockedError, LinklensError, StoreError
 
 logger = logging.getLogger(__name__)
 
@@ -40,8 +40,12 @@ def folder_lock(path: Path, refused: Callable[[str], LinklensError], wait: bool 
 
     With `wait`, block until the holder is done instead (logging who it is).
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise StoreError(f"cannot use the data folder {path.parent} ({exc}) — make it writable or set "
+                         "LINKLENS_DATA_DIR") from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

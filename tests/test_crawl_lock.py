@@ -97,7 +97,7 @@ def test_the_ray_index_exports_articles_only_under_the_build_lock(data_dir: Path
 
     settings = load_settings()
     with Store.open(settings.store_path) as store:
-        store.add_links([ListedLink("http://x.test/1", [ListPlacement("Reading", None, "One", 0)])])
+        store.add_links([ListedLink("http://x.test/1", [ListPlacement(("Reading",), "One", 0)])])
     articles = Path(settings.datasets_location) / ARTICLES
     articles.mkdir(parents=True)
     (articles / "part-000000.parquet").write_bytes(b"the export a running build reads")

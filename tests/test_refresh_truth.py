@@ -122,7 +122,7 @@ def test_a_non_text_refresh_keeps_the_text_as_unsupported(web: FixtureWeb, crawl
 
 
 def listed(url: str) -> list[ListedLink]:
-    return [ListedLink(url, [ListPlacement("Reading", None, "A title", 0)])]
+    return [ListedLink(url, [ListPlacement(("Reading",), "A title", 0)])]
 
 
 def test_validators_are_stored_only_with_text_they_validate(tmp_path: Path) -> None:
