@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import sys
 from collections.abc import Callable
 from typing import ParamSpec, TypeVar
@@ -29,18 +30,39 @@ class RunState:
     debug = False
 
 
+# The model libraries write to stderr around our logging: their own tqdm bars (transformers'
+# "Loading weights"), their own handlers, Python warnings. Read when they are imported, which
+# is after this (the commands import them lazily); children (extraction, Ray) inherit them.
+# A value the user set wins.
+QUIET_LIBRARIES_ENV = {
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",  # huggingface_hub's bars, and transformers' (it asks huggingface_hub)
+    "TRANSFORMERS_VERBOSITY": "error",  # transformers logs through a stderr handler of its own
+    "HF_HUB_VERBOSITY": "error",
+    "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1",
+    "TQDM_DISABLE": "1",  # any other tqdm bar (tqdm reads TQDM_* as defaults)
+}
+
+
 def configure_logging(verbose: int) -> None:
-    """One stderr handler at the chosen level.
+    """One stderr handler at the chosen level; library chatter only with -v.
 
     The level is set on the handler too: some libraries lower their own logger's
     level (bm25s sets DEBUG on import), and a handler without a level would print
-    their debug lines at default verbosity.
+    their debug lines at default verbosity. Without -v, the libraries' progress bars
+    and Python warnings are off too (`QUIET_LIBRARIES_ENV`; warnings are logged
+    through `py.warnings` and shown from -v on), so a normal run prints linklens's
+    own progress and summary only.
     """
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
     handler = logging.StreamHandler(sys.stderr)
     handler.setLevel(level)
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=level, handlers=[handler])
+    logging.captureWarnings(True)
+    if verbose == 0:
+        for name, value in QUIET_LIBRARIES_ENV.items():
+            os.environ.setdefault(name, value)
+        logging.getLogger("py.warnings").setLevel(logging.ERROR)
 
 
 def settings() -> Settings:
