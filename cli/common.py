@@ -43,6 +43,15 @@ QUIET_LIBRARIES_ENV = {
 }
 
 
+# Whose warnings a normal run shows: linklens's own. Other libraries' show from -v on (errors always).
+OWN_LOGGERS = ("ingest", "index", "serve", "cli")
+
+
+class _OwnOrErrors(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.ERROR or record.name.partition(".")[0] in OWN_LOGGERS
+
+
 def configure_logging(verbose: int) -> None:
     """One stderr handler at the chosen level; library chatter only with -v.
 
@@ -51,7 +60,7 @@ def configure_logging(verbose: int) -> None:
     their debug lines at default verbosity. Without -v, the libraries' progress bars
     and Python warnings are off too (`QUIET_LIBRARIES_ENV`; warnings are logged
     through `py.warnings` and shown from -v on), so a normal run prints linklens's
-    own progress and summary only.
+    own progress and summary only; other libraries' log warnings wait for -v too.
     """
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
     handler = logging.StreamHandler(sys.stderr)
@@ -62,7 +71,7 @@ def configure_logging(verbose: int) -> None:
     if verbose == 0:
         for name, value in QUIET_LIBRARIES_ENV.items():
             os.environ.setdefault(name, value)
-        logging.getLogger("py.warnings").setLevel(logging.ERROR)
+        handler.addFilter(_OwnOrErrors())  # also keeps out `py.warnings`, where captured warnings go
 
 
 def settings() -> Settings:
