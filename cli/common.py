@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import re
 import sys
 from collections.abc import Callable
@@ -46,18 +47,48 @@ class RunState:
     debug = False
 
 
+# The model libraries write to stderr around our logging: their own tqdm bars (transformers'
+# "Loading weights"), their own handlers, Python warnings. Read when they are imported, which
+# is after this (the commands import them lazily); children (extraction, Ray) inherit them.
+# A value the user set wins.
+QUIET_LIBRARIES_ENV = {
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",  # huggingface_hub's bars, and transformers' (it asks huggingface_hub)
+    "TRANSFORMERS_VERBOSITY": "error",  # transformers logs through a stderr handler of its own
+    "HF_HUB_VERBOSITY": "error",
+    "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1",
+    "TQDM_DISABLE": "1",  # any other tqdm bar (tqdm reads TQDM_* as defaults)
+}
+
+
+# Whose warnings a normal run shows: linklens's own. Other libraries' show from -v on (errors always).
+OWN_LOGGERS = ("ingest", "index", "serve", "cli")
+
+
+class _OwnOrErrors(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.ERROR or record.name.partition(".")[0] in OWN_LOGGERS
+
+
 def configure_logging(verbose: int) -> None:
-    """One stderr handler at the chosen level.
+    """One stderr handler at the chosen level; library chatter only with -v.
 
     The level is set on the handler too: some libraries lower their own logger's
     level (bm25s sets DEBUG on import), and a handler without a level would print
-    their debug lines at default verbosity.
+    their debug lines at default verbosity. Without -v, the libraries' progress bars
+    and Python warnings are off too (`QUIET_LIBRARIES_ENV`; warnings are logged
+    through `py.warnings` and shown from -v on), so a normal run prints linklens's
+    own progress and summary only; other libraries' log warnings wait for -v too.
     """
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
     handler = logging.StreamHandler(sys.stderr)
     handler.setLevel(level)
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=level, handlers=[handler])
+    logging.captureWarnings(True)
+    if verbose == 0:
+        for name, value in QUIET_LIBRARIES_ENV.items():
+            os.environ.setdefault(name, value)
+        handler.addFilter(_OwnOrErrors())  # also keeps out `py.warnings`, where captured warnings go
 
 
 def settings() -> Settings:

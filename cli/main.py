@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from cli import crawl_commands, index_commands, serve_command
+from cli import crawl_commands, index_commands, mcp_command, serve_command
 from cli.common import RunState, configure_logging, friendly_errors, out, settings
 from ingest.settings import VERSION
 
@@ -50,6 +50,7 @@ app.command()(index_commands.build)
 app.command()(index_commands.search)
 app.command(name="eval")(index_commands.eval)
 app.command()(serve_command.serve)
+app.command()(mcp_command.mcp)
 
 
 def main() -> None:

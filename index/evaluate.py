@@ -65,8 +65,8 @@ class JudgedQuery:
 class RankedQuery:
     """What one configuration returned for one query: `top` from a search for k, `deep` for DEEP_RECALL_K.
 
-    Two searches, because a search for more results looks at more candidates and
-    may order its first k differently; `top` is exactly what a user asking for k sees.
+    One search for the deeper of the two: a search's order does not depend on k
+    (issue 17), so `top` is its first k, exactly what a user asking for k sees.
     """
 
     top: list[str]
@@ -217,9 +217,8 @@ def rank_queries(searcher: Searcher, judged: Sequence[JudgedQuery], mode: str, k
     deep_k = max(k, DEEP_RECALL_K)
     run: Run = {}
     for item in judged:
-        top = [r.url for r in searcher.search(item.query, k=k, mode=mode).results]
-        deep = top if deep_k == k else [r.url for r in searcher.search(item.query, k=deep_k, mode=mode).results]
-        run[item.key] = RankedQuery(top, deep)
+        deep = [r.url for r in searcher.search(item.query, k=deep_k, mode=mode).results]
+        run[item.key] = RankedQuery(deep[:k], deep)
     return run
 
 

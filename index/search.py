@@ -1,7 +1,7 @@
 """The one search function of linklens: `Searcher`, used by the CLI, the HTTP server and `eval`.
 
 Query path: encode the query with the snapshot's ONNX encoder, take the top
-`candidates` passages from FAISS and from BM25, rank articles in each, fuse the
+`SEARCH_DEPTH` passages (the same for every k) from FAISS and from BM25, rank articles in each, fuse the
 two article rankings (standardised scores, dense weighted 1.5 : 1), cut to k, and render each result with a snippet
 of its best passage. Importing this module and searching never imports torch,
 sentence-transformers or transformers (a test checks `sys.modules`).
@@ -47,9 +47,13 @@ MODES = ("hybrid", "dense", "bm25")
 FUSION_MODES = {ZSCORE: "hybrid", RRF: "hybrid", "dense": "dense", "bm25": "bm25"}
 # The weight of the BM25 ranking in hybrid fusion; the dense ranking's is the setting `dense_weight`.
 BM25_WEIGHT = 1.0
-# Candidates per retriever grow with k so that grouping passages into articles
-# still leaves k articles.
+# Candidates per retriever: enough that grouping passages into articles still
+# leaves MAX_K articles. The depth is the same for every k (issue 17): the fused
+# order depends on the candidate lists (z-scores standardise over them), so a
+# depth that grew with k made the first 10 of a k=50 search differ from a k=10
+# search. k only cuts; every search looks as deep as the deepest one.
 CANDIDATES_PER_RESULT = 5
+SEARCH_DEPTH = CANDIDATES_PER_RESULT * MAX_K
 SCORE_DIGITS = 6
 # Threads that score BM25 while hybrid searches encode their queries: the two halves of a search
 # run on two cores (measured at 1M passages: the query encoder ~6 ms, BM25 ~2.3 ms of CPU).
@@ -61,7 +65,7 @@ WARMUP_QUERY = "warm up the query encoder"
 
 @dataclass(frozen=True)
 class SearchResult:
-    """One article in a response. `article_id` is for links to `article`/`similar`, not part of `to_dict`."""
+    """One article in a response. `article_id` links to `article`/`similar`; `to_dict` adds it as `id` if asked."""
 
     rank: int
     url: str
@@ -74,8 +78,9 @@ class SearchResult:
     article_id: int
     lists: tuple[str, ...] = ()
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
+    def to_dict(self, with_id: bool = False) -> dict[str, Any]:
+        shown: dict[str, Any] = {"id": self.article_id} if with_id else {}
+        return shown | {
             "rank": self.rank,
             "url": self.url,
             "title": self.title,
@@ -95,8 +100,9 @@ class SearchResponse:
     took_ms: float
     results: list[SearchResult]
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"query": self.query, "took_ms": self.took_ms, "results": [r.to_dict() for r in self.results]}
+    def to_dict(self, with_ids: bool = False) -> dict[str, Any]:
+        results = [r.to_dict(with_ids) for r in self.results]
+        return {"query": self.query, "took_ms": self.took_ms, "results": results}
 
 
 class _Loaded:
@@ -233,7 +239,7 @@ class Searcher:
         loaded = self._loaded
         allowed = loaded.filter_rows(section_filter(section), host, list_name)
         stems = lexical.terms(text)
-        candidates = max(self._settings.candidates, CANDIDATES_PER_RESULT * k)
+        candidates = self._depth()
         mask = None if allowed is None else allowed.mask
         rankings: list[ArticleRanking] = []
         beside: Future[tuple[np.ndarray, np.ndarray]] | None = None
@@ -261,7 +267,7 @@ class Searcher:
         own_rows = np.arange(article.first_row, article.first_row + article.passage_count)
         centre = loaded.dense.vectors_of(own_rows).mean(axis=0)
         centre /= max(float(np.linalg.norm(centre)), 1e-12)
-        candidates = max(self._settings.candidates, CANDIDATES_PER_RESULT * k) + article.passage_count
+        candidates = self._depth() + article.passage_count
         rows, scores = loaded.dense.search(centre, candidates)
         ranked = group_by_article(rows, scores, loaded.row_article).without(article.position)
         return SearchResponse(article.title, _elapsed_ms(started), _render(loaded, ranked.head(k), frozenset()))
@@ -314,6 +320,10 @@ class Searcher:
         s = self._settings
         method = RRF if s.fusion == RRF else ZSCORE
         return fuse(rankings, (s.dense_weight, BM25_WEIGHT), method, s.rrf_k)
+
+    def _depth(self) -> int:
+        """Candidates per retriever, whatever k: the setting LINKLENS_CANDIDATES, at least SEARCH_DEPTH."""
+        return max(self._settings.candidates, SEARCH_DEPTH)
 
     def _mode(self, mode: str | None) -> str:
         chosen = FUSION_MODES[self._settings.fusion] if mode is None else mode

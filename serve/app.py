@@ -24,6 +24,7 @@ from serve.guards import QueryStringGuard
 from serve.handlers import install_error_handlers
 from serve.head import HeadAsGet
 from serve.live import LiveIndex, SearcherOpener, open_searcher
+from serve.mcp_server import mount_mcp
 from serve.metrics import MetricsMiddleware, ServerMetrics, multiprocess_dir
 from serve.openapi_doc import install_openapi
 from serve.page import STATIC_DIR, build_router, make_templates
@@ -50,7 +51,8 @@ def create_app(settings: Settings, opener: SearcherOpener = open_searcher) -> Fa
         await anyio.to_thread.run_sync(live.refresh)
         poller = asyncio.create_task(live.poll(settings.reload_interval_s), name="linklens-index-poller")
         try:
-            yield
+            async with mcp_sessions:  # the SDK's task group for /mcp; a mounted app's own lifespan never runs
+                yield
         finally:
             poller.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -67,6 +69,7 @@ def create_app(settings: Settings, opener: SearcherOpener = open_searcher) -> Fa
     app.state.service = SearchService(live, gate, cache)
     app.state.metrics = metrics
     app.include_router(api_router)
+    mcp_sessions = mount_mcp(app, app.state.service)
     app.include_router(build_router(templates))
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     respond_error = install_error_handlers(app, templates)

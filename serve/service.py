@@ -57,13 +57,15 @@ class SearchService:
         self.gate = gate
         self.cache = cache
 
-    async def search(self, q: str | None, k: int, section: Sequence[str] | None, host: str | None,
-                     list_name: str | None = None) -> dict[str, Any]:
+    async def search(self, q: str | None, k: int, section: str | Sequence[str] | None, host: str | None,
+                     list_name: str | None = None, with_ids: bool = False) -> dict[str, Any]:
         """The search response dict (`SearchResponse.to_dict()` shape), cached per snapshot.
 
         `section` is a section path, its headings top first (`index.filters.section_filter`).
         Section, host and list rules (case, subsections, subdomains) are the searcher's;
         an unknown section or list comes back from it as a BadQueryError listing the valid ones.
+        `with_ids` adds each article's `id` (the MCP tools hand it to `article`/`similar`);
+        those answers skip the cache, which holds the HTTP API's shape.
         """
         started = time.perf_counter()
         searcher = self.live.require()
@@ -72,6 +74,10 @@ class SearchService:
         path = section_filter(section)
         host = (host or "").strip() or None
         list_name = (list_name or "").strip() or None
+        if with_ids:
+            return await self.gate.run(
+                lambda: searcher.search(query, k=k, section=path, host=host, list_name=list_name).to_dict(True)
+            )
         key: CacheKey = (str(searcher.snapshot_id), query, k, path or (), host or "", list_name or "")
         cached = self.cache.get(key)
         if cached is not None:
@@ -100,14 +106,14 @@ class SearchService:
             raise NotFoundError(f"no article {article_id} in snapshot {searcher.snapshot_id} — find ids via /search")
         return found
 
-    async def similar(self, article_id: int, k: int) -> dict[str, Any]:
+    async def similar(self, article_id: int, k: int, with_ids: bool = False) -> dict[str, Any]:
         check_k(k)
         searcher = self.live.require()
 
         def run() -> dict[str, Any] | None:
             if searcher.article(article_id) is None:
                 return None
-            return searcher.similar(article_id, k).to_dict()
+            return searcher.similar(article_id, k).to_dict(with_ids)
 
         response = await self.gate.run(run)
         if response is None:
