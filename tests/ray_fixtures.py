@@ -8,12 +8,19 @@ process joins with `--ray-address ray_address(ray_cluster)`.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 RAY_TEST_CPUS = 2
+LOOPBACK = "127.0.0.1"  # Ray's processes listen here, not on the machine's network address
+
+
+def usage_stats_off() -> None:
+    """Every Ray a test starts reports nothing to Ray's maintainers (nodes and workers inherit the variable)."""
+    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +28,9 @@ def ray_cluster() -> Iterator[Any]:
     """The `ray` module, initialised for this test module and shut down after it."""
     import ray  # the extra: `make test` installs it (make install-ray)
 
-    ray.init(num_cpus=RAY_TEST_CPUS, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False,
+    usage_stats_off()
+    ray.init(num_cpus=RAY_TEST_CPUS, include_dashboard=False, _node_ip_address=LOOPBACK,
+             logging_level=logging.WARNING, log_to_driver=False,
              configure_logging=False)
     try:
         yield ray

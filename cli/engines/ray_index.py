@@ -25,12 +25,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from typing import Any
 
-from cli.engines.datasets import ARTICLES, EMBEDDINGS, PASSAGES, dataset_uri
+from cli.engines.datasets import ARTICLES, EMBEDDINGS, PASSAGES
 from cli.engines.ray_index_progress import ProgressBars
-from cli.engines.ray_runtime import quiet_ray_data, ray_session
+from cli.engines.ray_runtime import cluster_cpus, quiet_ray_data, ray_session
 from cli.engines.ray_snapshot import ROWS_PER_SORT_BLOCK, CacheRewriter, index_batches, read_blocks
 from cli.engines.ray_stages import PassageEmbedder, cut_passages
-from cli.engines.store_export import dataset_exists, dataset_filesystem, dataset_rows, replace_folder
+from cli.engines.storage import Datasets
 from index import snapshot
 from index.build import (
     EmbedCounts,
@@ -42,7 +42,7 @@ from index.build import (
 )
 from index.embedder import Embedder
 from index.model_ref import ModelProfile, ModelRef, configured_model
-from ingest.errors import SourceError
+from ingest.errors import ConfigError, SourceError
 from ingest.settings import Settings
 from ingest.store import Store
 
@@ -58,6 +58,12 @@ BLOCKS_PER_ACTOR = 8
 TASKS_QUEUED_PER_ACTOR = 2
 # The least Ray CPU share an embedding actor reserves (many actors on a small cluster).
 MIN_ACTOR_CPUS = 0.1
+# The Ray CPU share the read and passage tasks are guaranteed beside the actors: one CPU, half of a smaller cluster.
+MAX_TASK_CPUS = 1.0
+TOO_MANY_ACTORS = (
+    "LINKLENS_EMBED_ACTORS={actors} needs at least {needed:g} Ray CPUs ({min_share:g} per actor and {tasks:g} for "
+    "the passage tasks) but the cluster offers {total:g} — lower LINKLENS_EMBED_ACTORS or add CPUs"
+)
 NO_ARTICLES = (
     "no articles dataset at {uri} yet — run: linklens crawl LIST --engine ray "
     "(or, after a local crawl, linklens index --engine ray, which exports the page store)"
@@ -72,9 +78,9 @@ def cache_folder_name(key: str) -> str:
     return f"{slug}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
 
 
-def embedding_cache_uri(cfg: Settings, key: str) -> str:
-    """Where the embedding cache of one model key lives: `embeddings/<key as a folder name>`."""
-    return dataset_uri(dataset_uri(cfg.datasets_location, EMBEDDINGS), cache_folder_name(key))
+def embedding_cache_name(key: str) -> str:
+    """The dataset holding the embedding cache of one model key: `embeddings/<key as a folder name>`."""
+    return f"{EMBEDDINGS}/{cache_folder_name(key)}"
 
 
 def run_ray_index(
@@ -93,34 +99,35 @@ def run_ray_index(
     started = time.perf_counter()
     timings = {} if timings is None else timings
     sources = None
+    datasets = Datasets.open(cfg)
     if cfg.store_path.exists():
         from cli.engines.store_export import export_articles
 
-        export_articles(cfg)
+        export_articles(cfg, datasets)
         with Store.open(cfg.store_path) as store:
             sources = list_sources(store)  # each list's URL and last crawl, for GET /lists as the local build
-    if not dataset_exists(cfg.datasets_location, ARTICLES):
-        raise SourceError(NO_ARTICLES.format(uri=dataset_uri(cfg.datasets_location, ARTICLES)))
+    if not datasets.exists(ARTICLES):
+        raise SourceError(NO_ARTICLES.format(uri=datasets.uri(ARTICLES)))
     ref = configured_model(cfg)
     embedder = Embedder(ref)
     ready_export = None if rebuild else existing_export(cfg.cache_dir, ref)
     profile = model_profile_of(ready_export, embedder).with_settings(cfg)
     counts = EmbedCounts()
-    with snapshot.build_lock(cfg.snapshots_dir), ray_session(cfg) as ray, ProgressBars(quiet) as bars:
+    with snapshot.build_lock(cfg.snapshots_dir), ray_session(cfg, datasets) as ray, ProgressBars(quiet) as bars:
         quiet_ray_data(ray)
         timings["start_s"] = time.perf_counter() - started
         logger.info("Ray ready at %.1fs", timings["start_s"])
-        cache_uri = embedding_cache_uri(cfg, profile.cache_key(ref))
-        counts_by_stage = _embed_passages(ray, cfg, ref, profile, cache_uri, rebuild, bars)
+        cache_name = embedding_cache_name(profile.cache_key(ref))
+        counts_by_stage = _embed_passages(ray, cfg, datasets, ref, profile, cache_name, rebuild, bars)
         timings["encode_s"] = counts_by_stage.get("encode_ms", 0) / 1000
         timings["actor_start_s"] = counts_by_stage.get("actor_start_ms", 0) / 1000
         timings["threads_per_actor"] = _embedding_threads(ray, cfg.embed_actors)
         timings["passages_s"] = time.perf_counter() - started - timings["start_s"]
         logger.info("passages embedded and written at %.1fs", time.perf_counter() - started)
-        cache = CacheRewriter(cache_uri)
+        cache = CacheRewriter(datasets, cache_name)
         try:
             report = build_snapshot(
-                cfg, index_batches(ray, cfg.datasets_location, counts, bars, cache), ref.id, profile,
+                cfg, index_batches(ray, datasets, counts, bars, cache), ref.id, profile,
                 lambda: query_encoder_dir(cfg.cache_dir, ref, embedder, rebuild), counts=counts, kind=kind,
                 unlocked=True, list_sources=sources,
             )  # fmt: skip
@@ -142,63 +149,73 @@ def _embedding_threads(ray: Any, actors: int) -> int:
     """
     from index.embedder import core_count
 
-    total = int(ray.cluster_resources().get("CPU", 1))
+    total = int(cluster_cpus(ray))
     return max(1, min(core_count(), total // actors))
 
 
-def _actor_cpus(ray: Any, actors: int) -> float:
-    """Ray CPUs each embedding actor reserves: one, but never so many that no CPU is left for the read and
-    passage tasks (actors holding every CPU would wait forever for input that cannot be scheduled)."""
-    total = float(ray.cluster_resources().get("CPU", 1))
-    return max(MIN_ACTOR_CPUS, min(1.0, (total - 1) / actors))
+def cpu_plan(total: float, actors: int) -> tuple[float, float]:
+    """Ray CPUs (per embedding actor, per read or passage task) that fit a cluster of `total` CPUs.
+
+    The tasks are guaranteed their share beside every actor: actors holding every CPU would wait
+    forever for input that cannot be scheduled. A cluster too small for `actors` is refused.
+    """
+    tasks = min(MAX_TASK_CPUS, total / 2)
+    per_actor = min(1.0, (total - tasks) / actors)
+    if per_actor < MIN_ACTOR_CPUS:
+        raise ConfigError(TOO_MANY_ACTORS.format(actors=actors, needed=actors * MIN_ACTOR_CPUS + MAX_TASK_CPUS,
+                                                 min_share=MIN_ACTOR_CPUS, tasks=MAX_TASK_CPUS, total=total))
+    return per_actor, tasks
 
 
-def _embed_passages(ray: Any, cfg: Settings, ref: ModelRef, profile: ModelProfile, cache_uri: str, rebuild: bool,
-                    bars: ProgressBars) -> dict[str, int]:  # fmt: skip
-    """Phase 1: cut, join with the embedding cache, embed what is missing, write `passages/` (replaced atomically).
+def _embed_passages(ray: Any, cfg: Settings, datasets: Datasets, ref: ModelRef, profile: ModelProfile,
+                    cache_name: str, rebuild: bool, bars: ProgressBars) -> dict[str, int]:  # fmt: skip
+    """Phase 1: cut, join with the embedding cache, embed what is missing, write and publish `passages/`.
 
     Returns the stages' counts (`ray_progress.StageCounter`)."""
-    import uuid
-
-    total = dataset_rows(cfg.datasets_location, ARTICLES)
+    actor_cpus, task_cpus = cpu_plan(cluster_cpus(ray), cfg.embed_actors)
+    total = datasets.rows(ARTICLES)
     # At least a few blocks per actor: an actor takes a whole block as one task, so fewer would leave actors idle.
     blocks = max(read_blocks(total, ARTICLES_PER_TASK), min(total, BLOCKS_PER_ACTOR * cfg.embed_actors))
-    articles = ray.data.read_parquet(dataset_uri(cfg.datasets_location, ARTICLES), override_num_blocks=blocks)
+    articles = ray.data.read_parquet(datasets.files(ARTICLES), filesystem=datasets.fs, override_num_blocks=blocks,
+                                     ray_remote_args={"num_cpus": task_cpus})
     counter = bars.start(ray, total)
     passages = articles.map_batches(
-        cut_passages, batch_format="pyarrow", batch_size=ARTICLES_PER_TASK,
+        cut_passages, batch_format="pyarrow", batch_size=ARTICLES_PER_TASK, num_cpus=task_cpus,
         fn_kwargs={"words": cfg.passage_words, "overlap": cfg.passage_overlap_words,
                    "headings": cfg.passage_headings, "progress": counter},
     )  # fmt: skip
-    cache_location, cache_name = cache_uri.rsplit("/", 1)
-    if not rebuild and dataset_exists(cache_location, cache_name):
-        rows = dataset_rows(cache_location, cache_name)
-        cached = ray.data.read_parquet(cache_uri, override_num_blocks=read_blocks(rows, ROWS_PER_SORT_BLOCK))
+    cache_files = [] if rebuild else datasets.files(cache_name)
+    if cache_files:
+        rows = int(datasets.dataset(cache_files).count_rows())
+        cached = ray.data.read_parquet(cache_files, filesystem=datasets.fs, ray_remote_args={"num_cpus": task_cpus},
+                                       override_num_blocks=read_blocks(rows, ROWS_PER_SORT_BLOCK))
         cached = cached.select_columns(["id", "vector"])
         passages = passages.join(cached, join_type="left_outer", num_partitions=_partitions(ray), on=("id",))
     gpus = cfg.embed_gpus if int(ray.cluster_resources().get("GPU", 0)) else 0
     embedded = passages.map_batches(
         PassageEmbedder, batch_format="pyarrow", batch_size=cfg.embed_batch_size,
         compute=ray.data.ActorPoolStrategy(size=cfg.embed_actors, max_tasks_in_flight_per_actor=TASKS_QUEUED_PER_ACTOR),
-        num_cpus=_actor_cpus(ray, cfg.embed_actors), num_gpus=gpus or None,
+        num_cpus=actor_cpus, num_gpus=gpus or None,
+        # A restarted actor could not get its constructor's arguments back (Ray logs an error line on every run
+        # otherwise, ray-project/ray#53727); an actor that dies fails the run, and the rerun resumes from the cache.
+        max_restarts=0,
         fn_constructor_kwargs={
             "model_id": ref.id, "location": ref.location, "passage_prefix": profile.passage_prefix,
-            "cache_uri": cache_uri, "threads": _embedding_threads(ray, cfg.embed_actors),
+            "datasets": datasets, "cache_name": cache_name, "threads": _embedding_threads(ray, cfg.embed_actors),
             "device": "cuda" if gpus else "cpu", "progress": counter,
         },
     )  # fmt: skip
-    fs, root = dataset_filesystem(cfg.datasets_location)
-    work = f".{PASSAGES}.tmp-{uuid.uuid4().hex[:8]}"
+    version = datasets.new_version()
     with ThreadPoolExecutor(max_workers=1) as pool:  # the pipeline runs while this thread draws progress
-        written = pool.submit(embedded.write_parquet, dataset_uri(cfg.datasets_location, work))
+        written = pool.submit(embedded.write_parquet, datasets.path(PASSAGES, version), filesystem=datasets.fs)
         while not written.done():
             bars.poll()
             time.sleep(PROGRESS_INTERVAL_S)
         written.result()
     counts = bars.poll()
-    replace_folder(fs, dataset_uri(root, work), dataset_uri(root, PASSAGES))
+    datasets.publish(PASSAGES, version)
     return counts
 
 
 def _partitions(ray: Any) -> int:
-    return max(2, int(ray.cluster_resources().get("CPU", 1)))
+    return max(2, int(cluster_cpus(ray)))
