@@ -15,7 +15,6 @@ from typing import Any
 import pytest
 
 RAY_TEST_CPUS = 2
-LOOPBACK = "127.0.0.1"  # Ray's processes listen here, not on the machine's network address
 
 
 def usage_stats_off() -> None:
@@ -29,8 +28,7 @@ def ray_cluster() -> Iterator[Any]:
     import ray  # the extra: `make test` installs it (make install-ray)
 
     usage_stats_off()
-    ray.init(num_cpus=RAY_TEST_CPUS, include_dashboard=False, _node_ip_address=LOOPBACK,
-             logging_level=logging.WARNING, log_to_driver=False,
+    ray.init(num_cpus=RAY_TEST_CPUS, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False,
              configure_logging=False)
     try:
         yield ray

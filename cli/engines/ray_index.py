@@ -21,6 +21,7 @@ import hashlib
 import logging
 import re
 import time
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from typing import Any
@@ -177,7 +178,7 @@ def _embed_passages(ray: Any, cfg: Settings, datasets: Datasets, ref: ModelRef, 
     # At least a few blocks per actor: an actor takes a whole block as one task, so fewer would leave actors idle.
     blocks = max(read_blocks(total, ARTICLES_PER_TASK), min(total, BLOCKS_PER_ACTOR * cfg.embed_actors))
     articles = ray.data.read_parquet(datasets.files(ARTICLES), filesystem=datasets.fs, override_num_blocks=blocks,
-                                     ray_remote_args={"num_cpus": task_cpus})
+                                     num_cpus=task_cpus)
     counter = bars.start(ray, total)
     passages = articles.map_batches(
         cut_passages, batch_format="pyarrow", batch_size=ARTICLES_PER_TASK, num_cpus=task_cpus,
@@ -187,12 +188,31 @@ def _embed_passages(ray: Any, cfg: Settings, datasets: Datasets, ref: ModelRef, 
     cache_files = [] if rebuild else datasets.files(cache_name)
     if cache_files:
         rows = int(datasets.dataset(cache_files).count_rows())
-        cached = ray.data.read_parquet(cache_files, filesystem=datasets.fs, ray_remote_args={"num_cpus": task_cpus},
+        cached = ray.data.read_parquet(cache_files, filesystem=datasets.fs, num_cpus=task_cpus,
                                        override_num_blocks=read_blocks(rows, ROWS_PER_SORT_BLOCK))
         cached = cached.select_columns(["id", "vector"])
         passages = passages.join(cached, join_type="left_outer", num_partitions=_partitions(ray), on=("id",))
+    with warnings.catch_warnings():
+        # Ray 2.60 marks every way of passing actor options (here max_restarts) deprecated, ahead of its successor.
+        warnings.filterwarnings("ignore", message=".*ray_remote_args.*deprecated")
+        embedded = _embedding_stage(ray, cfg, datasets, ref, profile, cache_name, passages, counter, actor_cpus)
+    version = datasets.new_version()
+    with ThreadPoolExecutor(max_workers=1) as pool:  # the pipeline runs while this thread draws progress
+        written = pool.submit(embedded.write_parquet, datasets.path(PASSAGES, version), filesystem=datasets.fs)
+        while not written.done():
+            bars.poll()
+            time.sleep(PROGRESS_INTERVAL_S)
+        written.result()
+    counts = bars.poll()
+    datasets.publish(PASSAGES, version)
+    return counts
+
+
+def _embedding_stage(ray: Any, cfg: Settings, datasets: Datasets, ref: ModelRef, profile: ModelProfile,
+                     cache_name: str, passages: Any, counter: Any, actor_cpus: float) -> Any:
+    """The actor pool that embeds what the cache lacked (`PassageEmbedder`), as a Ray Data stage."""
     gpus = cfg.embed_gpus if int(ray.cluster_resources().get("GPU", 0)) else 0
-    embedded = passages.map_batches(
+    return passages.map_batches(
         PassageEmbedder, batch_format="pyarrow", batch_size=cfg.embed_batch_size,
         compute=ray.data.ActorPoolStrategy(size=cfg.embed_actors, max_tasks_in_flight_per_actor=TASKS_QUEUED_PER_ACTOR),
         num_cpus=actor_cpus, num_gpus=gpus or None,
@@ -205,16 +225,6 @@ def _embed_passages(ray: Any, cfg: Settings, datasets: Datasets, ref: ModelRef, 
             "device": "cuda" if gpus else "cpu", "progress": counter,
         },
     )  # fmt: skip
-    version = datasets.new_version()
-    with ThreadPoolExecutor(max_workers=1) as pool:  # the pipeline runs while this thread draws progress
-        written = pool.submit(embedded.write_parquet, datasets.path(PASSAGES, version), filesystem=datasets.fs)
-        while not written.done():
-            bars.poll()
-            time.sleep(PROGRESS_INTERVAL_S)
-        written.result()
-    counts = bars.poll()
-    datasets.publish(PASSAGES, version)
-    return counts
 
 
 def _partitions(ray: Any) -> int:

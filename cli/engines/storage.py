@@ -85,8 +85,8 @@ class Datasets:
         if parts.scheme == S3_SCHEME and parts.netloc:
             root = f"{parts.netloc}{parts.path}".rstrip("/")
             return cls(s3_filesystem(endpoint_url), root, location, shared=True, grace_s=grace_s)
-        raise ConfigError(f"cannot use the datasets location {location!r} — set LINKLENS_DATASETS_URI to a folder, "
-                          "file:///path (a folder every node mounts) or s3://bucket/prefix")
+        fs, root = other_filesystem(location)
+        return cls(fs, root, location, shared=True, grace_s=grace_s)
 
     def path(self, *names: str) -> str:
         """A path on `fs` under the root."""
@@ -231,6 +231,19 @@ def s3_filesystem(endpoint_url: str) -> pafs.FileSystem:
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ConfigError(f"bad LINKLENS_S3_ENDPOINT_URL {endpoint_url!r} — use http(s)://host:port")
     return pafs.S3FileSystem(region=region, endpoint_override=parts.netloc, scheme=parts.scheme)
+
+
+def other_filesystem(location: str) -> tuple[pafs.FileSystem, str]:
+    """Any other filesystem pyarrow knows by its URI (gs://, hdfs://, ...), and the root path on it."""
+    import pyarrow as pa
+    import pyarrow.fs as pafs
+
+    try:
+        fs, root = pafs.FileSystem.from_uri(location)
+        return fs, root.rstrip("/")
+    except (pa.ArrowInvalid, OSError, ValueError) as exc:
+        raise ConfigError(f"cannot use the datasets location {location!r} ({exc}) — set LINKLENS_DATASETS_URI to a "
+                          "folder, file:///path (a folder every node mounts) or s3://bucket/prefix") from None
 
 
 def _local_fs_type() -> type:
