@@ -85,12 +85,14 @@ def embedding_cache_name(key: str) -> str:
 
 
 def run_ray_index(
-    cfg: Settings, rebuild: bool, quiet: bool = False, kind: str | None = None, timings: dict[str, float] | None = None
+    cfg: Settings, rebuild: bool, quiet: bool = False, kind: str | None = None, timings: dict[str, float] | None = None,
+    export: bool = True,
 ) -> dict[str, object]:
     """Build and publish a snapshot with Ray Data; returns the same report as the local `run_index`.
 
-    When the data folder has a page store (a local crawl), it is exported to `articles/` first,
-    so the index is always of what was crawled; otherwise `articles/` must already be there
+    When the data folder has a page store (a local crawl), it is exported to `articles/` first
+    (unless `export` is False: `build` has its Ray crawl's export), so the index is always of what
+    was crawled; otherwise `articles/` must already be there
     (written by `linklens crawl --engine ray`, possibly on a cluster). `timings`, when given,
     receives the seconds each phase took (bench/ray_embed.py): `start_s` (export, Ray start),
     `passages_s` (cutting and embedding into `passages/`), `snapshot_s`, `total_s`; and `encode_s`
@@ -104,7 +106,8 @@ def run_ray_index(
     if cfg.store_path.exists():
         from cli.engines.store_export import export_articles
 
-        export_articles(cfg, datasets)
+        if export:
+            export_articles(cfg, datasets)
         with Store.open(cfg.store_path) as store:
             sources = list_sources(store)  # each list's URL and last crawl, for GET /lists as the local build
     if not datasets.exists(ARTICLES):
@@ -143,15 +146,13 @@ def run_ray_index(
 
 
 def _embedding_threads(ray: Any, actors: int) -> int:
-    """Torch threads per embedding actor: the cluster's CPUs shared among the actors, at most one node's cores.
+    """Torch threads per embedding actor: the cluster's CPUs shared among the actors (each actor caps it at the
+    cores of the node it runs on).
 
-    Actors reserve less than that (`_actor_cpus`), but embedding is where the time goes, so
+    Actors reserve less than that (`cpu_plan`), but embedding is where the time goes, so
     each actor's torch uses its whole share of the cores.
     """
-    from index.embedder import core_count
-
-    total = int(cluster_cpus(ray))
-    return max(1, min(core_count(), total // actors))
+    return max(1, int(cluster_cpus(ray)) // actors)
 
 
 def cpu_plan(total: float, actors: int) -> tuple[float, float]:

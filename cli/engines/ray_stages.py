@@ -112,12 +112,14 @@ class PassageEmbedder:
         started = time.perf_counter()
         import torch
 
-        from index.embedder import Embedder
+        from index.embedder import Embedder, core_count
         from index.model_ref import ModelRef
 
         self.embedder = Embedder(ModelRef(model_id, location), device=device)
         self.dimension = self.embedder.dimension  # loads the model, once per actor
-        torch.set_num_threads(threads)
+        # `threads` is the actor's share of the cluster's CPUs; the cores are counted here, on the node that runs it.
+        self.threads = max(1, min(core_count(), threads))
+        torch.set_num_threads(self.threads)
         self.passage_prefix = passage_prefix
         self.datasets = datasets
         self.cache_dir = datasets.path(cache_name)
