@@ -59,8 +59,8 @@ BLOCKS_PER_ACTOR = 8
 TASKS_QUEUED_PER_ACTOR = 2
 # The least Ray CPU share an embedding actor reserves (many actors on a small cluster).
 MIN_ACTOR_CPUS = 0.1
-# The Ray CPU share the read and passage tasks are guaranteed beside the actors: one CPU, half of a smaller cluster.
-MAX_TASK_CPUS = 1.0
+# The Ray CPUs the read and passage tasks are guaranteed beside the actors (a Parquet read task takes one).
+TASK_CPUS = 1.0
 TOO_MANY_ACTORS = (
     "LINKLENS_EMBED_ACTORS={actors} needs at least {needed:g} Ray CPUs ({min_share:g} per actor and {tasks:g} for "
     "the passage tasks) but the cluster offers {total:g} — lower LINKLENS_EMBED_ACTORS or add CPUs"
@@ -155,18 +155,19 @@ def _embedding_threads(ray: Any, actors: int) -> int:
     return max(1, int(cluster_cpus(ray)) // actors)
 
 
-def cpu_plan(total: float, actors: int) -> tuple[float, float]:
-    """Ray CPUs (per embedding actor, per read or passage task) that fit a cluster of `total` CPUs.
-
-    The tasks are guaranteed their share beside every actor: actors holding every CPU would wait
-    forever for input that cannot be scheduled. A cluster too small for `actors` is refused.
+def cpu_plan(total: float, actors: int) -> float:
+    """Ray CPUs each embedding actor reserves on a cluster of `total` CPUs: one, but always leaving one CPU to the
+    read and passage tasks (Ray Data's Parquet read takes a whole CPU), since actors holding every CPU would wait
+    forever for input that cannot be scheduled. On a one-CPU cluster a single actor reserves none and shares the
+    CPU with the tasks; more actors than fit are refused in one sentence.
     """
-    tasks = min(MAX_TASK_CPUS, total / 2)
-    per_actor = min(1.0, (total - tasks) / actors)
-    if per_actor < MIN_ACTOR_CPUS:
-        raise ConfigError(TOO_MANY_ACTORS.format(actors=actors, needed=actors * MIN_ACTOR_CPUS + MAX_TASK_CPUS,
-                                                 min_share=MIN_ACTOR_CPUS, tasks=MAX_TASK_CPUS, total=total))
-    return per_actor, tasks
+    per_actor = min(1.0, (total - TASK_CPUS) / actors)
+    if per_actor >= MIN_ACTOR_CPUS:
+        return per_actor
+    if actors == 1:
+        return 0.0
+    raise ConfigError(TOO_MANY_ACTORS.format(actors=actors, needed=actors * MIN_ACTOR_CPUS + TASK_CPUS,
+                                             min_share=MIN_ACTOR_CPUS, tasks=TASK_CPUS, total=total))
 
 
 def _embed_passages(ray: Any, cfg: Settings, datasets: Datasets, ref: ModelRef, profile: ModelProfile,
@@ -174,22 +175,21 @@ def _embed_passages(ray: Any, cfg: Settings, datasets: Datasets, ref: ModelRef, 
     """Phase 1: cut, join with the embedding cache, embed what is missing, write and publish `passages/`.
 
     Returns the stages' counts (`ray_progress.StageCounter`)."""
-    actor_cpus, task_cpus = cpu_plan(cluster_cpus(ray), cfg.embed_actors)
+    actor_cpus = cpu_plan(cluster_cpus(ray), cfg.embed_actors)
     total = datasets.rows(ARTICLES)
     # At least a few blocks per actor: an actor takes a whole block as one task, so fewer would leave actors idle.
     blocks = max(read_blocks(total, ARTICLES_PER_TASK), min(total, BLOCKS_PER_ACTOR * cfg.embed_actors))
-    articles = ray.data.read_parquet(datasets.files(ARTICLES), filesystem=datasets.fs, override_num_blocks=blocks,
-                                     num_cpus=task_cpus)
+    articles = ray.data.read_parquet(datasets.files(ARTICLES), filesystem=datasets.fs, override_num_blocks=blocks)
     counter = bars.start(ray, total)
     passages = articles.map_batches(
-        cut_passages, batch_format="pyarrow", batch_size=ARTICLES_PER_TASK, num_cpus=task_cpus,
+        cut_passages, batch_format="pyarrow", batch_size=ARTICLES_PER_TASK,
         fn_kwargs={"words": cfg.passage_words, "overlap": cfg.passage_overlap_words,
                    "headings": cfg.passage_headings, "progress": counter},
     )  # fmt: skip
     cache_files = [] if rebuild else datasets.files(cache_name)
     if cache_files:
         rows = int(datasets.dataset(cache_files).count_rows())
-        cached = ray.data.read_parquet(cache_files, filesystem=datasets.fs, num_cpus=task_cpus,
+        cached = ray.data.read_parquet(cache_files, filesystem=datasets.fs,
                                        override_num_blocks=read_blocks(rows, ROWS_PER_SORT_BLOCK))
         cached = cached.select_columns(["id", "vector"])
         passages = passages.join(cached, join_type="left_outer", num_partitions=_partitions(ray), on=("id",))

@@ -35,7 +35,7 @@ logger = logging.getLogger(__name__)
 USAGE_STATS_VARIABLE = "RAY_USAGE_STATS_ENABLED"
 TOO_FEW_CPUS = "the Ray cluster offers {cpus:g} CPUs and linklens needs at least {need:g} — add CPUs, set " \
                "LINKLENS_RAY_CPUS to 1 or more, or use --engine local"
-MIN_CLUSTER_CPUS = 0.5
+MIN_CLUSTER_CPUS = 1.0  # a Ray Data read task takes one whole CPU
 
 ADDRESS_CHECK_TIMEOUT_S = 5.0
 RAY_EXTRA_HINT = "the Ray engine needs the optional extra — run: pip install 'linklens[ray]' (or use --engine local)"
