@@ -82,7 +82,8 @@ def crawl(list_file: Path, data_dir: Path, engine: str, env: dict[str, str],
 
 def base_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("LINKLENS_") and k != "RAY_ADDRESS"}
-    return {**env, "LINKLENS_PER_HOST_DELAY_S": "0", "LINKLENS_RAY_CPUS": str(os.cpu_count() or 1)}
+    return {**env, "LINKLENS_PER_HOST_DELAY_S": "0", "LINKLENS_RAY_CPUS": str(os.cpu_count() or 1),
+            "RAY_USAGE_STATS_ENABLED": "0"}
 
 
 def same_list(pages: int, hosts: int, latency_ms: float, work: Path, verb: str = "crawl") -> dict[str, object]:

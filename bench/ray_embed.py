@@ -92,6 +92,7 @@ def main() -> None:
         log(f"local: {report.passages} passages in {local_s:.1f}s")
 
         started = time.perf_counter()
+        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # nothing reported to Ray's maintainers
         ray.init(num_cpus=RAY_CPUS, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
         ray_start_s = time.perf_counter() - started
         runs = {}

@@ -7,17 +7,18 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import Progress
 from rich.text import Text
 
 from cli.common import err, friendly_errors, out, plain, settings
 from cli.link_report import render_links, render_lists
+from cli.progress import coloured_states, stage_bars
 from ingest.models import LinkState
 from ingest.settings import Settings
 
@@ -31,15 +32,6 @@ LISTS_HELP = ("Markdown lists: file paths, http(s) URLs or github.com/owner/repo
               "last, else the bundled awesome-scalability list.")
 LISTS_FROM_HELP = ("A list of lists (an awesome-of-awesome): every list it links to joins the collection "
                    "(github.com/owner/repo links are read from the repository's README). Repeatable.")
-
-STATE_COLOURS = {"ok": "green", "redirected": "cyan", "archived": "yellow", "dead": "red", "blocked": "magenta",
-                 "unsupported": "bright_black", "failed": "red", "removed": "bright_black", "pending": "white"}
-
-
-def coloured_states(counts: Mapping[str, int]) -> str:
-    """Link states with their counts, coloured, for a progress bar (both engines' crawls show them)."""
-    return " ".join(f"[{STATE_COLOURS.get(k, 'white')}]{k}[/] {v}" for k, v in sorted(counts.items()))
-
 
 class Engine(StrEnum):
     local = "local"
@@ -66,18 +58,14 @@ class ReportFormat(StrEnum):
 
 
 def crawl_progress_bar() -> Progress:
-    return Progress(
-        TextColumn("[bold]crawl"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
-        TimeElapsedColumn(), TextColumn("{task.fields[states]}"), console=err, transient=False,
-    )
+    return stage_bars()
 
 
 def progress_updater(bar: Progress) -> Callable[[CrawlProgress], None]:
-    task = bar.add_task("crawl", total=None, rate="", states="")
+    task = bar.add_task("crawl", total=None, what="")
 
     def show(p: CrawlProgress) -> None:
-        bar.update(task, completed=p.done, total=p.total, rate=f"{p.pages_per_s:.1f} pages/s",
-                   states=coloured_states(p.counts))
+        bar.update(task, completed=p.done, total=p.total, what=coloured_states(p.counts))
 
     return show
 

@@ -143,7 +143,7 @@ def build_on_ray(sources: Sequence[str] | None, lists_from: Sequence[str] | None
         crawled = run_crawl(sources, cfg, refresh=refresh, quiet=quiet, lists_from=lists_from)
         if not quiet:
             print_summary(crawled)
-        return crawled, run_ray_index(cfg, rebuild=False, quiet=quiet, kind=None)
+        return crawled, run_ray_index(cfg, rebuild=False, quiet=quiet, kind=None, export=False)  # the crawl exported
 
 
 @friendly_errors

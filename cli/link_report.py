@@ -34,7 +34,7 @@ def links_table(rows: list[dict[str, object]]) -> Table:
     for r in rows:
         sections: list[list[str]] = r["sections"] or [[]]  # type: ignore[assignment]
         table.add_row(plain(r["state"]), plain(r["title"]), plain(r["url"]), plain(", ".join(r["lists"])),  # type: ignore[arg-type]
-                      plain(section_label(sections[0])), plain(r["reason"] or ""))
+                      plain(section_label(tuple(sections[0]))), plain(r["reason"] or ""))
     return table
 
 

@@ -127,6 +127,10 @@ class Settings(BaseSettings):
     ray_cpus: int = Field(0, ge=0, description="CPUs of a Ray started in this process; 0 = every core")
     datasets_uri: str = Field("", description="where the Ray engine writes its Parquet datasets: a folder or any "
                                               "pyarrow filesystem URI (s3://bucket/prefix); empty = <data>/datasets")
+    s3_endpoint_url: str = Field("", description="endpoint of an S3-compatible store for s3:// datasets "
+                                                 "(http(s)://host:port); empty = AWS")
+    datasets_grace_s: float = Field(600.0, ge=0, description="seconds a superseded dataset version is kept for "
+                                                              "readers still on it before it is removed")
     embed_batch_size: int = Field(512, ge=1, le=4096, description="passages per embedding batch (Ray actors)")
     embed_actors: int = Field(1, ge=1, le=1024, description="embedding actors of the Ray engine (one model each)")
     embed_gpus: float = Field(0.0, ge=0, description="GPUs per embedding actor of the Ray engine; 0 = CPU")

@@ -8,6 +8,7 @@ process joins with `--ray-address ray_address(ray_cluster)`.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -16,11 +17,17 @@ import pytest
 RAY_TEST_CPUS = 2
 
 
+def usage_stats_off() -> None:
+    """Every Ray a test starts reports nothing to Ray's maintainers (nodes and workers inherit the variable)."""
+    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+
+
 @pytest.fixture(scope="module")
 def ray_cluster() -> Iterator[Any]:
     """The `ray` module, initialised for this test module and shut down after it."""
     import ray  # the extra: `make test` installs it (make install-ray)
 
+    usage_stats_off()
     ray.init(num_cpus=RAY_TEST_CPUS, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False,
              configure_logging=False)
     try:

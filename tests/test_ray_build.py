@@ -42,6 +42,13 @@ def snapshot_passages(data_dir: Path, snapshot_id: str) -> list[str]:
 
 def test_build_of_two_lists_on_ray_equals_the_local_build(
         ray_cluster: Any, built: BuiltIndex, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert_builds_equal(built, tmp_path, monkeypatch, ray_env={})
+
+
+def assert_builds_equal(built: BuiltIndex, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                        ray_env: dict[str, str]) -> None:
+    """`build A B` on each engine (the Ray one with `ray_env` set too) gives the same states, passages, top-10,
+    list filter and list URLs."""
     built_by: dict[str, dict[str, Any]] = {}
     with FixtureWeb(n_hosts=4) as web:
         whole = web.write_list_markdown(tmp_path / "awesome-fixture.md")
@@ -56,6 +63,11 @@ def test_build_of_two_lists_on_ray_equals_the_local_build(
             for key, value in {**FAST_CRAWL_ENV, "LINKLENS_ARCHIVE_URL": web.archive_url,
                                "LINKLENS_DATA_DIR": str(data_dir)}.items():
                 monkeypatch.setenv(key, value)
+            for key, value in ray_env.items():
+                if engine == "ray":
+                    monkeypatch.setenv(key, value)
+                else:
+                    monkeypatch.delenv(key, raising=False)
             seed_caches(built.settings, load_settings())
             result = runner.invoke(app, ["build", str(whole), str(picks), "--engine", engine, "--json"])
             assert result.exit_code == 0, result.output

@@ -21,6 +21,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cli.engines.datasets import ARTICLES, articles_from_table
+from cli.engines.storage import Datasets
 from cli.main import app
 from ingest.store import Store
 from ingest.urls import normalise_url
@@ -73,9 +74,8 @@ def test_ray_crawl_matches_the_local_crawl(ray_cluster: Any, tmp_path: Path,
     assert summaries["ray"]["crawled"] == summaries["local"]["crawled"] == len(expected)
     assert summaries["ray"]["this_run"] == summaries["local"]["this_run"]
 
-    import pyarrow.parquet as pq
-
-    articles = articles_from_table(pq.read_table(tmp_path / "ray" / "datasets" / ARTICLES))
+    datasets = Datasets.at(str(tmp_path / "ray" / "datasets"))
+    articles = articles_from_table(datasets.dataset(datasets.files(ARTICLES)).to_table())
     assert {a.url: a.document.text if a.document else None for a in articles} == {
         u: o[2] for u, o in outcomes["ray"].items()}
 

@@ -24,7 +24,8 @@ import pytest
 from typer.testing import CliRunner
 
 from cli.engines.datasets import ARTICLES, PASSAGES, article_from_row
-from cli.engines.ray_index import embedding_cache_uri, run_ray_index
+from cli.engines.ray_index import embedding_cache_name, run_ray_index
+from cli.engines.storage import Datasets
 from cli.engines.store_export import export_articles
 from cli.index_commands import run_index
 from cli.main import app
@@ -115,7 +116,8 @@ def test_export_writes_every_article_in_list_order(built: BuiltIndex, tmp_path: 
         fill_store(store)
         expected = list(store.articles())
     report = export_articles(settings)
-    table = pads.dataset(Path(settings.datasets_location) / ARTICLES, format="parquet").to_table()
+    datasets = Datasets.open(settings)
+    table = datasets.dataset(datasets.files(ARTICLES)).to_table()
     assert report.articles == table.num_rows == len(expected)
     assert table.column("position").to_pylist() == list(range(len(expected)))
     assert [article_from_row(r) for r in table.to_pylist()] == expected
@@ -130,19 +132,26 @@ def test_ray_index_without_articles_says_what_to_run(data_dir: Path) -> None:
 
 
 def cached_ids(settings: Settings) -> set[str]:
-    parts = [str(p) for p in Path(embedding_cache_uri(settings, BUNDLED_MODEL_ID)).glob("*.parquet")]
+    datasets = Datasets.open(settings)
+    parts = datasets.files(embedding_cache_name(BUNDLED_MODEL_ID))
     if not parts:
         return set()
-    return set(pads.dataset(parts, format="parquet").to_table(columns=["id"]).column("id").to_pylist())
+    return set(pads.dataset(parts, filesystem=datasets.fs, format="parquet").to_table(columns=["id"])
+               .column("id").to_pylist())
 
 
 def test_a_killed_ray_build_resumes_without_re_embedding_what_it_embedded(
     ray_cluster: Any, built: BuiltIndex, tmp_path: Path
 ) -> None:
-    settings = fresh_settings(built, tmp_path / "killed")
+    kill_midway_and_resume(fresh_settings(built, tmp_path / "killed"), ray_address(ray_cluster), {})
+
+
+def kill_midway_and_resume(settings: Settings, address: str, extra_env: dict[str, str]) -> None:
+    """SIGKILL an `index --engine ray` driver (joined to the Ray at `address`, `extra_env` set) once it has embedded
+    two batches; the rerun reuses every vector the cache holds, and leaves the cache compacted."""
     good = run_index(settings, rebuild=False, quiet=True)["snapshot_id"]
     env = {**os.environ, "LINKLENS_DATA_DIR": str(settings.data_dir), "LINKLENS_EMBED_BATCH_SIZE": str(KILL_BATCH_SIZE),
-           "LINKLENS_RAY_ADDRESS": ray_address(ray_cluster)}  # fmt: skip
+           "LINKLENS_RAY_ADDRESS": address, **extra_env}  # fmt: skip
     command = [sys.executable, "-m", "cli.main", "index", "--engine", "ray", "--json"]
     build = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
@@ -157,7 +166,7 @@ def test_a_killed_ray_build_resumes_without_re_embedding_what_it_embedded(
     assert build.returncode == -signal.SIGKILL
     before = cached_ids(settings)
     assert snapshot.current_id(settings.snapshots_dir) == good  # CURRENT stayed on the last good snapshot
-    assert not (Path(settings.datasets_location) / PASSAGES).exists()  # killed before the passages were written
+    assert Datasets.open(settings).version(PASSAGES) is None  # killed before the passages were published
 
     resumed = run_ray_index(settings, rebuild=False, quiet=True)
     ids = read_snapshot(settings, resumed).passage_ids
@@ -166,4 +175,5 @@ def test_a_killed_ray_build_resumes_without_re_embedding_what_it_embedded(
     assert resumed["embedded"] == sum(1 for i in ids if i not in before)
     assert snapshot.current_id(settings.snapshots_dir) == resumed["snapshot_id"]
     assert cached_ids(settings) == set(ids)  # the cache was rewritten: exactly the indexed passages' vectors
-    assert len(list(Path(embedding_cache_uri(settings, BUNDLED_MODEL_ID)).glob("*.parquet"))) == 1
+    cache = Datasets.open(settings)
+    assert len(cache.files(embedding_cache_name(BUNDLED_MODEL_ID))) == 1  # one rewritten file, no loose parts left

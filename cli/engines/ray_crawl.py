@@ -37,7 +37,8 @@ from typing import TYPE_CHECKING, Any
 import ray
 
 from cli.engines.ray_progress import StageBars, new_stage_counter
-from cli.engines.ray_runtime import quiet_ray_data, ray_session
+from cli.engines.ray_runtime import cluster_cpus, quiet_ray_data, ray_session
+from cli.engines.storage import Datasets
 from cli.engines.store_export import export_articles
 from index import snapshot
 from ingest.crawler import (
@@ -78,8 +79,9 @@ def run_ray_crawl(cfg: Settings, store: Store, refresh: bool, retry_failed: bool
     started = time.perf_counter()
     ids = links_to_crawl(store, refresh, retry_failed)
     tally = _Tally(started)
+    datasets = Datasets.open(cfg)
     if ids:
-        with ray_session(cfg) as ray, StageBars(len(ids), quiet) as bars:
+        with ray_session(cfg, datasets) as ray, StageBars(len(ids), quiet) as bars:
             logger.info("ray ready after %.1f s", time.perf_counter() - started)
             quiet_ray_data(ray)
             counter = new_stage_counter(ray)
@@ -94,7 +96,7 @@ def run_ray_crawl(cfg: Settings, store: Store, refresh: bool, retry_failed: bool
     # The index stage reads articles/ (cli/engines/datasets.py): exported under the build lock (waiting
     # for a running build to finish), so it is never swapped under a build that reads it.
     with snapshot.build_lock(cfg.snapshots_dir, wait=True):
-        export_articles(cfg)
+        export_articles(cfg, datasets)
     return crawl_summary(store, len(ids), started, tally.requests,
                          Counter(state.value for state in tally.last_state.values()))
 
@@ -119,13 +121,13 @@ class _Tally:
 def _run_round(ray: Any, cfg: Settings, store: Store, ids: list[int], answered_url: str | None, counter: Any,
                bars: StageBars, tally: _Tally) -> None:
     """One pass of the pipeline over `ids`; outcomes recorded in the store as batches stream in."""
-    cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
+    total = cluster_cpus(ray)
     private = private_origin_links(store, cfg)
-    units = fetch_units([_handed(store, i, i in private) for i in ids], cpus)
+    units = fetch_units([_handed(store, i, i in private) for i in ids], max(1, int(total)))
     with warnings.catch_warnings():
         # Ray 2.60 marks every way of passing actor options (here max_restarts) deprecated, ahead of its successor.
         warnings.filterwarnings("ignore", message=".*ray_remote_args.*deprecated")
-        dataset = _pipeline(ray, cfg, units, answered_url, counter, cpus)
+        dataset = _pipeline(ray, cfg, units, answered_url, counter, total)
     logger.info("round of %d links in %d fetch units (answered_url=%s)", len(ids), len(units), answered_url)
     for batch in dataset.iter_batches(batch_size=None, batch_format="pyarrow"):
         if tally.first_outcome_s is None:
@@ -138,15 +140,23 @@ def _run_round(ray: Any, cfg: Settings, store: Store, ids: list[int], answered_u
             bars.stored(recorded.state.value)
 
 
+def extraction_plan(total: float) -> tuple[int, float]:
+    """Extraction actors at most, and Ray CPUs each, on a cluster of `total` CPUs: every actor up still leaves one
+    fetch unit its share (actors holding every CPU would wait forever for pages no task can fetch)."""
+    actors = max(1, int(total))
+    return actors, min(1.0, (total - FETCH_UNIT_CPUS) / actors)
+
+
 def _pipeline(ray: Any, cfg: Settings, units: list[list[HandedLink]], answered_url: str | None, counter: Any,
-              cpus: int) -> Any:
+              total: float) -> Any:
     """The Ray Data plan: fetch units as tasks, extraction on a pool of actors; nothing runs until iterated."""
+    actors, actor_cpus = extraction_plan(total)
     return (
         ray.data.from_items([{"links": pickle.dumps(unit)} for unit in units], override_num_blocks=len(units))
         .map_batches(fetch_unit, batch_size=1, batch_format="pyarrow", num_cpus=FETCH_UNIT_CPUS,
                      fn_kwargs={"settings": cfg, "answered_url": answered_url, "counter": counter})
-        .map_batches(PageExtractor, batch_size=EXTRACT_BATCH_PAGES, batch_format="pyarrow", num_cpus=1,
-                     compute=ray.data.ActorPoolStrategy(min_size=1, max_size=cpus),
+        .map_batches(PageExtractor, batch_size=EXTRACT_BATCH_PAGES, batch_format="pyarrow", num_cpus=actor_cpus,
+                     compute=ray.data.ActorPoolStrategy(min_size=1, max_size=actors),
                      fn_constructor_kwargs={"settings": cfg, "counter": counter},
                      # The pebble pool inside survives what a page does; an actor that dies anyway fails the
                      # run, and the rerun resumes (Ray warns that restarting one with these arguments may fail).

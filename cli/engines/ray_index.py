@@ -21,16 +21,17 @@ import hashlib
 import logging
 import re
 import time
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from typing import Any
 
-from cli.engines.datasets import ARTICLES, EMBEDDINGS, PASSAGES, dataset_uri
+from cli.engines.datasets import ARTICLES, EMBEDDINGS, PASSAGES
 from cli.engines.ray_index_progress import ProgressBars
-from cli.engines.ray_runtime import quiet_ray_data, ray_session
+from cli.engines.ray_runtime import cluster_cpus, quiet_ray_data, ray_session
 from cli.engines.ray_snapshot import ROWS_PER_SORT_BLOCK, CacheRewriter, index_batches, read_blocks
 from cli.engines.ray_stages import PassageEmbedder, cut_passages
-from cli.engines.store_export import dataset_exists, dataset_filesystem, dataset_rows, replace_folder
+from cli.engines.storage import Datasets
 from index import snapshot
 from index.build import (
     EmbedCounts,
@@ -43,7 +44,7 @@ from index.build import (
 )
 from index.embedder import Embedder
 from index.model_ref import ModelProfile, ModelRef, configured_model
-from ingest.errors import SourceError
+from ingest.errors import ConfigError, SourceError
 from ingest.settings import Settings
 from ingest.store import Store
 
@@ -59,6 +60,12 @@ BLOCKS_PER_ACTOR = 8
 TASKS_QUEUED_PER_ACTOR = 2
 # The least Ray CPU share an embedding actor reserves (many actors on a small cluster).
 MIN_ACTOR_CPUS = 0.1
+# The Ray CPUs the read and passage tasks are guaranteed beside the actors (a Parquet read task takes one).
+TASK_CPUS = 1.0
+TOO_MANY_ACTORS = (
+    "LINKLENS_EMBED_ACTORS={actors} needs at least {needed:g} Ray CPUs ({min_share:g} per actor and {tasks:g} for "
+    "the passage tasks) but the cluster offers {total:g} — lower LINKLENS_EMBED_ACTORS or add CPUs"
+)
 NO_ARTICLES = (
     "no articles dataset at {uri} yet — run: linklens crawl LIST --engine ray "
     "(or, after a local crawl, linklens index --engine ray, which exports the page store)"
@@ -73,18 +80,20 @@ def cache_folder_name(key: str) -> str:
     return f"{slug}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
 
 
-def embedding_cache_uri(cfg: Settings, key: str) -> str:
-    """Where the embedding cache of one model key lives: `embeddings/<key as a folder name>`."""
-    return dataset_uri(dataset_uri(cfg.datasets_location, EMBEDDINGS), cache_folder_name(key))
+def embedding_cache_name(key: str) -> str:
+    """The dataset holding the embedding cache of one model key: `embeddings/<key as a folder name>`."""
+    return f"{EMBEDDINGS}/{cache_folder_name(key)}"
 
 
 def run_ray_index(
-    cfg: Settings, rebuild: bool, quiet: bool = False, kind: str | None = None, timings: dict[str, float] | None = None
+    cfg: Settings, rebuild: bool, quiet: bool = False, kind: str | None = None, timings: dict[str, float] | None = None,
+    export: bool = True,
 ) -> dict[str, object]:
     """Build and publish a snapshot with Ray Data; returns the same report as the local `run_index`.
 
-    When the data folder has a page store (a local crawl), it is exported to `articles/` first,
-    so the index is always of what was crawled; otherwise `articles/` must already be there
+    When the data folder has a page store (a local crawl), it is exported to `articles/` first
+    (unless `export` is False: `build` has its Ray crawl's export), so the index is always of what
+    was crawled; otherwise `articles/` must already be there
     (written by `linklens crawl --engine ray`, possibly on a cluster). `timings`, when given,
     receives the seconds each phase took (bench/ray_embed.py): `start_s` (export, Ray start),
     `passages_s` (cutting and embedding into `passages/`), `snapshot_s`, `total_s`; and `encode_s`
@@ -97,40 +106,42 @@ def run_ray_index(
     # The build lock covers the export too: another build (or a finishing Ray crawl) cannot swap
     # `articles/` while this build reads it.
     with snapshot.build_lock(cfg.snapshots_dir):
+        datasets = Datasets.open(cfg)
         if cfg.store_path.exists():
             from cli.engines.store_export import export_articles
 
-            export_articles(cfg)
+            if export:
+                export_articles(cfg, datasets)
             with Store.open(cfg.store_path) as store:
                 sources = list_sources(store)  # each list's URL and last crawl, for GET /lists as the local build
-        if not dataset_exists(cfg.datasets_location, ARTICLES):
-            raise SourceError(NO_ARTICLES.format(uri=dataset_uri(cfg.datasets_location, ARTICLES)))
-        return _build_on_ray(cfg, rebuild, quiet, kind, timings, started, sources)
+        if not datasets.exists(ARTICLES):
+            raise SourceError(NO_ARTICLES.format(uri=datasets.uri(ARTICLES)))
+        return _build_on_ray(cfg, rebuild, quiet, kind, timings, started, sources, datasets)
 
 
 def _build_on_ray(cfg: Settings, rebuild: bool, quiet: bool, kind: str | None, timings: dict[str, float],
-                  started: float, sources: dict[str, ListSource] | None) -> dict[str, object]:
+                  started: float, sources: dict[str, ListSource] | None, datasets: Datasets) -> dict[str, object]:
     """`run_ray_index` once `articles/` is in place, under the build lock."""
     ref = configured_model(cfg)
     embedder = Embedder(ref)
     ready_export = None if rebuild else existing_export(cfg.cache_dir, ref)
     profile = model_profile_of(ready_export, embedder).with_settings(cfg)
     counts = EmbedCounts()
-    with ray_session(cfg) as ray, ProgressBars(quiet) as bars:
+    with ray_session(cfg, datasets) as ray, ProgressBars(quiet) as bars:
         quiet_ray_data(ray)
         timings["start_s"] = time.perf_counter() - started
         logger.info("Ray ready at %.1fs", timings["start_s"])
-        cache_uri = embedding_cache_uri(cfg, profile.cache_key(ref))
-        counts_by_stage = _embed_passages(ray, cfg, ref, profile, cache_uri, rebuild, bars)
+        cache_name = embedding_cache_name(profile.cache_key(ref))
+        counts_by_stage = _embed_passages(ray, cfg, datasets, ref, profile, cache_name, rebuild, bars)
         timings["encode_s"] = counts_by_stage.get("encode_ms", 0) / 1000
         timings["actor_start_s"] = counts_by_stage.get("actor_start_ms", 0) / 1000
         timings["threads_per_actor"] = _embedding_threads(ray, cfg.embed_actors)
         timings["passages_s"] = time.perf_counter() - started - timings["start_s"]
         logger.info("passages embedded and written at %.1fs", time.perf_counter() - started)
-        cache = CacheRewriter(cache_uri)
+        cache = CacheRewriter(datasets, cache_name)
         try:
             report = build_snapshot(
-                cfg, index_batches(ray, cfg.datasets_location, counts, bars, cache), ref.id, profile,
+                cfg, index_batches(ray, datasets, counts, bars, cache), ref.id, profile,
                 lambda: query_encoder_dir(cfg.cache_dir, ref, embedder, rebuild), counts=counts, kind=kind,
                 unlocked=True, list_sources=sources,
             )  # fmt: skip
@@ -145,70 +156,87 @@ def _build_on_ray(cfg: Settings, rebuild: bool, quiet: bool, kind: str | None, t
 
 
 def _embedding_threads(ray: Any, actors: int) -> int:
-    """Torch threads per embedding actor: the cluster's CPUs shared among the actors, at most one node's cores.
+    """Torch threads per embedding actor: the cluster's CPUs shared among the actors (each actor caps it at the
+    cores of the node it runs on).
 
-    Actors reserve less than that (`_actor_cpus`), but embedding is where the time goes, so
+    Actors reserve less than that (`cpu_plan`), but embedding is where the time goes, so
     each actor's torch uses its whole share of the cores.
     """
-    from index.embedder import core_count
-
-    total = int(ray.cluster_resources().get("CPU", 1))
-    return max(1, min(core_count(), total // actors))
+    return max(1, int(cluster_cpus(ray)) // actors)
 
 
-def _actor_cpus(ray: Any, actors: int) -> float:
-    """Ray CPUs each embedding actor reserves: one, but never so many that no CPU is left for the read and
-    passage tasks (actors holding every CPU would wait forever for input that cannot be scheduled)."""
-    total = float(ray.cluster_resources().get("CPU", 1))
-    return max(MIN_ACTOR_CPUS, min(1.0, (total - 1) / actors))
+def cpu_plan(total: float, actors: int) -> float:
+    """Ray CPUs each embedding actor reserves on a cluster of `total` CPUs: one, but always leaving one CPU to the
+    read and passage tasks (Ray Data's Parquet read takes a whole CPU), since actors holding every CPU would wait
+    forever for input that cannot be scheduled. On a one-CPU cluster a single actor reserves none and shares the
+    CPU with the tasks; more actors than fit are refused in one sentence.
+    """
+    per_actor = min(1.0, (total - TASK_CPUS) / actors)
+    if per_actor >= MIN_ACTOR_CPUS:
+        return per_actor
+    if actors == 1:
+        return 0.0
+    raise ConfigError(TOO_MANY_ACTORS.format(actors=actors, needed=actors * MIN_ACTOR_CPUS + TASK_CPUS,
+                                             min_share=MIN_ACTOR_CPUS, tasks=TASK_CPUS, total=total))
 
 
-def _embed_passages(ray: Any, cfg: Settings, ref: ModelRef, profile: ModelProfile, cache_uri: str, rebuild: bool,
-                    bars: ProgressBars) -> dict[str, int]:  # fmt: skip
-    """Phase 1: cut, join with the embedding cache, embed what is missing, write `passages/` (replaced atomically).
+def _embed_passages(ray: Any, cfg: Settings, datasets: Datasets, ref: ModelRef, profile: ModelProfile,
+                    cache_name: str, rebuild: bool, bars: ProgressBars) -> dict[str, int]:  # fmt: skip
+    """Phase 1: cut, join with the embedding cache, embed what is missing, write and publish `passages/`.
 
     Returns the stages' counts (`ray_progress.StageCounter`)."""
-    import uuid
-
-    total = dataset_rows(cfg.datasets_location, ARTICLES)
+    actor_cpus = cpu_plan(cluster_cpus(ray), cfg.embed_actors)
+    total = datasets.rows(ARTICLES)
     # At least a few blocks per actor: an actor takes a whole block as one task, so fewer would leave actors idle.
     blocks = max(read_blocks(total, ARTICLES_PER_TASK), min(total, BLOCKS_PER_ACTOR * cfg.embed_actors))
-    articles = ray.data.read_parquet(dataset_uri(cfg.datasets_location, ARTICLES), override_num_blocks=blocks)
+    articles = ray.data.read_parquet(datasets.files(ARTICLES), filesystem=datasets.fs, override_num_blocks=blocks)
     counter = bars.start(ray, total)
     passages = articles.map_batches(
         cut_passages, batch_format="pyarrow", batch_size=ARTICLES_PER_TASK,
         fn_kwargs={"words": cfg.passage_words, "overlap": cfg.passage_overlap_words,
                    "headings": cfg.passage_headings, "progress": counter},
     )  # fmt: skip
-    cache_location, cache_name = cache_uri.rsplit("/", 1)
-    if not rebuild and dataset_exists(cache_location, cache_name):
-        rows = dataset_rows(cache_location, cache_name)
-        cached = ray.data.read_parquet(cache_uri, override_num_blocks=read_blocks(rows, ROWS_PER_SORT_BLOCK))
+    cache_files = [] if rebuild else datasets.files(cache_name)
+    if cache_files:
+        rows = int(datasets.dataset(cache_files).count_rows())
+        cached = ray.data.read_parquet(cache_files, filesystem=datasets.fs,
+                                       override_num_blocks=read_blocks(rows, ROWS_PER_SORT_BLOCK))
         cached = cached.select_columns(["id", "vector"])
         passages = passages.join(cached, join_type="left_outer", num_partitions=_partitions(ray), on=("id",))
-    gpus = cfg.embed_gpus if int(ray.cluster_resources().get("GPU", 0)) else 0
-    embedded = passages.map_batches(
-        PassageEmbedder, batch_format="pyarrow", batch_size=cfg.embed_batch_size,
-        compute=ray.data.ActorPoolStrategy(size=cfg.embed_actors, max_tasks_in_flight_per_actor=TASKS_QUEUED_PER_ACTOR),
-        num_cpus=_actor_cpus(ray, cfg.embed_actors), num_gpus=gpus or None,
-        fn_constructor_kwargs={
-            "model_id": ref.id, "location": ref.location, "passage_prefix": profile.passage_prefix,
-            "cache_uri": cache_uri, "threads": _embedding_threads(ray, cfg.embed_actors),
-            "device": "cuda" if gpus else "cpu", "progress": counter,
-        },
-    )  # fmt: skip
-    fs, root = dataset_filesystem(cfg.datasets_location)
-    work = f".{PASSAGES}.tmp-{uuid.uuid4().hex[:8]}"
+    with warnings.catch_warnings():
+        # Ray 2.60 marks every way of passing actor options (here max_restarts) deprecated, ahead of its successor.
+        warnings.filterwarnings("ignore", message=".*ray_remote_args.*deprecated")
+        embedded = _embedding_stage(ray, cfg, datasets, ref, profile, cache_name, passages, counter, actor_cpus)
+    version = datasets.new_version()
     with ThreadPoolExecutor(max_workers=1) as pool:  # the pipeline runs while this thread draws progress
-        written = pool.submit(embedded.write_parquet, dataset_uri(cfg.datasets_location, work))
+        written = pool.submit(embedded.write_parquet, datasets.path(PASSAGES, version), filesystem=datasets.fs)
         while not written.done():
             bars.poll()
             time.sleep(PROGRESS_INTERVAL_S)
         written.result()
     counts = bars.poll()
-    replace_folder(fs, dataset_uri(root, work), dataset_uri(root, PASSAGES))
+    datasets.publish(PASSAGES, version)
     return counts
 
 
+def _embedding_stage(ray: Any, cfg: Settings, datasets: Datasets, ref: ModelRef, profile: ModelProfile,
+                     cache_name: str, passages: Any, counter: Any, actor_cpus: float) -> Any:
+    """The actor pool that embeds what the cache lacked (`PassageEmbedder`), as a Ray Data stage."""
+    gpus = cfg.embed_gpus if int(ray.cluster_resources().get("GPU", 0)) else 0
+    return passages.map_batches(
+        PassageEmbedder, batch_format="pyarrow", batch_size=cfg.embed_batch_size,
+        compute=ray.data.ActorPoolStrategy(size=cfg.embed_actors, max_tasks_in_flight_per_actor=TASKS_QUEUED_PER_ACTOR),
+        num_cpus=actor_cpus, num_gpus=gpus or None,
+        # A restarted actor could not get its constructor's arguments back (Ray logs an error line on every run
+        # otherwise, ray-project/ray#53727); an actor that dies fails the run, and the rerun resumes from the cache.
+        max_restarts=0,
+        fn_constructor_kwargs={
+            "model_id": ref.id, "location": ref.location, "passage_prefix": profile.passage_prefix,
+            "datasets": datasets, "cache_name": cache_name, "threads": _embedding_threads(ray, cfg.embed_actors),
+            "device": "cuda" if gpus else "cpu", "progress": counter,
+        },
+    )  # fmt: skip
+
+
 def _partitions(ray: Any) -> int:
-    return max(2, int(ray.cluster_resources().get("CPU", 1)))
+    return max(2, int(cluster_cpus(ray)))

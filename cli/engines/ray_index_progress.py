@@ -1,4 +1,4 @@
-"""Progress of the Ray index on stderr: one rich bar per stage (passages, embedding, snapshot), counts and rates.
+"""Progress of the Ray index on stderr: one bar per stage (passages, embedding, snapshot), as `cli.progress` draws.
 
 Ray tasks and actors run in other processes (other machines on a cluster), so they report
 counts to one small `StageCounter` actor; the driver reads it a few times a second and draws.
@@ -10,23 +10,10 @@ from __future__ import annotations
 from types import TracebackType
 from typing import Any
 
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+from rich.progress import Progress, TaskID
 
-from cli.common import err
 from cli.engines.ray_progress import new_stage_counter
-
-
-class _Rate(TextColumn):
-    """Items per second of a bar (what its count counts), from rich's own speed estimate."""
-
-    def __init__(self) -> None:
-        super().__init__("")
-
-    def render(self, task: Any) -> Any:
-        from rich.text import Text
-
-        speed = task.finished_speed or task.speed
-        return Text(f"{speed:,.1f}/s" if speed else "", style="dim")
+from cli.progress import stage_bars
 
 
 class ProgressBars:
@@ -51,10 +38,7 @@ class ProgressBars:
         self._ray = ray
         if self.quiet:
             return self.counter
-        self._bars = Progress(
-            TextColumn("[bold]{task.description:<9}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("{task.fields[what]}"), _Rate(), TimeElapsedColumn(), console=err, transient=True,
-        )  # fmt: skip
+        self._bars = stage_bars(transient=True)
         self._tasks = {
             "passages": self._bars.add_task("passages", total=articles, what="articles"),
             "embedding": self._bars.add_task("embedding", total=None, what="passages"),

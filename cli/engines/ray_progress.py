@@ -13,10 +13,9 @@ from collections import Counter
 from typing import Any
 
 import ray
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+from rich.progress import TaskID
 
-from cli.common import err
-from cli.crawl_commands import coloured_states
+from cli.progress import coloured_states, stage_bars
 
 POLL_S = 0.5
 
@@ -53,17 +52,14 @@ class StageBars:
         self._states: Counter[str] = Counter()
         self._stop = threading.Event()
         self._poller: threading.Thread | None = None
-        self._bar = Progress(
-            TextColumn("[bold]{task.description:<8}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("{task.fields[states]}"),
-            console=err, transient=False, disable=quiet,
-        )
+        self._bar = stage_bars(quiet)
         self._tasks: dict[str, TaskID] = {}
 
     def __enter__(self) -> StageBars:
         self._bar.__enter__()
-        for stage, total in (("fetch", self._links), ("extract", None), ("store", self._links)):
-            self._tasks[stage] = self._bar.add_task(stage, total=total, rate="", states="")
+        for stage, total, what in (("fetch", self._links, "links"), ("extract", None, "pages"),
+                                   ("store", self._links, "links")):
+            self._tasks[stage] = self._bar.add_task(stage, total=total, what=what)
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -94,9 +90,7 @@ class StageBars:
         self._show("store", sum(self._states.values()), coloured_states(self._states))
 
     def _show(self, stage: str, done: int, states: str = "") -> None:
-        elapsed = time.perf_counter() - self._started
-        rate = f"{done / elapsed:.1f} pages/s" if elapsed > 0 else ""
-        fields: dict[str, Any] = {"completed": done, "rate": rate}
+        fields: dict[str, Any] = {"completed": done}
         if states:
-            fields["states"] = states
+            fields["what"] = states
         self._bar.update(self._tasks[stage], **fields)

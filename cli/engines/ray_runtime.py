@@ -7,6 +7,11 @@ command joins that cluster and leaves it running. Workers import the installed
 `linklens` package: locally they share this interpreter's environment; on a cluster
 the package must be installed on every node (in the image, or through the
 `runtime_env` the README shows).
+
+Nothing leaves the cluster unasked: Ray reports usage statistics to its maintainers unless
+`RAY_USAGE_STATS_ENABLED=0`; a Ray started here gets that unless the user set the variable
+(a cluster started elsewhere decides for itself: the README says what its operator sets).
+Ray's own log lines, progress bars and plan printouts reach the terminal only with -v.
 """
 
 from __future__ import annotations
@@ -16,13 +21,21 @@ import os
 import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from ingest.errors import ConfigError
 from ingest.settings import Settings
 
+if TYPE_CHECKING:
+    from cli.engines.storage import Datasets
+
 logger = logging.getLogger(__name__)
+
+USAGE_STATS_VARIABLE = "RAY_USAGE_STATS_ENABLED"
+TOO_FEW_CPUS = "the Ray cluster offers {cpus:g} CPUs and linklens needs at least {need:g} — add CPUs, set " \
+               "LINKLENS_RAY_CPUS to 1 or more, or use --engine local"
+MIN_CLUSTER_CPUS = 1.0  # a Ray Data read task takes one whole CPU
 
 ADDRESS_CHECK_TIMEOUT_S = 5.0
 RAY_EXTRA_HINT = "the Ray engine needs the optional extra — run: pip install 'linklens[ray]' (or use --engine local)"
@@ -61,18 +74,45 @@ def check_answers(address: str) -> None:
                           "--ray-address / LINKLENS_RAY_ADDRESS / RAY_ADDRESS, or use --engine local") from None
 
 
+def usage_stats_off() -> None:
+    """Ray's usage reporting off for a Ray started by this process (its nodes and workers inherit the
+    environment), unless the user chose otherwise."""
+    os.environ.setdefault(USAGE_STATS_VARIABLE, "0")
+
+
+def cluster_cpus(ray: Any) -> float:
+    """The CPUs the cluster offers Ray tasks, refused in one sentence when too few for any stage to run."""
+    cpus = float(ray.cluster_resources().get("CPU", 0))
+    if cpus < MIN_CLUSTER_CPUS:
+        raise ConfigError(TOO_FEW_CPUS.format(cpus=cpus, need=MIN_CLUSTER_CPUS))
+    return cpus
+
+
+def alive_nodes(ray: Any) -> int:
+    return sum(1 for node in ray.nodes() if node.get("Alive"))
+
+
 @contextmanager
-def ray_session(settings: Settings) -> Iterator[Any]:
-    """Ray, initialised for one command; shut down afterwards only if this command started it."""
+def ray_session(settings: Settings, datasets: Datasets | None = None) -> Iterator[Any]:
+    """Ray, initialised for one command; shut down afterwards only if this command started it.
+
+    Refused at once when the cluster has several nodes and the datasets are in a folder only
+    this machine has (`storage.check_reachable`)."""
+    from cli.engines.storage import Datasets, check_reachable
+
     ray = import_ray()
+    datasets = datasets or Datasets.open(settings)
     if ray.is_initialized():
+        check_reachable(datasets, alive_nodes(ray))
         yield ray
         return
     address = cluster_address(settings)
+    verbose = logger.isEnabledFor(logging.INFO)
+    usage_stats_off()
     options: dict[str, Any] = {
         "include_dashboard": False,
-        "logging_level": logging.INFO if logger.isEnabledFor(logging.INFO) else logging.ERROR,
-        "log_to_driver": logger.isEnabledFor(logging.INFO),
+        "logging_level": logging.INFO if verbose else logging.ERROR,
+        "log_to_driver": verbose,
         "configure_logging": True,
     }
     if address is None and settings.ray_cpus:
@@ -85,6 +125,7 @@ def ray_session(settings: Settings) -> Iterator[Any]:
         raise ConfigError(f"cannot start or join Ray at {address or 'this machine'}: {exc} — check "
                           "LINKLENS_RAY_ADDRESS / RAY_ADDRESS, or use --engine local") from None
     try:
+        check_reachable(datasets, alive_nodes(ray))
         yield ray
     finally:
         ray.shutdown()

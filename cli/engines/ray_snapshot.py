@@ -13,16 +13,15 @@ files instead of one small file per embedding batch.
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from cli.engines.datasets import ARTICLES, PASSAGES, article_from_row, dataset_uri
+from cli.engines.datasets import ARTICLES, PASSAGES, article_from_row
 from cli.engines.ray_index_progress import ProgressBars
 from cli.engines.ray_stages import PASSAGE_KEY, embedding_table, passage_from_row, vector_type, vectors_of
-from cli.engines.store_export import dataset_filesystem, dataset_rows, remove_folder, replace_folder
+from cli.engines.storage import Datasets
 from index.build import EmbedCounts, IndexBatch
 
 if TYPE_CHECKING:
@@ -46,7 +45,7 @@ def read_blocks(rows: int, per_block: int) -> int:
 
 
 def index_batches(
-    ray: Any, location: str, counts: EmbedCounts, bars: ProgressBars, cache: CacheRewriter
+    ray: Any, datasets: Datasets, counts: EmbedCounts, bars: ProgressBars, cache: CacheRewriter
 ) -> Iterator[IndexBatch]:
     """Articles with their passages and vectors, in list order, `ARTICLES_PER_SNAPSHOT_BATCH` articles at a time.
 
@@ -54,13 +53,13 @@ def index_batches(
     row (same position and ordinal) and is kept once.
     """
     passages = ray.data.read_parquet(
-        dataset_uri(location, PASSAGES),
-        override_num_blocks=read_blocks(dataset_rows(location, PASSAGES), ROWS_PER_SORT_BLOCK),
+        datasets.files(PASSAGES), filesystem=datasets.fs,
+        override_num_blocks=read_blocks(datasets.rows(PASSAGES), ROWS_PER_SORT_BLOCK),
     ).sort(list(PASSAGE_KEY))
     rows = _passage_rows(passages)
     pending: dict[str, Any] | None = next(rows, None)
     last_key: tuple[int, int] | None = None
-    for table in articles_in_order(ray, location):
+    for table in articles_in_order(ray, datasets):
         articles = [article_from_row(r) for r in table.to_pylist()]
         until = int(table.column("position")[-1].as_py())
         passages_of_batch, vectors = [], []
@@ -79,14 +78,14 @@ def index_batches(
         yield IndexBatch(articles, passages_of_batch, matrix)
 
 
-def articles_in_order(ray: Any, location: str) -> Iterator[pa.Table]:
+def articles_in_order(ray: Any, datasets: Datasets) -> Iterator[pa.Table]:
     """`articles/` in position order: read straight from its files when they are in order (an export's are), else
     sorted by Ray."""
     import pyarrow as pa
     import pyarrow.dataset as pads
 
-    fs, root = dataset_filesystem(location)
-    dataset = pads.dataset(dataset_uri(root, ARTICLES), filesystem=fs, format="parquet")
+    files = datasets.files(ARTICLES)
+    dataset = pads.dataset(files, filesystem=datasets.fs, format="parquet")
     fragments = sorted(dataset.get_fragments(), key=lambda f: f.path)
     positions = [f.to_table(columns=["position"]).column("position").to_numpy() for f in fragments]
     joined = np.concatenate(positions) if positions else np.zeros(0, np.int64)
@@ -98,7 +97,7 @@ def articles_in_order(ray: Any, location: str) -> Iterator[pa.Table]:
         return
     logger.info("articles/ files are not in list order: sorting them with Ray")
     ordered = ray.data.read_parquet(
-        dataset_uri(location, ARTICLES), override_num_blocks=read_blocks(len(joined), ROWS_PER_SORT_BLOCK)
+        files, filesystem=datasets.fs, override_num_blocks=read_blocks(len(joined), ROWS_PER_SORT_BLOCK)
     ).sort("position")
     yield from ordered.iter_batches(batch_size=ARTICLES_PER_SNAPSHOT_BATCH, batch_format="pyarrow")
 
@@ -113,15 +112,19 @@ def _passage_rows(passages: Any) -> Iterator[dict[str, Any]]:
 
 
 class CacheRewriter:
-    """Writes the embedding cache's replacement beside it; `publish()` swaps it in, `abort()` drops it.
+    """Writes the embedding cache's replacement as a new version of it; `publish()` switches to it, `abort()` drops it.
 
-    Written only from a build that got through every batch, and swapped in after the snapshot
-    is published: until then the old cache (with every part added during this run) stays.
+    Written only from a build that got through every batch, and published after the snapshot
+    is: until then the old version and every part added during this run stay the cache. Once the
+    new version is published the loose parts (each embedding batch's) are removed: their vectors
+    are in it, or belong to passages no longer indexed (the local cache's `keep_only`).
     """
 
-    def __init__(self, cache_uri: str) -> None:
-        self.fs, self.target = dataset_filesystem(cache_uri)
-        self.work = f"{self.target}.rewrite-{uuid.uuid4().hex[:8]}"
+    def __init__(self, datasets: Datasets, name: str) -> None:
+        self.datasets = datasets
+        self.name = name
+        self.version = datasets.new_version()
+        self.work = datasets.path(name, self.version)
         self._writer: pq.ParquetWriter | None = None
         self._rows_in_file = 0
         self._files = 0
@@ -136,10 +139,10 @@ class CacheRewriter:
         table = embedding_table(ids, matrix)
         if self._writer is None or self._rows_in_file >= CACHE_ROWS_PER_FILE:
             self._close_file()
-            self.fs.create_dir(self.work, recursive=True)
+            self.datasets.create_dir(self.work)
             schema = pa.schema([("id", pa.string()), ("vector", vector_type(dimension))])
             path = f"{self.work}/part-{self._files:06d}.parquet"
-            self._writer = pq.ParquetWriter(path, schema, filesystem=self.fs)
+            self._writer = pq.ParquetWriter(path, schema, filesystem=self.datasets.fs)
             self._files += 1
             self._rows_in_file = 0
         self._writer.write_table(table)
@@ -152,9 +155,13 @@ class CacheRewriter:
 
     def publish(self) -> None:
         self._close_file()
-        if self._files:
-            replace_folder(self.fs, self.work, self.target)
+        if not self._files:
+            return
+        loose = self.datasets.loose_files(self.name)
+        self.datasets.publish(self.name, self.version)
+        self.datasets.delete_files(loose)
 
     def abort(self) -> None:
         self._close_file()
-        remove_folder(self.fs, self.work)
+        if self._files:
+            self.datasets.fs.delete_dir(self.work)

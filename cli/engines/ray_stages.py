@@ -25,6 +25,8 @@ from index.passages import Passage, article_passages
 if TYPE_CHECKING:
     import pyarrow as pa
 
+    from cli.engines.storage import Datasets
+
 logger = logging.getLogger(__name__)
 
 PASSAGE_KEY = ("position", "ordinal")
@@ -104,22 +106,24 @@ class PassageEmbedder:
     """
 
     def __init__(
-        self, model_id: str, location: str, passage_prefix: str, cache_uri: str, threads: int, device: str,
-        progress: Any = None,
+        self, model_id: str, location: str, passage_prefix: str, datasets: Datasets, cache_name: str, threads: int,
+        device: str, progress: Any = None,
     ) -> None:  # fmt: skip
         started = time.perf_counter()
         import torch
 
-        from cli.engines.store_export import dataset_filesystem
-        from index.embedder import Embedder
+        from index.embedder import Embedder, core_count
         from index.model_ref import ModelRef
 
         self.embedder = Embedder(ModelRef(model_id, location), device=device)
         self.dimension = self.embedder.dimension  # loads the model, once per actor
-        torch.set_num_threads(threads)
+        # `threads` is the actor's share of the cluster's CPUs; the cores are counted here, on the node that runs it.
+        self.threads = max(1, min(core_count(), threads))
+        torch.set_num_threads(self.threads)
         self.passage_prefix = passage_prefix
-        self.fs, self.cache_dir = dataset_filesystem(cache_uri)
-        self.fs.create_dir(self.cache_dir, recursive=True)
+        self.datasets = datasets
+        self.cache_dir = datasets.path(cache_name)
+        datasets.create_dir(self.cache_dir)
         self.progress = progress
         if progress is not None:
             progress.add.remote("actor_start_ms", round((time.perf_counter() - started) * 1000))
@@ -154,10 +158,5 @@ class PassageEmbedder:
         return batch.append_column("vector", vector_column(matrix)).append_column("embedded", pa.array(embedded))
 
     def _write_cache(self, ids: list[str], matrix: np.ndarray) -> None:
-        """One new part of the embedding cache, written under a temporary name and then moved into place."""
-        import pyarrow.parquet as pq
-
-        name = f"part-{uuid.uuid4().hex}"
-        temporary = f"{self.cache_dir}/.{name}.tmp"
-        pq.write_table(embedding_table(ids, matrix), temporary, filesystem=self.fs)
-        self.fs.move(temporary, f"{self.cache_dir}/{name}.parquet")
+        """One new loose part of the embedding cache, seen whole or not at all."""
+        self.datasets.write_table(f"{self.cache_dir}/part-{uuid.uuid4().hex}.parquet", embedding_table(ids, matrix))
