@@ -7,12 +7,9 @@ tests can run several apps side by side and `--workers N` gets one set per proce
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import anyio.to_thread
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
@@ -48,15 +45,11 @@ def create_app(settings: Settings, opener: SearcherOpener = open_searcher) -> Fa
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # Opened once here, not per request; with no index yet the app still starts (readyz says 503).
-        await anyio.to_thread.run_sync(live.refresh)
-        poller = asyncio.create_task(live.poll(settings.reload_interval_s), name="linklens-index-poller")
         try:
-            async with mcp_sessions:  # the SDK's task group for /mcp; a mounted app's own lifespan never runs
+            # the SDK's task group for /mcp: a mounted app's own lifespan never runs
+            async with live.kept_current(settings.reload_interval_s), mcp_sessions:
                 yield
         finally:
-            poller.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await poller
             gate.close()
             live.close()
             metrics.close()

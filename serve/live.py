@@ -10,8 +10,9 @@ already running finishes on the snapshot it started with.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -175,8 +176,23 @@ class LiveIndex:
             self._on_serving(None)
             searcher.close()
 
+    @contextlib.asynccontextmanager
+    async def kept_current(self, interval_s: float) -> AsyncIterator[None]:
+        """Open the newest snapshot, then keep to the newest one every `interval_s` while the block runs.
+
+        The one reload loop of every server: the HTTP app's lifespan and `linklens mcp` over stdio.
+        """
+        await anyio.to_thread.run_sync(self.refresh)
+        poller = asyncio.create_task(self.poll(interval_s), name="linklens-index-poller")
+        try:
+            yield
+        finally:
+            poller.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await poller
+
     async def poll(self, interval_s: float) -> None:
-        """Refresh every `interval_s` until cancelled (the app's lifespan owns the task)."""
+        """Refresh every `interval_s` until cancelled (`kept_current` owns the task)."""
         while True:
             await asyncio.sleep(interval_s)
             try:

@@ -16,13 +16,11 @@ treat it as quoted data; nothing of it is ever put into a tool description.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 from collections.abc import Iterator
 from typing import Annotated, Any
 
-import anyio.to_thread
 from fastapi import FastAPI
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
@@ -253,14 +251,10 @@ async def run_stdio(settings: Settings) -> None:
     live = LiveIndex(settings)
     gate = SearchGate(settings.max_inflight)
     service = SearchService(live, gate, ResponseCache(settings.query_cache_size))
-    await anyio.to_thread.run_sync(live.refresh)
-    poller = asyncio.create_task(live.poll(settings.reload_interval_s), name="linklens-index-poller")
     try:
-        await build_mcp(service).run_stdio_async()
+        async with live.kept_current(settings.reload_interval_s):
+            await build_mcp(service).run_stdio_async()
     finally:
-        poller.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await poller
         gate.close()
         live.close()
 
