@@ -93,7 +93,10 @@ def main() -> None:
 
         started = time.perf_counter()
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # nothing reported to Ray's maintainers
-        ray.init(num_cpus=RAY_CPUS, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
+        from cli.engines.ray_runtime import ray_processes_started
+
+        with ray_processes_started():
+            ray.init(num_cpus=RAY_CPUS, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
         ray_start_s = time.perf_counter() - started
         runs = {}
         try:

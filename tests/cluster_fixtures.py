@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from tests.ray_fixtures import usage_stats_off
+from tests.ray_fixtures import ray_processes_started
 
 NODES = 2
 CPUS_PER_NODE = 1
@@ -76,13 +76,13 @@ def two_node_ray(s3_server: S3Server) -> Iterator[Any]:
     import ray
     from ray.cluster_utils import Cluster
 
-    usage_stats_off()
     # Socket paths (under each node's session folder) must stay short: a short folder in /tmp, not pytest's.
     folders = [Path(tempfile.mkdtemp(prefix=f"lr{i}-")) for i in range(NODES)]
-    cluster = Cluster(initialize_head=True, head_node_args={
-        "num_cpus": CPUS_PER_NODE, "include_dashboard": False, "temp_dir": str(folders[0])})
-    for folder in folders[1:]:
-        cluster.add_node(num_cpus=CPUS_PER_NODE, temp_dir=str(folder))
+    with ray_processes_started():
+        cluster = Cluster(initialize_head=True, head_node_args={
+            "num_cpus": CPUS_PER_NODE, "include_dashboard": False, "temp_dir": str(folders[0])})
+        for folder in folders[1:]:
+            cluster.add_node(num_cpus=CPUS_PER_NODE, temp_dir=str(folder))
     cluster.wait_for_nodes()
     ray.init(address=cluster.address, logging_level=logging.WARNING, log_to_driver=False, configure_logging=False)
     try:

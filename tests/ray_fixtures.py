@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from typing import Any
 
 import pytest
@@ -22,14 +23,23 @@ def usage_stats_off() -> None:
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
 
 
+def ray_processes_started() -> AbstractContextManager[None]:
+    """Start Ray's processes inside this: usage reporting off, and no cloud-metadata probe leaves the machine
+    (`cli.engines.ray_runtime.ray_processes_started`)."""
+    from cli.engines.ray_runtime import ray_processes_started as started
+
+    usage_stats_off()
+    return started()
+
+
 @pytest.fixture(scope="module")
 def ray_cluster() -> Iterator[Any]:
     """The `ray` module, initialised for this test module and shut down after it."""
     import ray  # the extra: `make test` installs it (make install-ray)
 
-    usage_stats_off()
-    ray.init(num_cpus=RAY_TEST_CPUS, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False,
-             configure_logging=False)
+    with ray_processes_started():
+        ray.init(num_cpus=RAY_TEST_CPUS, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False,
+                 configure_logging=False)
     try:
         yield ray
     finally:

@@ -74,6 +74,38 @@ def check_answers(address: str) -> None:
                           "--ray-address / LINKLENS_RAY_ADDRESS / RAY_ADDRESS, or use --engine local") from None
 
 
+# Ray 2.60's dashboard process asks the cloud metadata endpoints (169.254.169.254, metadata.google.internal)
+# which cloud it runs on at every start, usage reporting on or off (`UsageStatsHead.run` calls
+# `get_cluster_config_to_report` before it reads the setting). It asks with `requests`, which honours the
+# proxy variables: the processes Ray starts inside `ray_processes_started` get a proxy that is a closed
+# loopback port, so that probe fails at once and nothing leaves the machine; addresses on this machine and
+# private networks (how Ray's own processes reach each other) bypass it.
+PROBE_SINK_PROXY = "http://127.0.0.1:9"
+PROXY_VARIABLES = ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY")
+NO_PROXY_VARIABLES = ("no_proxy", "NO_PROXY")
+NO_PROXY_FOR = "localhost,127.0.0.0/8,::1,10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,192.0.2.0/24,100.64.0.0/10"
+
+
+@contextmanager
+def ray_processes_started() -> Iterator[None]:
+    """Start Ray's processes (`ray.init`, `Cluster`) inside this: usage reporting off unless the user chose,
+    and no cloud-metadata probe leaves the machine. The proxy variables are set only while the processes
+    start (they keep what they inherited) and restored afterwards, so this process's own clients never see them.
+    """
+    usage_stats_off()
+    saved = {key: os.environ.get(key) for key in PROXY_VARIABLES + NO_PROXY_VARIABLES}
+    os.environ.update({key: PROBE_SINK_PROXY for key in PROXY_VARIABLES})
+    os.environ.update({key: NO_PROXY_FOR for key in NO_PROXY_VARIABLES})
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
 def usage_stats_off() -> None:
     """Ray's usage reporting off for a Ray started by this process (its nodes and workers inherit the
     environment), unless the user chose otherwise."""
@@ -120,7 +152,8 @@ def ray_session(settings: Settings, datasets: Datasets | None = None) -> Iterato
     if address is not None:
         check_answers(address)
     try:
-        ray.init(address=address, **options)
+        with ray_processes_started():
+            ray.init(address=address, **options)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         raise ConfigError(f"cannot start or join Ray at {address or 'this machine'}: {exc} — check "
                           "LINKLENS_RAY_ADDRESS / RAY_ADDRESS, or use --engine local") from None
