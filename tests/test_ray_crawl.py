@@ -80,12 +80,24 @@ def test_ray_crawl_matches_the_local_crawl(ray_cluster: Any, tmp_path: Path,
         u: o[2] for u, o in outcomes["ray"].items()}
 
 
-def finished_hosts(finished: dict[str, str], expected: dict[str, str]) -> set[str]:
-    """Hosts (ip:port) with at least `HOST_LINKS` links listed, every one of them finished."""
+def redirect_hosts(web: FixtureWeb) -> dict[str, str]:
+    """Listed URL (normalised) -> the host its redirect ends on, for the links that end `redirected`."""
+    targets = web.article_urls()
+    return {normalise_url(url): urlsplit(targets[article.slug]).netloc
+            for url, article in web.expected_content().items() if web.expected_states()[url] == "redirected"}
+
+
+def finished_hosts(finished: dict[str, str], expected: dict[str, str], leads_to: dict[str, str]) -> set[str]:
+    """Hosts (ip:port) with at least `HOST_LINKS` links listed, every link that reaches them finished: the ones
+    listed there and the ones whose redirect ends there (an unfinished one would rightly fetch there again)."""
     by_host: dict[str, list[str]] = {}
     for url in expected:
         by_host.setdefault(urlsplit(url).netloc, []).append(url)
-    return {host for host, urls in by_host.items() if len(urls) >= HOST_LINKS and all(u in finished for u in urls)}
+    listed = {host: len(urls) for host, urls in by_host.items()}
+    for url, host in leads_to.items():
+        by_host.setdefault(host, []).append(url)
+    return {host for host, urls in by_host.items()
+            if listed.get(host, 0) >= HOST_LINKS and all(u in finished for u in urls)}
 
 
 def requests_by_host(web: FixtureWeb) -> dict[str, int]:
@@ -116,9 +128,10 @@ def test_a_killed_ray_crawl_resumes_without_fetching_finished_hosts_again(
                                    "--engine", "ray", "--ray-address", ray_address(ray_cluster)],
                                   env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
         expected = {normalise_url(u): s for u, s in web.expected_states().items()}
+        leads_to = redirect_hosts(web)
         deadline = time.monotonic() + DEADLINE_S
         try:
-            while not finished_hosts(finished_links(store_path), expected):
+            while not finished_hosts(finished_links(store_path), expected, leads_to):
                 assert driver.poll() is None, driver.stderr.read().decode() if driver.stderr else ""
                 assert time.monotonic() < deadline, "the Ray crawl made no progress"
                 time.sleep(0.05)
@@ -127,7 +140,7 @@ def test_a_killed_ray_crawl_resumes_without_fetching_finished_hosts_again(
             driver.wait(10)
         before_kill = finished_links(store_path)
         assert len(before_kill) < len(expected), "the kill must land midway"
-        done_hosts = finished_hosts(before_kill, expected)
+        done_hosts = finished_hosts(before_kill, expected, leads_to)
         # The killed driver's tasks may still be running on the cluster: wait until Ray has ended them
         # (every CPU they held is free again), so none can fetch after the counts below are taken.
         wait_until_cluster_idle(ray_cluster)
