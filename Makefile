@@ -43,7 +43,7 @@ nginx:
 	  else echo "the replica test needs nginx: sudo apt-get install nginx"; exit 1; fi; }
 
 test: install-ray browser nginx
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --durations=15
 
 lint: install-ray
 	$(BIN)/ruff check ingest index serve cli tests bench
