@@ -24,7 +24,7 @@ from index.snapshot import current_id
 from ingest.settings import load_settings
 from ingest.store import Store
 from tests.balancer import Load, metric, nginx, replica_command, retried, served_snapshot, until
-from tests.serve_fixtures import free_port, run_server
+from tests.serve_fixtures import change_one_article, free_port, run_server
 
 REQUESTS_PER_STEP = 50
 SHEDDING, KILLED = 2, 0
@@ -91,10 +91,7 @@ def _publish(data_dir: Path) -> tuple[str, float]:
     """One article changed, then `linklens index` in its own process, as a build machine runs it."""
     settings = load_settings(data_dir=data_dir)
     with Store.open(settings.store_path) as store:
-        article = next(a for a in store.articles() if a.document is not None)
-        assert article.document is not None
-        article.document.text += "\n\n" + NEW_PARAGRAPH
-        store.replace_document(article.link_id, article.document)
+        change_one_article(store, NEW_PARAGRAPH)
     env = {**os.environ, "LINKLENS_DATA_DIR": str(data_dir)}
     command = [sys.executable, "-c", "from cli.main import main; main()", "index"]
     subprocess.run(command, env=env, check=True, capture_output=True, timeout=600)

@@ -25,7 +25,9 @@ from typing import TYPE_CHECKING
 import httpx
 import pytest
 
+from ingest.models import Article
 from ingest.settings import load_settings
+from ingest.store import Store
 
 if TYPE_CHECKING:
     from tests.index_fixtures import BuiltIndex
@@ -183,3 +185,13 @@ def copy_data_dir(source: BuiltIndex, target: Path) -> Path:
     shutil.copytree(settings.snapshots_dir, target / settings.snapshots_dir.name, copy_function=os.link)
     seed_caches(settings, load_settings(data_dir=target))
     return target
+
+
+def change_one_article(store: Store, paragraph: str) -> Article:
+    """Append `paragraph` to the first article with text, and return it: the smallest change a rebuild
+    publishes as a new snapshot (the reload, worker and replica tests, and bench/replicas.py)."""
+    article = next(a for a in store.articles() if a.document is not None)
+    assert article.document is not None
+    article.document.text += "\n\n" + paragraph
+    store.replace_document(article.link_id, article.document)
+    return article

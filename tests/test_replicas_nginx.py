@@ -36,12 +36,11 @@ NEW_PARAGRAPH = "Okapi herds graze in the Ituri forest, far from any consistent 
 
 def publish_new_snapshot(data_dir: Path, built: BuiltIndex) -> str:
     """A build on the shared folder, as a build machine would run it: one article changed."""
+    from tests.serve_fixtures import change_one_article  # loaded as a plugin by now (assertion rewriting)
+
     settings = load_settings(data_dir=data_dir)
     with Store.open(settings.store_path) as store:
-        article = next(a for a in store.articles() if a.document is not None)
-        assert article.document is not None
-        article.document.text += "\n\n" + NEW_PARAGRAPH
-        store.replace_document(article.link_id, article.document)
+        change_one_article(store, NEW_PARAGRAPH)
         return build_index(settings, store, embedder=built.embedder).snapshot_id
 
 

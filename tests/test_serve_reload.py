@@ -58,11 +58,10 @@ def test_rebuild_under_traffic_swaps_snapshot_without_failing_a_request(
         for thread in threads:
             thread.start()
         try:
+            from tests.serve_fixtures import change_one_article  # a plugin by now (assertion rewriting)
+
             with Store.open(settings.store_path) as store:
-                article = next(a for a in store.articles() if a.document is not None)
-                assert article.document is not None
-                article.document.text += "\n\n" + NEW_PARAGRAPH
-                store.replace_document(article.link_id, article.document)
+                article = change_one_article(store, NEW_PARAGRAPH)
                 report = build_index(settings, store, embedder=built.embedder)
             deadline = time.monotonic() + SWAP_TIMEOUT_S
             after = before

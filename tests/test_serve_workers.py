@@ -142,11 +142,10 @@ def test_two_workers_add_up_metrics_and_all_swap_to_a_new_snapshot(
             while len([c for c in searches_per_worker(metrics_dir).values() if c > 0]) < WORKERS:
                 assert time.monotonic() < deadline, f"one worker took every request: {searches_per_worker(metrics_dir)}"
                 time.sleep(0.1)
+            from tests.serve_fixtures import change_one_article  # a plugin by now (assertion rewriting)
+
             with Store.open(settings.store_path) as store:
-                article = next(a for a in store.articles() if a.document is not None)
-                assert article.document is not None
-                article.document.text += "\n\n" + NEW_PARAGRAPH
-                store.replace_document(article.link_id, article.document)
+                change_one_article(store, NEW_PARAGRAPH)
                 report = build_index(settings, store, embedder=built.embedder)
             after = report.snapshot_id
             swapped = wait_for(
