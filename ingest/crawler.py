@@ -687,6 +687,7 @@ async def extract_outcome(executor: ExtractionPool, outcome: CrawlOutcome, title
 
 def record_outcome(book: LinkBook, link_id: int, outcome: CrawlOutcome) -> CrawlOutcome:
     """Record one link's outcome; if even that fails, record the failure. Returns what was recorded."""
+    outcome = keep_words_over_none(book, link_id, outcome)
     try:
         book.record_outcome(link_id, outcome)
     except Exception as exc:
@@ -698,3 +699,22 @@ def record_outcome(book: LinkBook, link_id: int, outcome: CrawlOutcome) -> Crawl
             logger.exception("link %s could not be stored; it stays pending", link_id)
     return outcome
 
+
+
+def keep_words_over_none(book: LinkBook, link_id: int, outcome: CrawlOutcome) -> CrawlOutcome:
+    """A refreshed page that now extracts to no words keeps the text an earlier crawl found.
+
+    A redesign, a consent wall or a page now drawn by scripts answers 200 with markup and no
+    article; storing it would silently empty the link's text (and the search would lose it). The
+    outcome then stores neither the new body nor a document, so the old text and the validators
+    that go with it stay, and it says what happened: `failed` (worth trying again), with the date
+    of the text kept. Both engines record through here, so both keep it.
+    """
+    fresh_body = outcome.body is not None and not outcome.not_modified
+    if not fresh_body or outcome.document is None or outcome.document.text.strip():
+        return outcome
+    kept = book.kept_text_date(link_id)
+    if kept is None:
+        return outcome
+    return CrawlOutcome(LinkState.FAILED, f"the page now yields no text; keeping the text fetched on {kept}",
+                        outcome.attempts, final_url=outcome.final_url, http_status=outcome.http_status)

@@ -21,12 +21,14 @@ from tests.fixtureweb.server import Request, Response
 
 runner = CliRunner()
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
+WORDLESS = b"<!doctype html><html><head><title>Loading</title></head><body><div id='app'></div></body></html>"
 
 
 class ChangingPage:
     """One route of the fixture web whose answer the test changes between crawls.
 
-    `good` serves the article (the fixture web adds its ETag); `empty` answers 200 with no body,
+    `good` serves the article (the fixture web adds its ETag); `wordless` well-formed HTML with no
+    article (a page now drawn by scripts); `empty` answers 200 with no body,
     under a new ETag (the fixture's hash of nothing) or under the good page's own ETag; `png` an
     image labelled text/html; `not_modified` answers 304 to any conditional request. Every
     If-None-Match received is kept.
@@ -44,6 +46,8 @@ class ChangingPage:
             return self.good
         if self.mode == "png":
             return Response(200, PNG, "text/html")
+        if self.mode == "wordless":
+            return Response(200, WORDLESS, "text/html; charset=utf-8")
         if self.mode == "not_modified" and req.headers.get("if-none-match"):
             return Response(304, b"", None, [("ETag", req.headers["if-none-match"])])
         if self.same_etag is None:
@@ -119,6 +123,25 @@ def test_a_non_text_refresh_keeps_the_text_as_unsupported(web: FixtureWeb, crawl
     assert str(row["reason"]).startswith("not text: a PNG image")
     assert "keeping the text fetched on" in str(row["reason"])
     assert row["words"] == good["words"] and row["etag"] == good["etag"]
+
+
+def test_a_refresh_that_extracts_no_words_keeps_the_text(web: FixtureWeb, crawl_settings: Settings,
+                                                         list_file: Path) -> None:
+    victim = next(u for u, s in web.expected_states().items() if s == "ok" and "/posts/" in u)
+    crawl(list_file)
+    good = victim_row(crawl_settings, victim)
+    assert good["words"] > 40, good
+    page = ChangingPage(Response())
+    page.mode = "wordless"
+    web._route(victim, page)
+    crawl(list_file, "--refresh")
+    row = victim_row(crawl_settings, victim)
+    assert row["state"] == "failed", row
+    assert row["reason"] == f"the page now yields no text; keeping the text fetched on {time.strftime('%Y-%m-%d')}"
+    assert row["words"] == good["words"] and row["etag"] == good["etag"]
+    with Store.open(crawl_settings.store_path) as store:
+        body = store.body(row["id"])
+        assert body is not None and WORDLESS not in body.body  # the stored body is still the one the text came from
 
 
 def listed(url: str) -> list[ListedLink]:
