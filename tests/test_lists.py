@@ -12,7 +12,8 @@ from typer.testing import CliRunner
 from cli.main import app
 from ingest.models import CrawlOutcome, FetchedBody, Filing, LinkState, ListedLink, ListPlacement
 from ingest.settings import Settings
-from ingest.store import MIGRATIONS, Store
+from ingest.store import Store
+from ingest.store_schema import MIGRATIONS
 from tests.fixtureweb import FixtureWeb
 
 runner = CliRunner()
