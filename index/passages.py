@@ -28,7 +28,10 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+import regex
+
 from ingest.models import Article
+from ingest.textform import UNSPACED_CHARACTER, UNSPACED_RUN
 
 DEFAULT_PASSAGE_WORDS = 180
 DEFAULT_OVERLAP_WORDS = 30
@@ -52,6 +55,12 @@ _PARAGRAPH_SPLIT = re.compile(r"\n\s*\n")
 # whitespace and a capital, digit, quote, bracket or markdown marker. A single line
 # break inside a paragraph (list items, headings) also ends one, and is kept.
 _SENTENCE_SPLIT = re.compile(r"(?<=[.!?])[\"')\]]?\s+(?=[A-Z0-9\"'(\[*#`-])")
+# Chinese and Japanese end sentences with full-width marks and no space after them; a cut falls after
+# the mark and any closing quotes or brackets that follow it.
+_UNSPACED_SENTENCE_END = regex.compile(r"(?<=[。！？][」』）〕”’]*)(?![」』）〕”’])\s*(?=\S)")
+# The pieces an over-long sentence may be cut between: each character of an unspaced script, or a run
+# of anything else that is not a space.
+_CUT_PIECE = regex.compile(rf"{UNSPACED_CHARACTER}|(?:(?!{UNSPACED_CHARACTER})\S)+")
 _LINE_SPLIT = re.compile(r"\s*\n\s*")
 # An ATX markdown heading line ("## Failover", optionally closed by #s), as markdown
 # sources hold them. linklens' HTML extraction writes plain text (no heading marks),
@@ -84,7 +93,18 @@ def passage_id(context: str, text: str) -> str:
 
 
 def word_count(text: str) -> int:
-    return len(text.split())
+    """A passage's size, in words, as the model's budget sees them.
+
+    Scripts written without spaces (Chinese, Japanese, Thai …) count one word per character: the
+    model reads such text a character a token, so a Chinese paragraph is not one "word" that lets a
+    passage grow to a whole page. Text without them is counted by its spaces, exactly as before.
+    """
+    if text.isascii():
+        return len(text.split())
+    unspaced = sum(len(run) for run in UNSPACED_RUN.findall(text))
+    if not unspaced:
+        return len(text.split())
+    return len(UNSPACED_RUN.sub(" ", text).split()) + unspaced
 
 
 def article_title(article: Article) -> str:
@@ -269,15 +289,26 @@ def _join(units: list[_Unit]) -> str:
 
 
 def _sentences(line: str) -> list[str]:
-    return [s.strip() for s in _SENTENCE_SPLIT.split(line) if s and s.strip()]
+    pieces = _SENTENCE_SPLIT.split(line)
+    if not line.isascii():
+        pieces = [part for piece in pieces for part in _UNSPACED_SENTENCE_END.split(piece)]
+    return [s.strip() for s in pieces if s and s.strip()]
 
 
 def _limit_sentences(sentences: Iterable[str], words: int) -> Iterable[str]:
-    """Split a sentence longer than a passage (code, tables, run-on text) at word boundaries."""
+    """Split a sentence longer than a passage (code, tables, run-on text) at word boundaries.
+
+    In unspaced scripts every character is a boundary; the pieces keep the sentence's own spacing.
+    """
     for sentence in sentences:
-        tokens = sentence.split()
-        if len(tokens) <= words:
+        if word_count(sentence) <= words:
             yield sentence
-            continue
-        for start in range(0, len(tokens), words):
-            yield " ".join(tokens[start : start + words])
+        elif sentence.isascii() or UNSPACED_RUN.search(sentence) is None:
+            tokens = sentence.split()
+            for start in range(0, len(tokens), words):
+                yield " ".join(tokens[start : start + words])
+        else:
+            spans = [m.span() for m in _CUT_PIECE.finditer(sentence)]
+            for start in range(0, len(spans), words):
+                last = spans[min(start + words, len(spans)) - 1]
+                yield sentence[spans[start][0] : last[1]]

@@ -16,7 +16,7 @@ from functools import lru_cache
 import regex
 
 from index.lexical import STOPWORDS, stem
-from ingest.textform import nfc
+from ingest.textform import UNSPACED_RUN, nfc
 
 SNIPPET_CHARS = 300
 # Show a little text before the first match so the snippet does not start mid-thought.
@@ -39,7 +39,7 @@ def make_snippet(text: str, query_stems: Collection[str], max_chars: int = SNIPP
         start = space + 1 if 0 <= space < start + LEAD_CHARS else start
     pieces: list[str] = []
     cursor = start
-    for m_start, m_end, _ in matches:
+    for m_start, m_end in _marked_spans(matches):
         if m_start < start or m_end > end:
             continue
         pieces.append(clean[cursor:m_start])
@@ -51,6 +51,38 @@ def make_snippet(text: str, query_stems: Collection[str], max_chars: int = SNIPP
 
 
 def _matches(text: str, query_stems: frozenset[str]) -> list[tuple[int, int, str]]:
+    """(start, end, stem) of every word of `text` whose stem is a query stem, and of every place a query
+    term in an unspaced script (a character pair, see `index.lexical.terms`) occurs; in order."""
+    found = _word_matches(text, query_stems)
+    unspaced = [term for term in query_stems if UNSPACED_RUN.fullmatch(term)]
+    if unspaced:
+        found = sorted(found + _unspaced_matches(text, unspaced))
+    return found
+
+
+def _unspaced_matches(text: str, terms: list[str]) -> list[tuple[int, int, str]]:
+    """Every occurrence of each term: these scripts have no word boundaries to respect."""
+    out = []
+    for term in terms:
+        at = text.find(term)
+        while at != -1:
+            out.append((at, at + len(term), term))
+            at = text.find(term, at + 1)
+    return out
+
+
+def _marked_spans(matches: list[tuple[int, int, str]]) -> list[tuple[int, int]]:
+    """The matches as spans to mark, overlapping or touching ones joined ("分布" + "布式" → "分布式")."""
+    spans: list[tuple[int, int]] = []
+    for start, end, _ in matches:
+        if spans and start <= spans[-1][1]:
+            spans[-1] = (spans[-1][0], max(spans[-1][1], end))
+        else:
+            spans.append((start, end))
+    return spans
+
+
+def _word_matches(text: str, query_stems: frozenset[str]) -> list[tuple[int, int, str]]:
     """(start, end, stem) of every word of `text` whose stem is a query stem, in order.
 
     An English Snowball stem is the word's beginning except, at most, its last

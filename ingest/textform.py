@@ -17,9 +17,9 @@ import regex
 FORM: Final[Literal["NFC"]] = "NFC"
 # Scripts written without spaces between words, each character with its marks: a run of them is a
 # sentence or more, not a word. The BM25 analyzer (index/lexical.py) pairs their characters.
-UNSPACED_RUN = regex.compile(
-    r"(?:[\p{scx=Han}\p{scx=Hiragana}\p{scx=Katakana}\p{scx=Hangul}\p{scx=Thai}\p{scx=Lao}\p{scx=Khmer}"
-    r"\p{scx=Myanmar}]\p{M}*)+")
+UNSPACED_CHARACTER = (r"[\p{scx=Han}\p{scx=Hiragana}\p{scx=Katakana}\p{scx=Hangul}\p{scx=Thai}\p{scx=Lao}"
+                      r"\p{scx=Khmer}\p{scx=Myanmar}]\p{M}*")
+UNSPACED_RUN = regex.compile(rf"(?:{UNSPACED_CHARACTER})+")
 
 
 def nfc(text: str) -> str:

@@ -98,6 +98,33 @@ def test_an_overlong_sentence_is_cut_at_word_boundaries() -> None:
     assert "w499" in passages[-1]
 
 
+def chinese_text(paragraphs: int, sentences: int) -> str:
+    """Paragraphs of numbered Chinese sentences (no spaces anywhere), one with a closing quote after its mark."""
+    sentence = "分布式系统第{p}段第{s}句讲的是热点分片怎样拆开"
+    return "\n\n".join("".join(sentence.format(p=p, s=s) + ("。」" if s == 1 else "。") for s in range(sentences))
+                       for p in range(paragraphs))
+
+
+def test_text_without_spaces_is_cut_by_characters_at_its_own_sentence_ends() -> None:
+    text = chinese_text(paragraphs=6, sentences=8)  # ~1,000 characters, not one word
+    passages = chunk_text(text, words=180, overlap=30)
+    assert len(passages) >= 5, [len(p) for p in passages]
+    assert all(len(p) <= 180 * (1 + TAIL_MERGE_SHARE) for p in passages)  # a character is a word
+    assert all(p.endswith(("。", "。」")) for p in passages), [p[-5:] for p in passages]
+    joined = "".join(passages)
+    for p in range(6):
+        for s in range(8):
+            assert f"第{p}段第{s}句" in joined
+
+
+def test_an_overlong_run_without_spaces_is_cut_between_characters_keeping_its_spacing() -> None:
+    text = "缓存失效风暴" * 100 + " Redis " + "一致性哈希环" * 100
+    passages = chunk_text(text, words=180, overlap=30)
+    assert all(len(p) <= 180 * (1 + TAIL_MERGE_SHARE) + len(" Redis ") for p in passages)
+    assert "".join(passages).replace(" ", "") == text.replace(" ", "")
+    assert any(" Redis " in p for p in passages)
+
+
 def test_a_short_trailing_piece_is_merged_into_the_previous_passage() -> None:
     text = numbered_text(paragraphs=1, sentences=24)  # 192 words: 180 + a 12-word tail
     passages = chunk_text(text, words=180, overlap=30)

@@ -131,6 +131,14 @@ def test_pages_in_other_scripts_are_found_by_a_word_of_their_text(crawled: Crawl
         assert found[:1] == [name], (query, found)
 
 
+def test_a_chinese_word_is_marked_in_the_snippet_as_one_word(crawled: CrawledText) -> None:
+    """"共识" is the pair the query and the page share: it is bold in the snippet, whole, with no word
+    boundary to find in the page's unspaced text."""
+    hit = crawled.searcher.search("共识", k=1, mode="bm25").results[0]
+    assert normalise_url(hit.url) == crawled.url("chinese")
+    assert "**共识**" in hit.snippet, hit.snippet
+
+
 def test_a_word_that_is_not_there_finds_none_of_them(crawled: CrawledText) -> None:
     assert crawled.found("幂等") == ["gb18030-under-utf8"]  # a pair of the queue page's, no other
     assert crawled.found("共识") == ["chinese"]
