@@ -93,10 +93,11 @@ def main() -> None:
 
         started = time.perf_counter()
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # nothing reported to Ray's maintainers
-        from cli.engines.ray_runtime import ray_processes_started
+        from cli.engines.ray_runtime import LOOPBACK_IP, START_OWN_RAY, ray_processes_started
 
-        with ray_processes_started():
-            ray.init(num_cpus=RAY_CPUS, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
+        with ray_processes_started():  # on 127.0.0.1 only, like every Ray a benchmark starts
+            ray.init(START_OWN_RAY, num_cpus=RAY_CPUS, include_dashboard=False, logging_level=logging.WARNING,
+                     log_to_driver=False, _node_ip_address=LOOPBACK_IP)
         ray_start_s = time.perf_counter() - started
         runs = {}
         try:

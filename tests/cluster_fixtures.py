@@ -2,7 +2,9 @@
 
 The nodes are Ray's own (`ray.cluster_utils.Cluster`): separate raylets and object stores,
 one CPU each, each with its own temporary folder, so a stage that counted on one node's files
-or on the driver's folder fails here as on a real cluster. The object store is moto's server
+or on the driver's folder fails here as on a real cluster. They all live on 127.0.0.1 (Ray's local-only
+mode, `cli.engines.ray_runtime.pin_to_loopback`, set before the nodes start and kept for the driver
+that joins them). The object store is moto's server
 mode, a real HTTP S3 API on 127.0.0.1; the AWS variables are dummies, the instance metadata
 lookup is off and the endpoint is loopback, so nothing talks to AWS.
 """
@@ -76,13 +78,16 @@ def two_node_ray(s3_server: S3Server) -> Iterator[Any]:
     import ray
     from ray.cluster_utils import Cluster
 
+    from cli.engines.ray_runtime import LOOPBACK_IP
+
     # Socket paths (under each node's session folder) must stay short: a short folder in /tmp, not pytest's.
     folders = [Path(tempfile.mkdtemp(prefix=f"lr{i}-")) for i in range(NODES)]
     with ray_processes_started():
         cluster = Cluster(initialize_head=True, head_node_args={
-            "num_cpus": CPUS_PER_NODE, "include_dashboard": False, "temp_dir": str(folders[0])})
+            "num_cpus": CPUS_PER_NODE, "include_dashboard": False, "temp_dir": str(folders[0]),
+            "node_ip_address": LOOPBACK_IP})
         for folder in folders[1:]:
-            cluster.add_node(num_cpus=CPUS_PER_NODE, temp_dir=str(folder))
+            cluster.add_node(num_cpus=CPUS_PER_NODE, temp_dir=str(folder), node_ip_address=LOOPBACK_IP)
     cluster.wait_for_nodes()
     ray.init(address=cluster.address, logging_level=logging.WARNING, log_to_driver=False, configure_logging=False)
     try:

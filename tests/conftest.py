@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -9,8 +10,14 @@ from pathlib import Path
 
 import pytest
 
+# Every Ray a test starts binds and talks on 127.0.0.1 only, even one started without `ray_processes_started`
+# and in a child process: Ray's local-only mode, read once when Ray is imported, so set before anything imports
+# it (`cli.engines.ray_runtime.pin_to_loopback` says why).
+os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+
 # Fixture modules that test modules load with `pytest_plugins` (and import from): rewrite their asserts too.
-pytest.register_assert_rewrite("tests.index_fixtures", "tests.serve_fixtures")
+pytest.register_assert_rewrite("tests.index_fixtures", "tests.serve_fixtures", "tests.ray_fixtures",
+                               "tests.cluster_fixtures")
 
 from ingest.settings import Settings, load_settings  # noqa: E402 - after register_assert_rewrite
 from ingest.store import Store  # noqa: E402

@@ -2,7 +2,8 @@
 
 The issue's definition of done: `build A B --engine ray` on the cluster gives the local engine's
 snapshot; a driver SIGKILLed mid-index resumes without re-embedding what the cache holds; and a
-datasets folder only the driver has is refused at once on a cluster of several nodes.
+datasets folder only the driver has is refused at once on a cluster of several nodes. And the whole
+cluster (its GCS, both raylets and object managers, their workers and agents) lives on 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from cli.main import app
 from tests.conftest import FAST_CRAWL_ENV
 from tests.fixtureweb import FixtureWeb
 from tests.index_fixtures import BuiltIndex
+from tests.ray_fixtures import assert_on_loopback_only
 from tests.test_ray_build import assert_builds_equal
 from tests.test_ray_index import fresh_settings, kill_midway_and_resume
 
@@ -59,3 +61,8 @@ def test_a_driver_local_datasets_folder_is_refused_on_two_nodes(
     assert result.exit_code == 1, result.output
     assert "2 nodes" in result.output and "LINKLENS_DATASETS_URI" in result.output
     assert "Traceback" not in result.output
+
+
+def test_both_nodes_registered_and_talk_on_loopback_only(two_node_ray: Any) -> None:
+    """Last in the module: by now the builds above have moved work and objects between the nodes."""
+    assert_on_loopback_only(two_node_ray, nodes=NODES)

@@ -11,16 +11,20 @@ the package must be installed on every node (in the image, or through the
 Nothing leaves the cluster unasked: Ray reports usage statistics to its maintainers unless
 `RAY_USAGE_STATS_ENABLED=0`; a Ray started here gets that unless the user set the variable
 (a cluster started elsewhere decides for itself: the README says what its operator sets).
-Ray's own log lines, progress bars and plan printouts reach the terminal only with -v.
+A Ray started here binds and talks on 127.0.0.1 only (`pin_to_loopback`).
+Ray's own log lines, progress bars and plan printouts reach the terminal only with -v, and never stdout:
+that carries the command's result (`--json`) alone.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import socket
+import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stdout
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -86,13 +90,69 @@ NO_PROXY_VARIABLES = ("no_proxy", "NO_PROXY")
 NO_PROXY_FOR = "localhost,127.0.0.0/8,::1,10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,192.0.2.0/24,100.64.0.0/10"
 
 
+# Where a Ray started on this machine lives. Ray 2.60 gives a node the address of the interface that routes
+# to 8.8.8.8 (it connects a UDP socket there to find out: no packet, but a connect outside loopback) and
+# rewrites an explicit 127.0.0.1 (`ray.init(_node_ip_address=...)`, a cluster address) to that same address;
+# its servers listen on every interface unless the node's address is loopback. Ray's local-only mode, its
+# default on macOS and Windows (`RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`), makes every address it picks
+# 127.0.0.1 instead: nodes, the GCS, raylets, object managers, workers and agents then bind and connect on
+# loopback, and nodes added to a `ray.cluster_utils.Cluster` on this machine join it there. Ray reads the
+# variable once, when it is imported.
+LOOPBACK_IP = "127.0.0.1"
+# `ray.init()` with no address joins the cluster named in /tmp/ray/ray_current_cluster when that file exists
+# (`ray start`, and `ray.cluster_utils.Cluster` in anyone's tests, write it; a stale one names a dead cluster);
+# "local" always starts a Ray of its own.
+START_OWN_RAY = "local"
+LOCAL_ONLY_VARIABLE = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+NOT_ON_LOOPBACK = "the Ray started here registered {addresses}, not this machine's loopback ({loopback}) — " \
+                  "linklens stops rather than use it; join a cluster with --ray-address or use --engine local"
+
+
+def pin_to_loopback() -> None:
+    """Ray's local-only mode for this process and every process it starts from now on: each Ray address picked
+    on this machine is 127.0.0.1. Left on afterwards: a driver that joins a loopback Ray later needs it too."""
+    os.environ[LOCAL_ONLY_VARIABLE] = "0"
+    if "ray._private.ray_constants" in sys.modules:  # imported already: the variable was read into this constant
+        sys.modules["ray._private.ray_constants"].ENABLE_RAY_CLUSTER = False
+
+
+def on_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def address_host(address: str) -> str:
+    """The host of `host:port`, `ray://host:port` or `[v6]:port`."""
+    return urlsplit(address if "://" in address else f"ray://{address}").hostname or ""
+
+
+def registered_addresses(ray: Any) -> list[str]:
+    """The addresses the Ray this process is connected to registered: its GCS and every live node's raylet."""
+    nodes = [str(node["NodeManagerAddress"]) for node in ray.nodes() if node.get("Alive")]
+    return [address_host(str(ray.get_runtime_context().gcs_address)), *nodes]
+
+
+def check_on_loopback(ray: Any) -> None:
+    """A ConfigError if the Ray this process started registered any address outside loopback."""
+    outside = sorted({host for host in registered_addresses(ray) if not on_loopback(host)})
+    if outside:
+        raise ConfigError(NOT_ON_LOOPBACK.format(addresses=", ".join(outside), loopback=LOOPBACK_IP))
+
+
 @contextmanager
-def ray_processes_started() -> Iterator[None]:
+def ray_processes_started(loopback: bool = True) -> Iterator[None]:
     """Start Ray's processes (`ray.init`, `Cluster`) inside this: usage reporting off unless the user chose,
-    and no cloud-metadata probe leaves the machine. The proxy variables are set only while the processes
+    no cloud-metadata probe leaves the machine, and (unless `loopback` is False: joining a cluster elsewhere)
+    every Ray address is 127.0.0.1 (`pin_to_loopback`). The proxy variables are set only while the processes
     start (they keep what they inherited) and restored afterwards, so this process's own clients never see them.
     """
     usage_stats_off()
+    if loopback:
+        pin_to_loopback()
     saved = {key: os.environ.get(key) for key in PROXY_VARIABLES + NO_PROXY_VARIABLES}
     os.environ.update({key: PROBE_SINK_PROXY for key in PROXY_VARIABLES})
     os.environ.update({key: NO_PROXY_FOR for key in NO_PROXY_VARIABLES})
@@ -129,7 +189,17 @@ def ray_session(settings: Settings, datasets: Datasets | None = None) -> Iterato
     """Ray, initialised for one command; shut down afterwards only if this command started it.
 
     Refused at once when the cluster has several nodes and the datasets are in a folder only
-    this machine has (`storage.check_reachable`)."""
+    this machine has (`storage.check_reachable`). While the session is open this process's stdout is its
+    stderr: Ray's driver prints what raylets push to it (a "(raylet) WARNING" under load) and, with -v, the
+    workers' output to stdout, where it would break `--json`; it prints from threads, so only swapping the
+    stream catches it. Ray's shutdown (which prints what it still holds) happens inside.
+    """
+    with redirect_stdout(sys.stderr), _initialised(settings, datasets) as ray:
+        yield ray
+
+
+@contextmanager
+def _initialised(settings: Settings, datasets: Datasets | None) -> Iterator[Any]:
     from cli.engines.storage import Datasets, check_reachable
 
     ray = import_ray()
@@ -147,17 +217,23 @@ def ray_session(settings: Settings, datasets: Datasets | None = None) -> Iterato
         "log_to_driver": verbose,
         "configure_logging": True,
     }
-    if address is None and settings.ray_cpus:
-        options["num_cpus"] = settings.ray_cpus
-    if address is not None:
+    if address is None:
+        options["_node_ip_address"] = LOOPBACK_IP
+        if settings.ray_cpus:
+            options["num_cpus"] = settings.ray_cpus
+    else:
         check_answers(address)
+    # A cluster at a loopback address runs on this machine on loopback: its drivers must talk loopback too.
+    loopback = address is None or (address != "auto" and on_loopback(address_host(address)))
     try:
-        with ray_processes_started():
-            ray.init(address=address, **options)
+        with ray_processes_started(loopback=loopback):
+            ray.init(address=address or START_OWN_RAY, **options)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         raise ConfigError(f"cannot start or join Ray at {address or 'this machine'}: {exc} — check "
                           "LINKLENS_RAY_ADDRESS / RAY_ADDRESS, or use --engine local") from None
     try:
+        if address is None:
+            check_on_loopback(ray)
         check_reachable(datasets, alive_nodes(ray))
         yield ray
     finally:
