@@ -88,7 +88,7 @@ def test_ray_crawl_matches_the_local_crawl(ray_cluster: Any, tmp_path: Path,
 POLITE_HOSTS = 16  # listed hosts, packed into several fetch units
 POLITE_LINKS_PER_HOST = 2
 POLITE_LATENCY_S = 0.05  # each answer held this long, so requests overlap
-LEASE_S = 0.5
+LEASE_S = 0.3
 
 
 def test_units_share_one_gate_per_host_for_redirect_targets_and_the_archive(

@@ -73,8 +73,8 @@ class ManyHosts:
     def _answer(self, host: str, target: bytes) -> tuple[bytes, bytes, bytes]:
         """Status, extra headers and body for a request of `target` made to `host`."""
         path = target.decode("latin-1")
-        if path == "/page" or path.startswith("/page/"):  # /page/N: more pages on one host
-            return b"200 OK", b"", page(host)
+        if path == "/page" or path.startswith("/page/"):  # /page/N: more pages on one host, each its own text
+            return b"200 OK", b"", page(host if path == "/page" else host + path)
         if path.startswith("/to/"):
             _, _, number, rest = path.split("/", 3)
             location = f"http://{target_address(int(number))}:{self.port}/{rest}"
