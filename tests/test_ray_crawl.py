@@ -14,6 +14,8 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -118,6 +120,14 @@ def test_units_share_one_gate_per_host_for_redirect_targets_and_the_archive(
     assert max(peak[host] for host in listed) <= per_host, peak
 
 
+@pytest.fixture(scope="module")
+def gate(ray_cluster: Any) -> Iterator[Any]:
+    """One cluster gate actor for the tests below (one slot per host, short leases); each uses its own host."""
+    (actor,) = start_host_gates(ray_cluster, 1, 0.0, 1, lease_s=LEASE_S)
+    yield actor
+    ray_cluster.kill(actor)
+
+
 class SlotHolder:
     """Ray actor: a unit that takes a slot through the cluster's gates and holds it until it is killed."""
 
@@ -133,11 +143,10 @@ class SlotHolder:
         await entered.wait()
 
 
-def test_a_slot_held_by_a_killed_unit_comes_back_after_its_lease(ray_cluster: Any) -> None:
+def test_a_slot_held_by_a_killed_unit_comes_back_after_its_lease(ray_cluster: Any, gate: Any) -> None:
     ray = ray_cluster
-    (gate,) = start_host_gates(ray, 1, 0.0, 1, lease_s=LEASE_S)
     assert ray.get(gate.release.remote("given-up")) is None  # released before it was asked for: never granted
-    assert ray.get(gate.acquire.remote("blog.example", "given-up"), timeout=DEADLINE_S) is False
+    assert ray.get(gate.acquire.remote("blog.example", "given-up"), timeout=DEADLINE_S) is None
 
     holder = ray.remote(num_cpus=0)(SlotHolder).remote()
     ray.get(holder.hold.remote([gate], "blog.example"), timeout=DEADLINE_S)
@@ -147,14 +156,42 @@ def test_a_slot_held_by_a_killed_unit_comes_back_after_its_lease(ray_cluster: An
     ready, _ = ray.wait([waiting], timeout=4 * LEASE_S)
     assert not ready and ray.get(gate.reclaimed_slots.remote()) == 0
     ray.kill(holder)
-    assert ray.get(waiting, timeout=DEADLINE_S) is True
+    assert ray.get(waiting, timeout=DEADLINE_S) is not None
     assert ray.get(gate.reclaimed_slots.remote()) == 1
     ray.get(gate.release.remote("next"))
     deadline = time.monotonic() + DEADLINE_S
     while ray.get(gate.held.remote()):
         assert time.monotonic() < deadline, "a released slot is still held"
         time.sleep(0.01)
-    ray.kill(gate)
+
+
+def test_crawl_delay_and_retry_after_learnt_by_one_unit_pace_every_unit(ray_cluster: Any, gate: Any) -> None:
+    ray = ray_cluster
+    crawl_delay_s = push_back_s = 0.2
+    unit = ClusterHostGate([gate], 1, 0.0, lease_s=LEASE_S)  # what one unit learns, every unit's slots keep
+
+    def wait_for_pace(delay_s: float, next_start_from: float) -> None:
+        deadline = time.monotonic() + DEADLINE_S
+        while True:
+            delay, next_start = ray.get(gate.pace.remote("paced.example"))
+            if delay >= delay_s and next_start >= next_start_from:
+                return
+            assert time.monotonic() < deadline, "the gate never learnt the host's pace"
+
+    def another_units_slot() -> float:
+        lease = uuid.uuid4().hex
+        granted = ray.get(gate.acquire.remote("paced.example", lease), timeout=DEADLINE_S)
+        ray.get(gate.release.remote(lease))
+        return float(granted)
+
+    unit.set_min_delay("paced.example", crawl_delay_s)  # the host's robots.txt, read by this unit
+    wait_for_pace(crawl_delay_s, 0.0)
+    granted = [another_units_slot() for _ in range(3)]
+    assert granted[2] - granted[0] >= 2 * crawl_delay_s  # the slot is free at once, the next start is not
+    unit.push_back("paced.example", crawl_delay_s + push_back_s)  # a 429 with Retry-After, seen by this unit
+    wait_for_pace(crawl_delay_s, granted[2] + crawl_delay_s + push_back_s)  # later than the Crawl-delay alone
+    granted.append(another_units_slot())
+    assert granted[3] - granted[2] >= crawl_delay_s + push_back_s
 
 
 def redirect_hosts(web: FixtureWeb) -> dict[str, str]:

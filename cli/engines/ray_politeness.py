@@ -52,6 +52,7 @@ class _Lease:
     granted: asyncio.Event = field(default_factory=asyncio.Event)
     released: asyncio.Event = field(default_factory=asyncio.Event)
     deadline: float = 0.0
+    granted_at: float = 0.0
 
 
 class HostGateActor:
@@ -69,22 +70,24 @@ class HostGateActor:
         self._holders: set[asyncio.Task[None]] = set()
         self.reclaimed = 0
 
-    async def acquire(self, host: str, lease_id: str) -> bool:
-        """Wait for a slot at `host` (and its delay); False if the asker released `lease_id` before it came."""
+    async def acquire(self, host: str, lease_id: str) -> float | None:
+        """Wait for a slot at `host` (and its delay): when it was granted (`time.monotonic()` on the gate's node),
+        or None if the asker released `lease_id` before it came."""
         if lease_id in self._released_early:
             del self._released_early[lease_id]
-            return False
+            return None
         lease = self._leases[lease_id] = _Lease(host)
         holder = asyncio.create_task(self._hold(lease_id, lease))
         self._holders.add(holder)
         holder.add_done_callback(self._holders.discard)
         await lease.granted.wait()
-        return not lease.released.is_set()
+        return None if lease.released.is_set() else lease.granted_at
 
     async def _hold(self, lease_id: str, lease: _Lease) -> None:
         try:
             async with self._gate.slot(lease.host):
-                lease.deadline = time.monotonic() + self._lease_s
+                lease.granted_at = time.monotonic()
+                lease.deadline = lease.granted_at + self._lease_s
                 lease.granted.set()
                 while not lease.released.is_set():
                     left = lease.deadline - time.monotonic()
@@ -127,6 +130,12 @@ class HostGateActor:
 
     async def set_min_delay(self, host: str, delay_s: float) -> None:
         self._gate.set_min_delay(host, delay_s)
+
+    async def pace(self, host: str) -> tuple[float, float]:
+        """The delay kept between request starts at `host` (ours, or its Crawl-delay when longer), and when the
+        next may start (`time.monotonic()` on the gate's node)."""
+        state = self._gate._state(host)
+        return state.min_delay_s or self._gate._min_delay_s, state.next_start
 
     async def held(self) -> dict[str, int]:
         """Slots held now, by host (leases granted and not yet released or taken back)."""
