@@ -1,7 +1,7 @@
 """Ray crawl benchmark: `crawl --engine ray` against `--engine local` on one list, and a 2,000-host simulation.
 
     python bench/ray_crawl.py [--build] [--pages 500] [--hosts 12] [--latency-ms 50] [--scale-links 20000]
-                              [--scale-hosts 2000] [--no-scale] [--out results.json]
+                              [--scale-hosts 2000] [--scale-latency-ms 20] [--no-scale] [--out results.json]
 
 1. Same list, same machine: the fixture web of bench/crawl.py (real articles, in its own process)
    crawled by `linklens crawl --engine local` and `--engine ray`, each a fresh process and data
@@ -11,9 +11,15 @@
    With `--build`, whole `linklens build` runs instead (crawl + index, every passage embedded:
    fresh data folders, so neither engine has an embedding cache): the issue's ≤ 1.5× target.
 2. Scale simulation: `--scale-links` links over `--scale-hosts` loopback hosts (127.0.x.y, one
-   listening socket, small pages), per-host delay 0 and no web archive, crawled with the Ray
-   engine: it must end with every link `ok`; peak RSS of the driver process (sampled every 0.2 s;
-   Ray's own processes and workers are reported apart), pages/s and pages/s per CPU.
+   listening socket, small pages, each answer held `--scale-latency-ms`), per-host delay 0,
+   crawled with the Ray engine. Each host's first link redirects to one of `SCALE_TARGETS`
+   platforms, and every `DEAD_EVERY`-th host has a dead link the web archive (on the same server)
+   recovers: it must end with exactly those links `redirected` and `archived` and the rest `ok`.
+   Peak RSS of the driver process (sampled every 0.2 s; Ray's own processes and workers are
+   reported apart), pages/s and pages/s per CPU, and politeness: the most requests the server had
+   in flight at once at each host, listed hosts, redirect targets and the archive, against the
+   configured per-host concurrency (`within_limit`; `limit_reached` says the shared hosts were
+   busy enough for the check to mean something).
 
 Results are JSON on stdout (and in --out). Run under `flock /tmp/linklens-bench.lock`.
 """
@@ -34,11 +40,14 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.crawl import PeakMemory, corpus, emit, start_web  # noqa: E402
-from tests.hostileweb.many_hosts import ManyHosts  # noqa: E402
+from tests.hostileweb.many_hosts import ARCHIVE_ADDRESS, ManyHosts, host_address, target_address  # noqa: E402
 
 TARGET_BUILD_RATIO = 1.5  # the issue's target for the whole build (crawl + index) on Ray vs local
 TARGET_DRIVER_PEAK_MB = 1024
 SCALE_DEADLINE_S = 1800
+SCALE_TARGETS = 4  # redirect targets (platforms) the simulation's hosts share
+DEAD_EVERY = 10  # one dead link (recovered from the archive) on every tenth host
+SCALE_PER_HOST_CONCURRENCY = 2
 PHASES = {"ray_ready_s": r"ray ready after ([\d.]+) s", "first_outcome_s": r"first outcome after ([\d.]+) s",
           "crawl_done_s": r"crawl done after ([\d.]+) s"}
 
@@ -113,28 +122,56 @@ def same_list(pages: int, hosts: int, latency_ms: float, work: Path, verb: str =
             "target_build_ratio": TARGET_BUILD_RATIO}
 
 
-def scale(links: int, hosts: int, work: Path, with_local: bool) -> dict[str, object]:
+def scale_url(web: ManyHosts, h: int, p: int) -> str:
+    """Link p of host h: the first redirects to a platform, one on every `DEAD_EVERY`-th host is dead."""
+    if p == 0:
+        return web.redirecting_url(h, h % SCALE_TARGETS, f"page/{h}")
+    if p == 1 and h % DEAD_EVERY == 0:
+        return f"http://{host_address(h)}:{web.port}/gone/{h}"
+    return f"{web.url(h)}/{p}"
+
+
+def politeness(web: ManyHosts, hosts: int) -> dict[str, object]:
+    """The most requests in flight at once per host, as the server saw them, against the configured limit."""
+    peak = dict(web.peak)
+    targets = {target_address(t): peak.get(target_address(t), 0) for t in range(SCALE_TARGETS)}
+    shared = [*targets.values(), peak.get(ARCHIVE_ADDRESS, 0)]
+    listed = max(peak.get(host_address(h), 0) for h in range(hosts))
+    return {"per_host_concurrency": SCALE_PER_HOST_CONCURRENCY, "listed_hosts_peak": listed,
+            "redirect_targets_peak": targets, "archive_peak": peak.get(ARCHIVE_ADDRESS, 0),
+            "within_limit": max(listed, *shared) <= SCALE_PER_HOST_CONCURRENCY,
+            "limit_reached": min(shared) == SCALE_PER_HOST_CONCURRENCY}
+
+
+def scale(links: int, hosts: int, work: Path, with_local: bool, latency_ms: float) -> dict[str, object]:
     """`links` links spread evenly over `hosts` loopback hosts, crawled on Ray (and locally, if asked)."""
     per_host = max(1, links // hosts)
-    with ManyHosts() as web:
+    with ManyHosts(latency_s=latency_ms / 1000) as web:
         listing = ["# Many Hosts", "", "## Pages", ""]
-        listing += [f"* [Host {h} page {p}]({web.url(h)}/{p})" for p in range(per_host) for h in range(hosts)]
+        listing += [f"* [Host {h} page {p}]({scale_url(web, h, p)})" for p in range(per_host) for h in range(hosts)]
         list_file = work / "many.md"
         list_file.write_text("\n".join(listing) + "\n")
-        env = {**base_env(), "LINKLENS_USE_ARCHIVE": "false"}
+        env = {**base_env(), "LINKLENS_ARCHIVE_URL": web.archive_url,
+               "LINKLENS_PER_HOST_CONCURRENCY": str(SCALE_PER_HOST_CONCURRENCY)}
+        dead = len(range(0, hosts, DEAD_EVERY)) if per_host > 1 else 0
+        expected = {"redirected": hosts, "archived": dead, "ok": hosts * per_host - hosts - dead}
         result: dict[str, object] = {"links": hosts * per_host, "hosts": hosts, "per_host_delay_s": 0.0,
+                                     "latency_ms": latency_ms, "redirect_targets": SCALE_TARGETS,
+                                     "expected_states": {k: v for k, v in expected.items() if v},
                                      "cpus": os.cpu_count()}
-        before = web.requests
-        ray = crawl(list_file, work / "scale-ray", "ray", env)
-        ray["server_requests"] = web.requests - before
-        ray["pages_per_s"] = round(int(ray["links"]) / float(ray["crawl_s"]), 1)  # type: ignore[arg-type]
-        ray["pages_per_s_per_cpu"] = round(float(ray["pages_per_s"]) / (os.cpu_count() or 1), 1)
-        ray["target_driver_peak_rss_mb"] = TARGET_DRIVER_PEAK_MB
-        result["ray"] = ray
-        if with_local:
-            local = crawl(list_file, work / "scale-local", "local", env)
-            local["pages_per_s"] = round(int(local["links"]) / float(local["crawl_s"]), 1)  # type: ignore[arg-type]
-            result["local"] = local
+        engines = ["ray", "local"] if with_local else ["ray"]
+        for engine in engines:
+            before = web.requests
+            web.peak.clear()
+            run = crawl(list_file, work / f"scale-{engine}", engine, env)
+            run["server_requests"] = web.requests - before
+            run["states_as_expected"] = run["states"] == result["expected_states"]
+            run["politeness"] = politeness(web, hosts)
+            run["pages_per_s"] = round(int(run["links"]) / float(run["crawl_s"]), 1)  # type: ignore[arg-type]
+            if engine == "ray":
+                run["pages_per_s_per_cpu"] = round(float(run["pages_per_s"]) / (os.cpu_count() or 1), 1)
+                run["target_driver_peak_rss_mb"] = TARGET_DRIVER_PEAK_MB
+            result[engine] = run
     return result
 
 
@@ -145,6 +182,8 @@ def main() -> None:
     parser.add_argument("--latency-ms", type=float, default=50.0)
     parser.add_argument("--scale-links", type=int, default=20_000)
     parser.add_argument("--scale-hosts", type=int, default=2_000)
+    parser.add_argument("--scale-latency-ms", type=float, default=20.0,
+                        help="each simulated answer held this long, so requests to one host overlap and can be counted")
     parser.add_argument("--scale-local", action="store_true", help="crawl the simulation locally too")
     parser.add_argument("--no-scale", action="store_true", help="only the same-list comparison")
     parser.add_argument("--no-same-list", action="store_true", help="only the scale simulation")
@@ -160,7 +199,8 @@ def main() -> None:
             if args.out:  # kept even if the longer simulation is stopped
                 args.out.write_text(json.dumps(result, indent=2) + "\n")
         if not args.no_scale:
-            result["scale"] = scale(args.scale_links, args.scale_hosts, Path(tmp), args.scale_local)
+            result["scale"] = scale(args.scale_links, args.scale_hosts, Path(tmp), args.scale_local,
+                                    args.scale_latency_ms)
     emit(result, args.out)
 
 

@@ -204,12 +204,15 @@ class LinkFetcher:
     run: with it, a run whose own hosts all fail can still tell dead hosts from a dead network.
     `private_origin` holds the links cited by a list read from a file or a private address: under
     `LINKLENS_PRIVATE_TARGETS=auto` only they may lead to private addresses (ingest/address_policy.py).
+    `gate` replaces the run's own `HostGate` (one run: it keeps what the run learns about hosts), for an
+    engine whose pacing of hosts is shared with other runs (the Ray engine's fetch units).
     """
 
     def __init__(self, settings: Settings, book: LinkBook, executor: ExtractionPool | None = None,
                  fetch_only: bool = False, answered_url: str | None = None,
-                 private_origin: Collection[int] = frozenset()) -> None:
+                 private_origin: Collection[int] = frozenset(), gate: HostGate | None = None) -> None:
         self._settings = settings
+        self._gate = gate
         self._book = book
         self._executor = executor
         self._fetch_only = fetch_only
@@ -238,7 +241,7 @@ class LinkFetcher:
         own_executor = self._executor is None and not self._fetch_only
         workers = s.extract_workers or os.cpu_count() or 1
         executor = self._executor if self._executor is not None or self._fetch_only else extraction_pool(s)
-        gate = HostGate(s.per_host_concurrency, s.per_host_delay_s)
+        gate = self._gate or HostGate(s.per_host_concurrency, s.per_host_delay_s)
         if self._answered_url is not None:
             gate.mark_network_seen(self._answered_url)
         try:

@@ -5,8 +5,8 @@ perhaps), so it is handed its links with what the fetch needs to know about them
 validators and whether a stored copy is kept) and hands their outcomes back, bodies included.
 The work itself is the local crawler's: `LinkFetcher` with the same gate, robots.txt, retries,
 deadlines, second try of unreachable hosts and archive fallback; only the `LinkBook` differs,
-an in-memory one here. Hand a batch every link of each of its hosts, and no other batch any
-of them, and politeness holds without a coordinator.
+an in-memory one here. Batches run side by side reach shared hosts (redirect targets, the
+archive), so a distributed engine hands each batch a `gate` paced for the whole cluster.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from typing import Any
 
 from ingest.crawler import LinkFetcher
 from ingest.models import CrawlOutcome, LinkState
+from ingest.politeness import HostGate
 from ingest.settings import Settings
 
 
@@ -85,16 +86,18 @@ class HandedLinks:
 
 
 def fetch_batch(settings: Settings, links: list[HandedLink], answered_url: str | None = None,
-                on_outcome: OutcomeSink | None = None) -> FetchedBatch:
+                on_outcome: OutcomeSink | None = None, gate: HostGate | None = None) -> FetchedBatch:
     """Fetch `links` as the crawler does, stopping before extraction; every link comes back with an outcome.
 
     `answered_url` (a URL that answered elsewhere in the crawl) lets a batch whose own hosts all
     fail settle them as dead or failed; without it such links come back pending and `unsettled`.
     `on_outcome` is called (in the fetching thread) with each link's outcome as soon as it is settled.
+    `gate` (a fresh one per batch) paces every request of the batch, robots.txt and the archive included;
+    by default the batch has its own.
     """
     book = HandedLinks(links, on_outcome)
     fetcher = LinkFetcher(settings, book, fetch_only=True, answered_url=answered_url,
-                          private_origin={link.id for link in links if link.private_origin})
+                          private_origin={link.id for link in links if link.private_origin}, gate=gate)
     run = asyncio.run(fetcher.fetch_links([link.id for link in links], time.perf_counter()))
     unsettled = [i for i, outcome in book.outcomes.items() if outcome.state is LinkState.PENDING]
     return FetchedBatch(book.outcomes, run.requests, run.gate.network_seen, unsettled)

@@ -7,12 +7,15 @@ joins with --ray-address.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -21,12 +24,16 @@ import pytest
 from typer.testing import CliRunner
 
 from cli.engines.datasets import ARTICLES, articles_from_table
+from cli.engines.ray_crawl import fetch_units
+from cli.engines.ray_politeness import ClusterHostGate, start_host_gates
 from cli.engines.storage import Datasets
 from cli.main import app
+from ingest.link_batch import HandedLink
 from ingest.store import Store
 from ingest.urls import normalise_url
 from tests.conftest import FAST_CRAWL_ENV, finished_links
 from tests.fixtureweb import FixtureWeb
+from tests.hostileweb.many_hosts import ARCHIVE_ADDRESS, ManyHosts, host_address, target_address
 from tests.ray_fixtures import ray_address
 
 pytest_plugins = ["tests.ray_fixtures"]
@@ -78,6 +85,113 @@ def test_ray_crawl_matches_the_local_crawl(ray_cluster: Any, tmp_path: Path,
     articles = articles_from_table(datasets.dataset(datasets.files(ARTICLES)).to_table())
     assert {a.url: a.document.text if a.document else None for a in articles} == {
         u: o[2] for u, o in outcomes["ray"].items()}
+
+
+POLITE_HOSTS = 16  # listed hosts, packed into several fetch units
+POLITE_LINKS_PER_HOST = 2
+POLITE_LATENCY_S = 0.05  # each answer held this long, so requests overlap
+LEASE_S = 0.3
+
+
+def test_units_share_one_gate_per_host_for_redirect_targets_and_the_archive(
+        ray_cluster: Any, tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Dead links on many listed hosts, each redirecting to one platform and then recovered from the archive:
+    whatever the number of fetch units, no host sees more requests at once than the per-host concurrency."""
+    per_host = 2
+    with ManyHosts(latency_s=POLITE_LATENCY_S) as web:
+        urls = [web.redirecting_url(h, 0, f"gone/{h}/{n}")
+                for n in range(POLITE_LINKS_PER_HOST) for h in range(POLITE_HOSTS)]
+        list_file = tmp_path / "list.md"
+        list_file.write_text("# Blogs\n\n## Posts\n\n" + "".join(f"* [Post {i}]({u})\n" for i, u in enumerate(urls)))
+        cpus = int(ray_cluster.cluster_resources()["CPU"])
+        units = fetch_units([HandedLink(i, u, "") for i, u in enumerate(urls)], cpus)
+        assert len(units) > per_host  # the old code's worst case: per_host requests per unit at once
+        for key, value in {**FAST_CRAWL_ENV, "LINKLENS_ARCHIVE_URL": web.archive_url,
+                           "LINKLENS_DATA_DIR": str(data_dir), "LINKLENS_PER_HOST_CONCURRENCY": str(per_host)}.items():
+            monkeypatch.setenv(key, value)
+        result = runner.invoke(app, ["crawl", str(list_file), "--engine", "ray", "--json"])
+        assert result.exit_code == 0, result.output
+        assert json.loads(result.stdout)["states"] == {"archived": len(urls)}
+        peak = dict(web.peak)
+    listed = {host_address(h) for h in range(POLITE_HOSTS)}
+    assert peak.keys() == listed | {target_address(0), ARCHIVE_ADDRESS}
+    assert peak[target_address(0)] == per_host, peak  # reached, never passed: at the redirect target
+    assert peak[ARCHIVE_ADDRESS] == per_host, peak  # and at the archive
+    assert max(peak[host] for host in listed) <= per_host, peak
+
+
+@pytest.fixture(scope="module")
+def gate(ray_cluster: Any) -> Iterator[Any]:
+    """One cluster gate actor for the tests below (one slot per host, short leases); each uses its own host."""
+    (actor,) = start_host_gates(ray_cluster, 1, 0.0, 1, lease_s=LEASE_S)
+    yield actor
+    ray_cluster.kill(actor)
+
+
+class SlotHolder:
+    """Ray actor: a unit that takes a slot through the cluster's gates and holds it until it is killed."""
+
+    async def hold(self, gates: list[Any], host: str) -> None:
+        entered = asyncio.Event()
+
+        async def keep() -> None:
+            async with ClusterHostGate(gates, 1, 0.0, lease_s=LEASE_S).slot(host):
+                entered.set()
+                await asyncio.Event().wait()
+
+        self.keeping = asyncio.create_task(keep())
+        await entered.wait()
+
+
+def test_a_slot_held_by_a_killed_unit_comes_back_after_its_lease(ray_cluster: Any, gate: Any) -> None:
+    ray = ray_cluster
+    assert ray.get(gate.release.remote("given-up")) is None  # released before it was asked for: never granted
+    assert ray.get(gate.acquire.remote("blog.example", "given-up"), timeout=DEADLINE_S) is None
+
+    holder = ray.remote(num_cpus=0)(SlotHolder).remote()
+    ray.get(holder.hold.remote([gate], "blog.example"), timeout=DEADLINE_S)
+    assert ray.get(gate.held.remote()) == {"blog.example": 1}
+    waiting = gate.acquire.remote("blog.example", "next")
+    # A live holder renews its lease: the slot stays its own for several lease terms.
+    ready, _ = ray.wait([waiting], timeout=4 * LEASE_S)
+    assert not ready and ray.get(gate.reclaimed_slots.remote()) == 0
+    ray.kill(holder)
+    assert ray.get(waiting, timeout=DEADLINE_S) is not None
+    assert ray.get(gate.reclaimed_slots.remote()) == 1
+    ray.get(gate.release.remote("next"))
+    deadline = time.monotonic() + DEADLINE_S
+    while ray.get(gate.held.remote()):
+        assert time.monotonic() < deadline, "a released slot is still held"
+        time.sleep(0.01)
+
+
+def test_crawl_delay_and_retry_after_learnt_by_one_unit_pace_every_unit(ray_cluster: Any, gate: Any) -> None:
+    ray = ray_cluster
+    crawl_delay_s = push_back_s = 0.2
+    unit = ClusterHostGate([gate], 1, 0.0, lease_s=LEASE_S)  # what one unit learns, every unit's slots keep
+
+    def wait_for_pace(delay_s: float, next_start_from: float) -> None:
+        deadline = time.monotonic() + DEADLINE_S
+        while True:
+            delay, next_start = ray.get(gate.pace.remote("paced.example"))
+            if delay >= delay_s and next_start >= next_start_from:
+                return
+            assert time.monotonic() < deadline, "the gate never learnt the host's pace"
+
+    def another_units_slot() -> float:
+        lease = uuid.uuid4().hex
+        granted = ray.get(gate.acquire.remote("paced.example", lease), timeout=DEADLINE_S)
+        ray.get(gate.release.remote(lease))
+        return float(granted)
+
+    unit.set_min_delay("paced.example", crawl_delay_s)  # the host's robots.txt, read by this unit
+    wait_for_pace(crawl_delay_s, 0.0)
+    granted = [another_units_slot() for _ in range(3)]
+    assert granted[2] - granted[0] >= 2 * crawl_delay_s  # the slot is free at once, the next start is not
+    unit.push_back("paced.example", crawl_delay_s + push_back_s)  # a 429 with Retry-After, seen by this unit
+    wait_for_pace(crawl_delay_s, granted[2] + crawl_delay_s + push_back_s)  # later than the Crawl-delay alone
+    granted.append(another_units_slot())
+    assert granted[3] - granted[2] >= crawl_delay_s + push_back_s
 
 
 def redirect_hosts(web: FixtureWeb) -> dict[str, str]:

@@ -11,7 +11,9 @@
 Why the grouping is done by the driver and not by `Dataset.groupby`: `map_groups` calls its
 function once per group, one after another inside a task, so hosts sharing a block would be
 fetched in turn; here a unit holds several whole hosts and fetches them concurrently, like the
-local crawler does. Every link of a host is in exactly one unit, so politeness needs no coordinator.
+local crawler does. Every link of a host is in exactly one unit, but units share the hosts their links
+lead to (redirect targets, robots.txt, the archive): every request of every unit is paced by the
+cluster's host gates (cli/engines/ray_politeness.py).
 
 The driver is the page store's one writer: a link is pending until its outcome is committed, so
 a driver killed at any point leaves finished hosts finished and a rerun takes up only the rest.
@@ -36,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 import ray
 
+from cli.engines.ray_politeness import ClusterHostGate, gate_shards, start_host_gates
 from cli.engines.ray_progress import StageBars, new_stage_counter
 from cli.engines.ray_runtime import cluster_cpus, quiet_ray_data, ray_session
 from cli.engines.storage import Datasets
@@ -85,12 +88,14 @@ def run_ray_crawl(cfg: Settings, store: Store, refresh: bool, retry_failed: bool
             logger.info("ray ready after %.1f s", time.perf_counter() - started)
             quiet_ray_data(ray)
             counter = new_stage_counter(ray)
+            gates = start_host_gates(ray, cfg.per_host_concurrency, cfg.per_host_delay_s,
+                                     gate_shards(cluster_cpus(ray)))
             bars.follow(counter)
-            _run_round(ray, cfg, store, ids, None, counter, bars, tally)
+            _run_round(ray, cfg, store, ids, None, counter, gates, bars, tally)
             unsettled = [i for i, state in tally.last_state.items() if state is LinkState.PENDING]
             if unsettled and tally.answered_url is not None:
                 # Links whose unit reached no host at all: tried again, told a URL that answered elsewhere.
-                _run_round(ray, cfg, store, unsettled, tally.answered_url, counter, bars, tally)
+                _run_round(ray, cfg, store, unsettled, tally.answered_url, counter, gates, bars, tally)
             tally.requests += ray.get(counter.read.remote()).get("robots_requests", 0)
     logger.info("crawl done after %.1f s", time.perf_counter() - started)
     # The index stage reads articles/ (cli/engines/datasets.py): exported under the build lock (waiting
@@ -119,7 +124,7 @@ class _Tally:
 
 
 def _run_round(ray: Any, cfg: Settings, store: Store, ids: list[int], answered_url: str | None, counter: Any,
-               bars: StageBars, tally: _Tally) -> None:
+               gates: list[Any], bars: StageBars, tally: _Tally) -> None:
     """One pass of the pipeline over `ids`; outcomes recorded in the store as batches stream in."""
     total = cluster_cpus(ray)
     private = private_origin_links(store, cfg)
@@ -127,7 +132,7 @@ def _run_round(ray: Any, cfg: Settings, store: Store, ids: list[int], answered_u
     with warnings.catch_warnings():
         # Ray 2.60 marks every way of passing actor options (here max_restarts) deprecated, ahead of its successor.
         warnings.filterwarnings("ignore", message=".*ray_remote_args.*deprecated")
-        dataset = _pipeline(ray, cfg, units, answered_url, counter, total)
+        dataset = _pipeline(ray, cfg, units, answered_url, counter, gates, total)
     logger.info("round of %d links in %d fetch units (answered_url=%s)", len(ids), len(units), answered_url)
     for batch in dataset.iter_batches(batch_size=None, batch_format="pyarrow"):
         if tally.first_outcome_s is None:
@@ -148,13 +153,13 @@ def extraction_plan(total: float) -> tuple[int, float]:
 
 
 def _pipeline(ray: Any, cfg: Settings, units: list[list[HandedLink]], answered_url: str | None, counter: Any,
-              total: float) -> Any:
+              gates: list[Any], total: float) -> Any:
     """The Ray Data plan: fetch units as tasks, extraction on a pool of actors; nothing runs until iterated."""
     actors, actor_cpus = extraction_plan(total)
     return (
         ray.data.from_items([{"links": pickle.dumps(unit)} for unit in units], override_num_blocks=len(units))
         .map_batches(fetch_unit, batch_size=1, batch_format="pyarrow", num_cpus=FETCH_UNIT_CPUS,
-                     fn_kwargs={"settings": cfg, "answered_url": answered_url, "counter": counter})
+                     fn_kwargs={"settings": cfg, "answered_url": answered_url, "counter": counter, "gates": gates})
         .map_batches(PageExtractor, batch_size=EXTRACT_BATCH_PAGES, batch_format="pyarrow", num_cpus=actor_cpus,
                      compute=ray.data.ActorPoolStrategy(min_size=1, max_size=actors),
                      fn_constructor_kwargs={"settings": cfg, "counter": counter},
@@ -204,8 +209,11 @@ def _outcome_schema() -> pa.Schema:
                       ("outcome", pa.binary())])
 
 
-def fetch_unit(batch: pa.Table, settings: Settings, answered_url: str | None, counter: Any) -> Iterator[pa.Table]:
+def fetch_unit(batch: pa.Table, settings: Settings, answered_url: str | None, counter: Any,
+               gates: list[Any]) -> Iterator[pa.Table]:
     """Ray task: fetch one unit's links as the crawler does (no extraction); one row per link's outcome.
+
+    Every request it makes waits for its host's slot from the cluster's host `gates`.
 
     Outcomes are passed on while the unit is still fetching (every `STREAM_EVERY_S`), so extraction
     and the driver's store start on the first pages, and a driver killed midway loses little.
@@ -219,7 +227,9 @@ def fetch_unit(batch: pa.Table, settings: Settings, answered_url: str | None, co
 
     def fetch() -> None:
         try:
-            settled.put(fetch_batch(settings, links, answered_url, on_outcome=lambda i, o: settled.put((i, o))))
+            gate = ClusterHostGate(gates, settings.per_host_concurrency, settings.per_host_delay_s)
+            settled.put(fetch_batch(settings, links, answered_url, on_outcome=lambda i, o: settled.put((i, o)),
+                                    gate=gate))
         except BaseException as exc:  # noqa: BLE001 - raised again in the task below, never lost with the thread
             settled.put(exc)
 
