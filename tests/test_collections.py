@@ -11,7 +11,12 @@ from typer.testing import CliRunner
 from cli.main import app
 from ingest.collection import distinct_names
 from ingest.models import Filing, ListedLink, ListPlacement
-from ingest.settings import Settings
+from ingest.settings import (
+    DEFAULT_CONNECT_TIMEOUT_S,
+    DEFAULT_READ_TIMEOUT_S,
+    DEFAULT_REQUEST_TIMEOUT_S,
+    Settings,
+)
 from ingest.sources import BUNDLED_KEY, github_repo, list_name
 from ingest.store import Store
 from tests.fixtureweb import FixtureWeb
@@ -21,6 +26,25 @@ from tests.index_fixtures import BuiltIndex, seed_caches
 pytest_plugins = ["tests.index_fixtures"]  # the session index: built (its caches seed the build below)
 
 runner = CliRunner()
+
+
+# No link these tests crawl stalls or fails on purpose, and their assertions count every state and every
+# request (hits). The sub-second deadlines of FAST_CRAWL_ENV (there to make fault tests quick) would let a
+# busy machine turn a slow answer into a timeout and a retry: a list skipped, a link failed, a hit counted
+# twice. The production deadlines cost nothing here, since every answer comes at once.
+PATIENT_DEADLINES = {
+    "LINKLENS_CONNECT_TIMEOUT_S": str(DEFAULT_CONNECT_TIMEOUT_S),
+    "LINKLENS_READ_TIMEOUT_S": str(DEFAULT_READ_TIMEOUT_S),
+    "LINKLENS_REQUEST_TIMEOUT_S": str(DEFAULT_REQUEST_TIMEOUT_S),
+}
+
+
+@pytest.fixture
+def crawl_env(crawl_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """The conftest's fast crawl environment with the production deadlines (see PATIENT_DEADLINES)."""
+    for key, value in PATIENT_DEADLINES.items():
+        monkeypatch.setenv(key, value)
+    return {**crawl_env, **PATIENT_DEADLINES}
 
 
 def links(*urls: str, section: str = "Reading") -> list[ListedLink]:
