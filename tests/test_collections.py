@@ -11,14 +11,10 @@ from typer.testing import CliRunner
 from cli.main import app
 from ingest.collection import distinct_names
 from ingest.models import Filing, ListedLink, ListPlacement
-from ingest.settings import (
-    DEFAULT_CONNECT_TIMEOUT_S,
-    DEFAULT_READ_TIMEOUT_S,
-    DEFAULT_REQUEST_TIMEOUT_S,
-    Settings,
-)
+from ingest.settings import Settings
 from ingest.sources import BUNDLED_KEY, github_repo, list_name
 from ingest.store import Store
+from tests.conftest import PATIENT_DEADLINES_ENV
 from tests.fixtureweb import FixtureWeb
 from tests.fixtureweb.server import Response, _const
 from tests.index_fixtures import BuiltIndex, seed_caches
@@ -28,23 +24,15 @@ pytest_plugins = ["tests.index_fixtures"]  # the session index: built (its cache
 runner = CliRunner()
 
 
-# No link these tests crawl stalls or fails on purpose, and their assertions count every state and every
-# request (hits). The sub-second deadlines of FAST_CRAWL_ENV (there to make fault tests quick) would let a
-# busy machine turn a slow answer into a timeout and a retry: a list skipped, a link failed, a hit counted
-# twice. The production deadlines cost nothing here, since every answer comes at once.
-PATIENT_DEADLINES = {
-    "LINKLENS_CONNECT_TIMEOUT_S": str(DEFAULT_CONNECT_TIMEOUT_S),
-    "LINKLENS_READ_TIMEOUT_S": str(DEFAULT_READ_TIMEOUT_S),
-    "LINKLENS_REQUEST_TIMEOUT_S": str(DEFAULT_REQUEST_TIMEOUT_S),
-}
-
-
+# No link these tests crawl stalls or fails on purpose, and they count every state and every request
+# (hits): FAST_CRAWL_ENV's 0.8 s read / 2 s request deadlines let a busy machine (load ~25) turn a slow
+# answer into a retry (a hit counted twice), a skipped list or a failed link.
 @pytest.fixture
 def crawl_env(crawl_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    """The conftest's fast crawl environment with the production deadlines (see PATIENT_DEADLINES)."""
-    for key, value in PATIENT_DEADLINES.items():
+    """The conftest's fast crawl environment with the production deadlines (PATIENT_DEADLINES_ENV)."""
+    for key, value in PATIENT_DEADLINES_ENV.items():
         monkeypatch.setenv(key, value)
-    return {**crawl_env, **PATIENT_DEADLINES}
+    return {**crawl_env, **PATIENT_DEADLINES_ENV}
 
 
 def links(*urls: str, section: str = "Reading") -> list[ListedLink]:
