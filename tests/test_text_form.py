@@ -23,6 +23,7 @@ from ingest.sources import load_list
 from ingest.store import Store
 from ingest.urls import normalise_url
 from tests.charset_pages import VIDEO_ARTICLE, VIDEO_DESCRIPTION, CharsetPage, charset_pages
+from tests.conftest import PATIENT_DEADLINES_ENV
 from tests.extraction_web import ExtractionWeb
 from tests.fixtureweb import load_fixture_articles
 from tests.index_fixtures import BuiltIndex, seed_caches
@@ -62,10 +63,11 @@ def crawled(tmp_path_factory: pytest.TempPathFactory, built: BuiltIndex) -> Iter
     root = tmp_path_factory.mktemp("text-form")
     with ExtractionWeb(load_fixture_articles()[:2], n_hosts=2, only=tuple(PAGES)) as web, \
             pytest.MonkeyPatch.context() as mp:
-        for key, value in crawl_env(web, root / "data").items():
+        for key, value in {**crawl_env(web, root / "data"), **PATIENT_DEADLINES_ENV}.items():
             mp.setenv(key, value)
         mp.setenv("LINKLENS_EXTRACT_WORKERS", "1")
-        # No page here misbehaves: the default time limit, so a loaded machine cannot fail one by the clock.
+        # No page here misbehaves: the default time limits (fetch deadlines above, extraction here), so a
+        # loaded machine cannot fail one by the clock.
         mp.setenv("LINKLENS_EXTRACT_TIMEOUT_S", str(DEFAULT_EXTRACT_TIMEOUT_S))
         settings = load_settings()
         seed_caches(built.settings, settings)  # none of these pages is in it: each is embedded here
