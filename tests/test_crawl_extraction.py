@@ -26,7 +26,7 @@ from ingest.settings import Settings, load_settings
 from ingest.sources import load_list
 from ingest.store import Store
 from ingest.urls import normalise_url
-from tests.conftest import FAST_CRAWL_ENV, PATIENT_DEADLINES_ENV
+from tests.conftest import FAST_CRAWL_ENV
 from tests.extraction_jobs import misbehaving_job
 from tests.extraction_web import (
     CHARSET_PARAGRAPH,
@@ -87,9 +87,7 @@ def crawl_with_misbehaving_job(web: ExtractionWeb, root: Path) -> HostileCrawl:
 def hostile(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HostileCrawl]:
     root = tmp_path_factory.mktemp("hostile-extraction")
     with ExtractionWeb(load_fixture_articles()[:ARTICLES], n_hosts=3) as web, pytest.MonkeyPatch.context() as mp:
-        # this web answers every request at once (its faults are in extraction): a fetch deadline would only
-        # let a busy machine fail a good page (the baseline run at load ~80 did)
-        for key, value in {**crawl_env(web, root / "data"), **PATIENT_DEADLINES_ENV}.items():
+        for key, value in crawl_env(web, root / "data").items():
             mp.setenv(key, value)
         yield crawl_with_misbehaving_job(web, root)
 
@@ -162,7 +160,7 @@ def test_a_rerun_finishes_at_once_and_reextract_goes_through_the_same_isolation(
     broken = ("crash", "hog", "raise")
     with ExtractionWeb(load_fixture_articles()[:2], n_hosts=2, only=(*broken, "markdown")) as web, \
             pytest.MonkeyPatch.context() as mp:
-        for key, value in {**crawl_env(web, tmp_path / "data"), **PATIENT_DEADLINES_ENV}.items():
+        for key, value in crawl_env(web, tmp_path / "data").items():
             mp.setenv(key, value)
         first = crawl_with_misbehaving_job(web, tmp_path)
         reasons = {name: first.case(name)["reason"] for name in broken}
