@@ -19,7 +19,13 @@ os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
 pytest.register_assert_rewrite("tests.index_fixtures", "tests.serve_fixtures", "tests.ray_fixtures",
                                "tests.cluster_fixtures")
 
-from ingest.settings import Settings, load_settings  # noqa: E402 - after register_assert_rewrite
+from ingest.settings import (  # noqa: E402 - after register_assert_rewrite
+    DEFAULT_CONNECT_TIMEOUT_S,
+    DEFAULT_READ_TIMEOUT_S,
+    DEFAULT_REQUEST_TIMEOUT_S,
+    Settings,
+    load_settings,
+)
 from ingest.store import Store  # noqa: E402
 from tests.fixtureweb import FixtureWeb  # noqa: E402
 
@@ -35,6 +41,14 @@ FAST_CRAWL_ENV = {
     "LINKLENS_MAX_RETRY_AFTER_S": "2",
     "LINKLENS_EXTRACT_WORKERS": "2",
     "LINKLENS_SECOND_TRY_AFTER_S": "0.2",
+}
+# The production deadlines, over FAST_CRAWL_ENV for crawls where nothing stalls on purpose and every
+# state is asserted: there a sub-second deadline only lets a busy machine turn a slow answer into a
+# timeout (a retry, a failed link); the longer ones cost nothing, since every answer comes at once.
+PATIENT_DEADLINES_ENV = {
+    "LINKLENS_CONNECT_TIMEOUT_S": str(DEFAULT_CONNECT_TIMEOUT_S),
+    "LINKLENS_READ_TIMEOUT_S": str(DEFAULT_READ_TIMEOUT_S),
+    "LINKLENS_REQUEST_TIMEOUT_S": str(DEFAULT_REQUEST_TIMEOUT_S),
 }
 
 

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from click.testing import Result
 from typer.testing import CliRunner
 
 from cli.main import app
@@ -29,6 +30,18 @@ def linklens(*args: str, data_dir: Path) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, LINKLENS_DATA_DIR=str(data_dir))
     return subprocess.run([sys.executable, "-m", "cli.main", *args], capture_output=True, text=True, timeout=120,
                           env=env)
+
+
+def in_process(*args: str, data_dir: Path) -> Result:
+    """The same command run in this process: for what a command answers, where a real process adds only its
+    start-up (each command keeps a real-process test above or below: search, index, eval)."""
+    return runner.invoke(app, list(args), env={"LINKLENS_DATA_DIR": str(data_dir)})
+
+
+def handled(result: Result) -> bool:
+    """The command ended by its own exit (what a real process shows as a message), not by an exception that
+    would have been a traceback."""
+    return isinstance(result.exception, SystemExit)
 
 
 @pytest.fixture(scope="module")
@@ -69,34 +82,34 @@ def test_search_finds_text_recovered_from_the_archive(indexed: CrawledWeb) -> No
     archived = next(f for f in indexed.web.faults() if f.state == "archived")
     assert archived.article is not None
     question = archived.article.paragraphs[0].split(".")[0]
-    proc = linklens("search", question, "--json", data_dir=indexed.settings.data_dir)
-    assert proc.returncode == 0, proc.stderr
-    top = json.loads(proc.stdout)["results"][0]
+    result = in_process("search", question, "--json", data_dir=indexed.settings.data_dir)
+    assert result.exit_code == 0, result.output
+    top = json.loads(result.stdout)["results"][0]
     assert top["archived_url"] and top["archived_url"].startswith(indexed.web.archive_url)
 
 
 def test_section_filter_keeps_only_that_section(indexed: CrawledWeb) -> None:
-    proc = linklens("search", "caching", "--section", "faults", "--json", data_dir=indexed.settings.data_dir)
-    assert proc.returncode == 0, proc.stderr
-    results = json.loads(proc.stdout)["results"]
+    result = in_process("search", "caching", "--section", "faults", "--json", data_dir=indexed.settings.data_dir)
+    assert result.exit_code == 0, result.output
+    results = json.loads(result.stdout)["results"]
     assert results and all(r["section"] == "Faults" for r in results)
 
 
 def test_search_table_for_people(indexed: CrawledWeb) -> None:
-    table = linklens("search", "token bucket rate limiting", data_dir=indexed.settings.data_dir)
-    assert table.returncode == 0, table.stderr
+    table = in_process("search", "token bucket rate limiting", data_dir=indexed.settings.data_dir)
+    assert table.exit_code == 0, table.output
     assert "Fair Share for Every API Key" in table.stdout
     assert "results in" in table.stderr
 
 
 def test_unknown_section_and_bad_k_are_one_sentence(indexed: CrawledWeb) -> None:
-    proc = linklens("search", "caching", "--section", "Nonsense", data_dir=indexed.settings.data_dir)
-    assert proc.returncode == 1, proc.stderr
-    assert proc.stderr.startswith("error: ") and "Traceback" not in proc.stderr
+    unknown = in_process("search", "caching", "--section", "Nonsense", data_dir=indexed.settings.data_dir)
+    assert unknown.exit_code == 1, unknown.output
+    assert handled(unknown) and unknown.stderr.startswith("error: "), unknown.output
     for k in (MIN_K - 1, MAX_K + 1, 500):
-        proc = linklens("search", "caching", "--k", str(k), data_dir=indexed.settings.data_dir)
-        assert proc.returncode == 2, (k, proc.stderr)  # a usage error, caught before the index is opened
-        assert f"{MIN_K}<=x<={MAX_K}" in proc.stderr and "Traceback" not in proc.stderr
+        bad_k = in_process("search", "caching", "--k", str(k), data_dir=indexed.settings.data_dir)
+        assert bad_k.exit_code == 2, (k, bad_k.output)  # a usage error, caught before the index is opened
+        assert f"{MIN_K}<=x<={MAX_K}" in bad_k.stderr and handled(bad_k)
 
 
 def test_eval_reports_three_modes(indexed: CrawledWeb, tmp_path: Path) -> None:
@@ -113,8 +126,8 @@ def test_eval_reports_three_modes(indexed: CrawledWeb, tmp_path: Path) -> None:
     assert report["metrics"]["hybrid"]["recall@10"] == 1.0
     broken = tmp_path / "broken.jsonl"
     broken.write_text('{"query": "x"}\nnot json\n')
-    bad = linklens("eval", str(broken), data_dir=indexed.settings.data_dir)
-    assert bad.returncode == 1 and "Traceback" not in bad.stderr and "line" in bad.stderr
+    bad = in_process("eval", str(broken), data_dir=indexed.settings.data_dir)
+    assert bad.exit_code == 1 and handled(bad) and "line" in bad.stderr, bad.output
 
 
 def test_eval_gives_intervals_groups_and_a_paired_comparison_of_saved_runs(
@@ -176,8 +189,9 @@ def test_build_with_no_network_still_indexes_the_titles(tmp_path: Path, built: B
     report = json.loads(result.stdout)
     assert report["crawl"]["fetched_anything"] is False
     assert report["index"]["articles"] == 2
-    proc = linklens("search", "database sharding", "--json", data_dir=data)
-    assert json.loads(proc.stdout)["results"][0]["title"] == "How Sharding Works"
+    found = in_process("search", "database sharding", "--json", data_dir=data)
+    assert found.exit_code == 0, found.output
+    assert json.loads(found.stdout)["results"][0]["title"] == "How Sharding Works"
 
 
 def test_index_kind_override_and_a_quiet_default_log(indexed: CrawledWeb) -> None:
@@ -185,7 +199,7 @@ def test_index_kind_override_and_a_quiet_default_log(indexed: CrawledWeb) -> Non
     assert proc.returncode == 0, proc.stderr
     assert "hnsw index" in proc.stderr
     assert "DEBUG" not in proc.stderr and "INFO" not in proc.stderr, proc.stderr  # e.g. bm25s' own debug lines
-    stats = linklens("search", "hot shards", "--json", data_dir=indexed.settings.data_dir)
-    assert stats.returncode == 0, stats.stderr
-    bad = linklens("index", "--kind", "annoy", data_dir=indexed.settings.data_dir)
-    assert bad.returncode == 2 and "annoy" in bad.stderr and "Traceback" not in bad.stderr
+    stats = in_process("search", "hot shards", "--json", data_dir=indexed.settings.data_dir)
+    assert stats.exit_code == 0, stats.output
+    bad = in_process("index", "--kind", "annoy", data_dir=indexed.settings.data_dir)
+    assert bad.exit_code == 2 and "annoy" in bad.stderr and handled(bad), bad.output

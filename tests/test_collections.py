@@ -14,6 +14,7 @@ from ingest.models import Filing, ListedLink, ListPlacement
 from ingest.settings import Settings
 from ingest.sources import BUNDLED_KEY, github_repo, list_name
 from ingest.store import Store
+from tests.conftest import PATIENT_DEADLINES_ENV
 from tests.fixtureweb import FixtureWeb
 from tests.fixtureweb.server import Response, _const
 from tests.index_fixtures import BuiltIndex, seed_caches
@@ -21,6 +22,17 @@ from tests.index_fixtures import BuiltIndex, seed_caches
 pytest_plugins = ["tests.index_fixtures"]  # the session index: built (its caches seed the build below)
 
 runner = CliRunner()
+
+
+# No link these tests crawl stalls or fails on purpose, and they count every state and every request
+# (hits): FAST_CRAWL_ENV's 0.8 s read / 2 s request deadlines let a busy machine (load ~25) turn a slow
+# answer into a retry (a hit counted twice), a skipped list or a failed link.
+@pytest.fixture
+def crawl_env(crawl_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """The conftest's fast crawl environment with the production deadlines (PATIENT_DEADLINES_ENV)."""
+    for key, value in PATIENT_DEADLINES_ENV.items():
+        monkeypatch.setenv(key, value)
+    return {**crawl_env, **PATIENT_DEADLINES_ENV}
 
 
 def links(*urls: str, section: str = "Reading") -> list[ListedLink]:

@@ -89,7 +89,7 @@ def test_the_snapshot_holds_indexes_metadata_and_the_query_encoder(built: BuiltI
         assert [r[0] for r in rows] == list(range(len(rows)))
 
 
-def test_a_rebuild_embeds_only_the_changed_document(seeded_settings: Settings) -> None:
+def test_a_rebuild_embeds_only_the_changed_document(seeded_settings: Settings, built: BuiltIndex) -> None:
     with Store.open(seeded_settings.store_path) as store:
         ids = fill_store(store)
         first = build_index(seeded_settings, store)
@@ -103,7 +103,7 @@ def test_a_rebuild_embeds_only_the_changed_document(seeded_settings: Settings) -
         changed = next(a for a in store.articles() if a.url == url)
         new_ids = {p.id for p in article_passages(changed)} - old
 
-        second = build_index(seeded_settings, store)
+        second = build_index(seeded_settings, store, embedder=built.embedder)  # the session's loaded model
     assert 0 < second.embedded == len(new_ids) < len(article_passages(changed))
     assert second.cached == second.passages - second.embedded
     assert second.snapshot_id != first.snapshot_id

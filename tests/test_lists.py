@@ -14,7 +14,7 @@ from ingest.models import CrawlOutcome, FetchedBody, Filing, LinkState, ListedLi
 from ingest.settings import Settings
 from ingest.store import Store
 from ingest.store_schema import MIGRATIONS
-from tests.fixtureweb import FixtureWeb
+from tests.fixtureweb import FixtureWeb, normalize_url
 
 runner = CliRunner()
 
@@ -151,10 +151,14 @@ def test_retry_failed_tries_only_failed_links_again(web: FixtureWeb, crawl_setti
                                                     list_file: Path) -> None:
     first = runner.invoke(app, ["crawl", str(list_file), "--json"])
     assert first.exit_code == 0, first.output
-    failed = [u for u, s in web.expected_states().items() if s == "failed"]
+    with Store.open(crawl_settings.store_path) as store:
+        failed = {normalize_url(u) for u, s in states(store).items() if s == "failed"}
+    # Every fault meant to fail did; on a busy machine a good link may have timed out too (FAST_CRAWL_ENV's
+    # 0.8 s read timeout), and then it is rightly tried again: the retry is checked against what failed.
+    assert failed >= {normalize_url(u) for u, s in web.expected_states().items() if s == "failed"}
     hits = {u: web.hits(u) for u in web.expected_states() if u.startswith("http")}
     again = runner.invoke(app, ["crawl", str(list_file), "--retry-failed", "--json"])
     assert again.exit_code == 0, again.output
     assert json.loads(again.stdout)["crawled"] == len(failed)
-    tried = {u for u, n in hits.items() if web.hits(u) > n}
-    assert tried and tried <= set(failed)
+    tried = {normalize_url(u) for u, n in hits.items() if web.hits(u) > n}
+    assert tried and tried <= failed

@@ -15,8 +15,6 @@ from dataclasses import dataclass
 import pytest
 
 from index.build import build_index
-from index.embedder import Embedder
-from index.model_ref import configured_model
 from index.search import Searcher
 from ingest.crawler import Crawler
 from ingest.models import Article, LinkState
@@ -25,9 +23,14 @@ from ingest.sources import load_list
 from ingest.store import Store
 from ingest.urls import normalise_url
 from tests.charset_pages import VIDEO_ARTICLE, VIDEO_DESCRIPTION, CharsetPage, charset_pages
+from tests.conftest import PATIENT_DEADLINES_ENV
 from tests.extraction_web import ExtractionWeb
 from tests.fixtureweb import load_fixture_articles
+from tests.index_fixtures import BuiltIndex, seed_caches
 from tests.test_crawl_extraction import crawl_env
+
+# The session's loaded model and ONNX export (the bundled model): loaded and exported once per session.
+pytest_plugins = ["tests.index_fixtures"]
 
 PAGES = {page.name: page for page in charset_pages()}
 # The pages holding the German paragraph (and its "Vögel"), each in another form or charset.
@@ -56,23 +59,25 @@ class CrawledText:
 
 
 @pytest.fixture(scope="module")
-def crawled(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CrawledText]:
+def crawled(tmp_path_factory: pytest.TempPathFactory, built: BuiltIndex) -> Iterator[CrawledText]:
     root = tmp_path_factory.mktemp("text-form")
     with ExtractionWeb(load_fixture_articles()[:2], n_hosts=2, only=tuple(PAGES)) as web, \
             pytest.MonkeyPatch.context() as mp:
-        for key, value in crawl_env(web, root / "data").items():
+        for key, value in {**crawl_env(web, root / "data"), **PATIENT_DEADLINES_ENV}.items():
             mp.setenv(key, value)
         mp.setenv("LINKLENS_EXTRACT_WORKERS", "1")
-        # No page here misbehaves: the default time limit, so a loaded machine cannot fail one by the clock.
+        # No page here misbehaves: the default time limits (fetch deadlines above, extraction here), so a
+        # loaded machine cannot fail one by the clock.
         mp.setenv("LINKLENS_EXTRACT_TIMEOUT_S", str(DEFAULT_EXTRACT_TIMEOUT_S))
         settings = load_settings()
+        seed_caches(built.settings, settings)  # none of these pages is in it: each is embedded here
         list_file = web.write_list_markdown(root / "list.md")
         with Store.open(settings.store_path) as store:
             store.add_links(load_list(str(list_file), settings).links)
             Crawler(settings, store).run()
             rows = {str(r["url"]): dict(r) for r in store.link_rows()}
             articles = {a.url: a for a in store.articles()}
-            build_index(settings, store, embedder=Embedder(configured_model(settings)))
+            build_index(settings, store, embedder=built.embedder)
         yield CrawledText(web, settings, rows, articles, Searcher.open(settings))
 
 
