@@ -12,7 +12,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,10 +43,9 @@ pytest_plugins = ["tests.index_fixtures"]  # the session index: built (its ONNX 
 # above the trickle's 0.1 s between bytes even on a loaded machine, so only the total deadline can cut it.
 HOSTILE_ENV = dict(FAST_CRAWL_ENV, LINKLENS_MAX_BODY_BYTES=str(2 * 2**20), LINKLENS_READ_TIMEOUT_S="1.5",
                    LINKLENS_REQUEST_TIMEOUT_S="3")
-# What the deadlines allow for the slowest link (never-answers: 2 attempts × 1.5 s read timeout + backoff;
-# refused: 2 attempts now and 2 at the end), plus starting Python and the extraction workers, with
-# room for a loaded 2-core machine. Without deadlines the trickle alone would never end.
-CRAWL_BOUND_S = 60.0
+# A hang guard, not a speed target (timings live in bench/crawl.py --hostile-only): without deadlines the
+# trickle alone would never end, and the crawl's process would be stopped here and the test fail.
+HANG_GUARD_S = 900.0
 # What the bombs may add to the crawling process's peak RSS over a crawl of the good links alone. Each
 # bomb decodes to 1 GiB; decoded whole (as httpx's decoder does with `gzip, gzip`) it would add that much.
 BOMB_RSS_ALLOWANCE_BYTES = 256 * 2**20
@@ -59,7 +57,6 @@ class HostileCrawl:
     env: dict[str, str]
     settings: Settings
     list_file: Path
-    seconds: float
     summary: dict[str, object]
     rows: dict[str, dict[str, object]]  # route name -> link row
     peak_rss_bytes: int  # of the crawling process
@@ -69,10 +66,10 @@ class HostileCrawl:
 def crawl_measured(env: dict[str, str], rss_file: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """`linklens ARGS` in a process of its own that writes its peak RSS to `rss_file` (tests/peak_rss.py)."""
     return subprocess.run([sys.executable, "-m", "tests.peak_rss", str(rss_file), *args], env=env,
-                          capture_output=True, text=True, timeout=CRAWL_BOUND_S)
+                          capture_output=True, text=True, timeout=HANG_GUARD_S)
 
 
-def linklens(env: dict[str, str], *args: str, timeout: float = CRAWL_BOUND_S) -> subprocess.CompletedProcess[str]:
+def linklens(env: dict[str, str], *args: str, timeout: float = HANG_GUARD_S) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "cli.main", *args], env=env, capture_output=True, text=True,
                           timeout=timeout)
 
@@ -90,9 +87,7 @@ def hostile(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HostileCrawl]:
         env = dict(os.environ, **HOSTILE_ENV, LINKLENS_ARCHIVE_URL=web.urls["archive"],
                    LINKLENS_DATA_DIR=str(root / "data"))
         list_file = web.write_list(root / "awesome-hostile.md")
-        started = time.monotonic()
         done = crawl_measured(env, root / "rss", "crawl", str(list_file), "--json")
-        seconds = time.monotonic() - started
         assert done.returncode == 0, done.stderr
         good_list = root / "awesome-good.md"
         good_list.write_text(child_list_markdown("Awesome Good", [r for r in web.routes if r.name.startswith("good")]))
@@ -104,7 +99,7 @@ def hostile(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HostileCrawl]:
                 if key.startswith("LINKLENS_"):
                     mp.setenv(key, value)
             settings = load_settings()
-        yield HostileCrawl(web, env, settings, list_file, seconds, json.loads(done.stdout),
+        yield HostileCrawl(web, env, settings, list_file, json.loads(done.stdout),
                            rows_by_route(web, settings), int((root / "rss").read_text()),
                            int((root / "good-rss").read_text()))
 
@@ -113,8 +108,7 @@ def fetch_side(web: HostileWeb) -> list[Route]:
     return [r for r in web.routes if not r.extract_work]
 
 
-def test_the_crawl_ends_in_bounded_time_with_nothing_pending(hostile: HostileCrawl) -> None:
-    assert hostile.seconds < CRAWL_BOUND_S
+def test_the_crawl_ends_with_nothing_pending(hostile: HostileCrawl) -> None:
     states = hostile.summary["states"]
     assert isinstance(states, dict) and "pending" not in states, states
     assert sum(states.values()) == len(hostile.web.routes)
