@@ -118,6 +118,8 @@ class Settings(BaseSettings):
         "zscore", pattern="^(zscore|rrf|dense|bm25)$", description="hybrid by zscore or rrf fusion; or dense, bm25"
     )
     dense_weight: float = Field(1.5, ge=0, le=100, description="weight of the dense ranking in hybrid (BM25's is 1)")
+    query_precision: str = Field("int8", pattern="^(int8|float)$",
+                                 description="query encoder weights: int8 (half the encoding time) or float")
 
     # engine (issue 9): where crawl and index run. `ray` needs the optional extra: pip install 'linklens[ray]'
     engine: str = Field("local", pattern="^(local|ray)$",
