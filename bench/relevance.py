@@ -16,9 +16,9 @@ Three judged sets, each evaluated through the same `Searcher.search` users get:
   per section and per query kind (`index.eval_stats.summarise`).
 Configurations: `dense`, `bm25`, `hybrid` (the hybrid before issue 8: reciprocal
 rank fusion, dense 1 : BM25 1), `final` (today's defaults: standardised score
-fusion, dense 1.5 : BM25 1; chosen on dev with bench/levers.py; 8-bit query
-encoder) and `final_float` (the same with the float query encoder), plus the paired
-comparisons final − hybrid and final − final_float per split (`index.eval_stats.compare`). Tune on dev;
+fusion, dense 1.5 : BM25 1; chosen on dev with bench/levers.py), and `final_float` /
+`final_int8` (the same with each query encoder), plus the paired comparisons
+final − hybrid and final_int8 − final_float per split (`index.eval_stats.compare`). Tune on dev;
 report test. `--fair-split dev` evaluates dev only. `--save-runs FILE` saves the
 fair runs for `linklens eval --compare`.
 
@@ -87,8 +87,8 @@ K = 10
 PRIMARY = "ndcg@10"
 # The settings that give the searcher the hybrid before issue 8 (reciprocal rank fusion, 1 : 1).
 BEFORE_ISSUE_8 = {"fusion": "rrf", "dense_weight": 1.0}
-# Today's defaults but queries encoded by the float encoder (the 8-bit one is the default since issue 18).
-FLOAT_QUERIES = {"query_precision": "float"}
+# Today's defaults with each query encoder (issue 18: is the 8-bit one as good as the float one?).
+QUERY_PRECISIONS = ("float", "int8")
 BENCH_LOCK = Path("/tmp/linklens-bench.lock")
 LATENCY_ROUNDS = 5
 LATENCY_WARMUP = 20
@@ -200,7 +200,8 @@ class Configurations:
     def __init__(self, settings: Settings) -> None:
         self.today = Searcher.open(settings)
         self.before = Searcher.open(settings.model_copy(update=BEFORE_ISSUE_8))
-        self.float_queries = Searcher.open(settings.model_copy(update=FLOAT_QUERIES))
+        self.precisions = {p: Searcher.open(settings.model_copy(update={"query_precision": p}))
+                           for p in QUERY_PRECISIONS}  # fmt: skip
 
     def runs(self, judged: Sequence[JudgedQuery]) -> dict[str, Run]:
         return {
@@ -208,7 +209,7 @@ class Configurations:
             "bm25": rank_queries(self.today, judged, "bm25", K),
             "hybrid": rank_queries(self.before, judged, "hybrid", K),
             "final": rank_queries(self.today, judged, "hybrid", K),
-            "final_float": rank_queries(self.float_queries, judged, "hybrid", K),
+            **{f"final_{p}": rank_queries(s, judged, "hybrid", K) for p, s in self.precisions.items()},
         }
 
     def metrics(self, judged: Sequence[JudgedQuery]) -> dict[str, dict[str, float]]:
@@ -220,7 +221,8 @@ class Configurations:
     def close(self) -> None:
         self.today.close()
         self.before.close()
-        self.float_queries.close()
+        for searcher in self.precisions.values():
+            searcher.close()
 
 
 def main() -> None:
@@ -259,8 +261,8 @@ def fair(args: argparse.Namespace, configurations: Configurations) -> dict[str, 
         out[split] = {
             **summarise(judged, runs, K),
             "final_vs_hybrid": compare(judged, runs["hybrid"], runs["final"], K, labels=("hybrid", "final")),
-            "final_vs_float_queries": compare(
-                judged, runs["final_float"], runs["final"], K, labels=("final_float", "final")
+            "int8_vs_float_queries": compare(
+                judged, runs["final_float"], runs["final_int8"], K, labels=("final_float", "final_int8")
             ),
         }
         saved.update({f"{split}-{label}": run for label, run in runs.items()})
@@ -311,8 +313,9 @@ def run(args: argparse.Namespace, cache_root: Path) -> dict[str, object]:
     result: dict[str, object] = {"k": K, "configurations": {
         "dense": "dense only", "bm25": "BM25 only",
         "hybrid": "before issue 8: reciprocal rank fusion (rrf_k 60), dense 1 : BM25 1",
-        "final": "today's defaults: standardised score fusion, dense 1.5 : BM25 1, 8-bit query encoder",
+        "final": "today's defaults: standardised score fusion, dense 1.5 : BM25 1",
         "final_float": "today's defaults with the float query encoder (LINKLENS_QUERY_PRECISION=float)",
+        "final_int8": "today's defaults with the 8-bit query encoder (LINKLENS_QUERY_PRECISION=int8)",
     }}  # fmt: skip
     embedder = Embedder(configured_model(load_settings(data_dir=cache_root)))
     fixtures = fixture_judged_queries()

@@ -9,9 +9,8 @@ Exports are cached under `cache_dir/onnx/` per model and hard-linked into each
 snapshot, so a rebuild does not export again.
 
 Each export also holds an 8-bit copy of the encoder (`add_int8`: dynamic
-quantisation, one scale per weight column), which queries use by default
-(`LINKLENS_QUERY_PRECISION`): it encodes in half the time, and on the fair set's
-dev questions its rankings are as good as the float encoder's (docs/measured.md).
+quantisation, one scale per weight column), which queries use with
+`LINKLENS_QUERY_PRECISION=int8`: it encodes in about half the time (docs/measured.md).
 It is derived from the float export alone, deterministically, so an export made
 before it existed gets it on the next build without loading torch.
 """

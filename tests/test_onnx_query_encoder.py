@@ -23,11 +23,13 @@ from index.query_encoder import (
     ENCODER_WEIGHTS_FILE,
     INT8_ENCODER_FILE,
     INT8_WEIGHTS_FILE,
+    PRECISIONS,
     OnnxQueryEncoder,
     SentenceTransformerQueryEncoder,
     open_query_encoder,
 )
 from index.search import Searcher
+from ingest.settings import DEFAULT_QUERY_PRECISION
 from tests.fixtures.relevance import judged_queries
 from tests.index_fixtures import BuiltIndex
 
@@ -119,19 +121,23 @@ def test_the_8bit_encoder_stays_close_to_the_float_one_on_real_questions(built: 
     assert (folder / INT8_WEIGHTS_FILE).stat().st_size * 3 < (folder / ENCODER_WEIGHTS_FILE).stat().st_size
 
 
-def test_searches_use_the_8bit_encoder_unless_told_float(
+def test_searches_use_the_encoder_the_setting_names(
     built: BuiltIndex, searcher: Searcher, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    assert built.settings.query_precision == "int8"
-    assert searcher.stats()["query_encoder_file"] == INT8_ENCODER_FILE
+    assert built.settings.query_precision == DEFAULT_QUERY_PRECISION
+    assert searcher.stats()["query_encoder_file"] == PRECISIONS[DEFAULT_QUERY_PRECISION]
+    int8_settings = built.settings.model_copy(update={"query_precision": "int8"})
+    quantised = Searcher.open(int8_settings)
     floating = Searcher.open(built.settings.model_copy(update={"query_precision": "float"}))
     try:
+        assert quantised.stats()["query_encoder_file"] == INT8_ENCODER_FILE
         assert floating.stats()["query_encoder_file"] == ENCODER_FILE
         question = "how do services agree on a single leader"
         assert [r.url for r in floating.search(question, k=3).results][:1] == [
-            r.url for r in searcher.search(question, k=3).results
+            r.url for r in quantised.search(question, k=3).results
         ][:1]
     finally:
+        quantised.close()
         floating.close()
     # A snapshot built before the 8-bit encoder existed: the float one, said once in the log.
     older = tmp_path / "older"
@@ -139,7 +145,7 @@ def test_searches_use_the_8bit_encoder_unless_told_float(
     for name in (INT8_ENCODER_FILE, INT8_WEIGHTS_FILE):
         (older / name).unlink()
     with caplog.at_level(logging.INFO, logger="index.query_encoder"):
-        old = Searcher.open(built.settings, folder=older)
+        old = Searcher.open(int8_settings, folder=older)
     try:
         assert old.stats()["query_encoder_file"] == ENCODER_FILE
         assert "no int8 query encoder" in caplog.text
