@@ -25,7 +25,7 @@ logger = logging.getLogger(__name__)
 
 ENCODER_FILE = "query_encoder.onnx"
 ENCODER_WEIGHTS_FILE = "query_encoder.weights"
-# The same network with 8-bit weights (`onnx_export.quantise`), beside the float one in every export.
+# The same network with 8-bit weights (`onnx_export.add_int8`), beside the float one in every export.
 INT8_ENCODER_FILE = "query_encoder.int8.onnx"
 INT8_WEIGHTS_FILE = "query_encoder.int8.weights"
 PRECISIONS = {"float": ENCODER_FILE, "int8": INT8_ENCODER_FILE}
