@@ -18,7 +18,9 @@ snapshot the timed run built there. The timed run measures, per size:
   process [≤ 2 s, ≤ 1.5 s];
 * in-process search p50/p99: encode + retrieve + fuse + render, hybrid, k=10, over
   150 real questions (our fixture and sysdesign judged sets) [≤ 10 ms at 1M], and
-  its parts: encoding, dense, BM25 [≤ 5 ms];
+  its parts at the depth a search reads (SEARCH_DEPTH): encoding, dense, BM25 [≤ 5 ms];
+  then the same full searches with the 8-bit and the float query encoder, interleaved
+  (wall, CPU and their ratio);
 * ANN recall@10 (and @100) of the dense retrieval vs the exact scan, real query vectors [≥ 0.95];
 * narrow filters (one host, one section): dense results identical to a brute-force
   scan of the allowed rows, over 20 queries × several filters;
@@ -57,7 +59,7 @@ from bench.synthetic import (  # noqa: E402
 )
 from index import lexical, snapshot, vectors  # noqa: E402
 from index.model_ref import configured_model  # noqa: E402
-from index.search import Searcher  # noqa: E402
+from index.search import SEARCH_DEPTH, Searcher  # noqa: E402
 from index.vectors import RowFilter  # noqa: E402
 from ingest.settings import load_settings  # noqa: E402
 from tests.fixtures.relevance import judged_queries  # noqa: E402
@@ -261,9 +263,10 @@ def latency(searcher: Searcher, texts: list[str]) -> dict[str, float]:
         for q in texts:
             full.run(lambda: searcher.search(q, k=10))  # noqa: B023 - called at once
             vector = encode.run(lambda: encoder.encode(q))  # noqa: B023
-            dense.run(lambda: loaded.dense.search(vector, CANDIDATES))  # noqa: B023
+            # the depth a search reads, whatever k (index.search.SEARCH_DEPTH)
+            dense.run(lambda: loaded.dense.search(vector, SEARCH_DEPTH))  # noqa: B023
             stems = lexical.terms(q)
-            bm25.run(lambda: loaded.lexical.top(stems, CANDIDATES))  # noqa: B023
+            bm25.run(lambda: loaded.lexical.top(stems, SEARCH_DEPTH))  # noqa: B023
     loaded.encoder = CachedVectors(encoder, [" ".join(q.split()) for q in texts])
     try:
         for _ in range(LATENCY_ROUNDS):
@@ -278,6 +281,40 @@ def latency(searcher: Searcher, texts: list[str]) -> dict[str, float]:
         **dense.summary("dense"),
         **bm25.summary("bm25"),
     }
+
+
+def precision_latency(data_dir: Path, texts: list[str]) -> dict[str, object]:
+    """Full searches with the 8-bit and the float query encoder on the same snapshot, interleaved.
+
+    Query by query, alternating which goes first, so both see the same machine: on a
+    noisy box their ratio means something even when the absolute figures do not.
+    """
+    searchers = {p: Searcher.open(load_settings(data_dir=data_dir, query_precision=p)) for p in ("int8", "float")}
+    full = {p: Timer() for p in searchers}
+    encode = {p: Timer() for p in searchers}
+    try:
+        for searcher in searchers.values():
+            for text in texts[:5]:
+                searcher.search(text)
+        for round_ in range(LATENCY_ROUNDS):
+            for i, q in enumerate(texts):
+                for p in ("int8", "float") if (i + round_) % 2 == 0 else ("float", "int8"):
+                    encoder = searchers[p]._loaded.encoder  # bench-only look inside
+                    full[p].run(lambda: searchers[p].search(q, k=10))  # noqa: B023
+                    encode[p].run(lambda: encoder.encode(q))  # noqa: B023
+        out: dict[str, object] = {
+            p: {"encoder": searchers[p].stats()["query_encoder_file"], **full[p].summary("search"),
+                **encode[p].summary("encode")}
+            for p in searchers
+        }  # fmt: skip
+    finally:
+        for searcher in searchers.values():
+            searcher.close()
+    ratios = {}
+    for key in ("search_p50_ms", "search_cpu_p50_ms", "encode_p50_ms", "encode_cpu_p50_ms"):
+        ratios[key] = round(out["int8"][key] / out["float"][key], 3)  # type: ignore[index]
+    out["int8_over_float"] = ratios
+    return out
 
 
 def recall(dense: vectors.DenseIndex, query_vectors: np.ndarray) -> dict[str, float]:
@@ -417,6 +454,8 @@ def measure(cache: Path, size: int, kinds: list[str] | None, build: bool = True)
     query_vectors = np.stack([encoder.encode(" ".join(q.split())) for q in texts])
     log(f"{size}: latency")
     result["latency"] = latency(searcher, texts)
+    log(f"{size}: 8-bit vs float query encoder, interleaved")
+    result["query_precision"] = precision_latency(data_dir, texts)
     log(f"{size}: recall and filters")
     result["ann"] = {"kind": searcher.stats()["index_kind"], **recall(searcher._loaded.dense, query_vectors)}
     result["narrow_filters"] = narrow_filters(searcher, query_vectors)

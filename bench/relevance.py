@@ -15,9 +15,10 @@ Three judged sets, each evaluated through the same `Searcher.search` users get:
   bench/merge_grades.py), on its dev and test splits with 95% bootstrap intervals,
   per section and per query kind (`index.eval_stats.summarise`).
 Configurations: `dense`, `bm25`, `hybrid` (the hybrid before issue 8: reciprocal
-rank fusion, dense 1 : BM25 1) and `final` (today's defaults: standardised score
-fusion, dense 1.5 : BM25 1; chosen on dev with bench/levers.py), plus the paired
-comparison final − hybrid per split (`index.eval_stats.compare`). Tune on dev;
+rank fusion, dense 1 : BM25 1), `final` (today's defaults: standardised score
+fusion, dense 1.5 : BM25 1; chosen on dev with bench/levers.py), and `final_float` /
+`final_int8` (the same with each query encoder), plus the paired comparisons
+final − hybrid and final_int8 − final_float per split (`index.eval_stats.compare`). Tune on dev;
 report test. `--fair-split dev` evaluates dev only. `--save-runs FILE` saves the
 fair runs for `linklens eval --compare`.
 
@@ -71,7 +72,12 @@ from ingest.store import Store  # noqa: E402
 from tests.fixtures.relevance import judged_queries as fixture_judged_queries  # noqa: E402
 from tests.index_fixtures import fill_store  # noqa: E402
 
-SYSDESIGN_CORPUS = REPO.parent / "shared" / "corpora" / "sysdesign" / "articles.jsonl"
+# Beside the repository; a git worktree one folder deeper (../../shared) finds it too.
+SYSDESIGN_CORPUS = next(
+    (p for p in (REPO.parent / "shared" / "corpora" / "sysdesign" / "articles.jsonl",
+                 REPO.parent.parent / "shared" / "corpora" / "sysdesign" / "articles.jsonl") if p.exists()),
+    REPO.parent / "shared" / "corpora" / "sysdesign" / "articles.jsonl",
+)  # fmt: skip
 SYSDESIGN_QUERIES = REPO / "bench" / "sysdesign_queries.jsonl"
 FAIR_JUDGED = REPO / "bench" / "fair_judged.jsonl"
 FAIR_SPLITS = ("dev", "test")
@@ -81,6 +87,8 @@ K = 10
 PRIMARY = "ndcg@10"
 # The settings that give the searcher the hybrid before issue 8 (reciprocal rank fusion, 1 : 1).
 BEFORE_ISSUE_8 = {"fusion": "rrf", "dense_weight": 1.0}
+# Today's defaults with each query encoder (issue 18: is the 8-bit one as good as the float one?).
+QUERY_PRECISIONS = ("float", "int8")
 BENCH_LOCK = Path("/tmp/linklens-bench.lock")
 LATENCY_ROUNDS = 5
 LATENCY_WARMUP = 20
@@ -192,6 +200,8 @@ class Configurations:
     def __init__(self, settings: Settings) -> None:
         self.today = Searcher.open(settings)
         self.before = Searcher.open(settings.model_copy(update=BEFORE_ISSUE_8))
+        self.precisions = {p: Searcher.open(settings.model_copy(update={"query_precision": p}))
+                           for p in QUERY_PRECISIONS}  # fmt: skip
 
     def runs(self, judged: Sequence[JudgedQuery]) -> dict[str, Run]:
         return {
@@ -199,6 +209,7 @@ class Configurations:
             "bm25": rank_queries(self.today, judged, "bm25", K),
             "hybrid": rank_queries(self.before, judged, "hybrid", K),
             "final": rank_queries(self.today, judged, "hybrid", K),
+            **{f"final_{p}": rank_queries(s, judged, "hybrid", K) for p, s in self.precisions.items()},
         }
 
     def metrics(self, judged: Sequence[JudgedQuery]) -> dict[str, dict[str, float]]:
@@ -210,6 +221,8 @@ class Configurations:
     def close(self) -> None:
         self.today.close()
         self.before.close()
+        for searcher in self.precisions.values():
+            searcher.close()
 
 
 def main() -> None:
@@ -248,6 +261,9 @@ def fair(args: argparse.Namespace, configurations: Configurations) -> dict[str, 
         out[split] = {
             **summarise(judged, runs, K),
             "final_vs_hybrid": compare(judged, runs["hybrid"], runs["final"], K, labels=("hybrid", "final")),
+            "int8_vs_float_queries": compare(
+                judged, runs["final_float"], runs["final_int8"], K, labels=("final_float", "final_int8")
+            ),
         }
         saved.update({f"{split}-{label}": run for label, run in runs.items()})
     if args.save_runs:
@@ -298,6 +314,8 @@ def run(args: argparse.Namespace, cache_root: Path) -> dict[str, object]:
         "dense": "dense only", "bm25": "BM25 only",
         "hybrid": "before issue 8: reciprocal rank fusion (rrf_k 60), dense 1 : BM25 1",
         "final": "today's defaults: standardised score fusion, dense 1.5 : BM25 1",
+        "final_float": "today's defaults with the float query encoder (LINKLENS_QUERY_PRECISION=float)",
+        "final_int8": "today's defaults with the 8-bit query encoder (LINKLENS_QUERY_PRECISION=int8)",
     }}  # fmt: skip
     embedder = Embedder(configured_model(load_settings(data_dir=cache_root)))
     fixtures = fixture_judged_queries()

@@ -25,6 +25,10 @@ logger = logging.getLogger(__name__)
 
 ENCODER_FILE = "query_encoder.onnx"
 ENCODER_WEIGHTS_FILE = "query_encoder.weights"
+# The same network with 8-bit weights (`onnx_export.add_int8`), beside the float one in every export.
+INT8_ENCODER_FILE = "query_encoder.int8.onnx"
+INT8_WEIGHTS_FILE = "query_encoder.int8.weights"
+PRECISIONS = {"float": ENCODER_FILE, "int8": INT8_ENCODER_FILE}
 TOKENIZER_FILE = "tokenizer.json"
 ENCODER_CONFIG_FILE = "query_encoder.json"
 # One query per call: a single intra-op thread is fastest per query and lets the
@@ -66,7 +70,7 @@ class QueryEncoder(Protocol):
 class OnnxQueryEncoder:
     """The exported encoder: `encode(text)` gives one L2-normalised float32 vector."""
 
-    def __init__(self, folder: Path, threads: int = SESSION_THREADS) -> None:
+    def __init__(self, folder: Path, threads: int = SESSION_THREADS, file: str = ENCODER_FILE) -> None:
         import onnxruntime as ort
         from tokenizers import Tokenizer
 
@@ -83,7 +87,8 @@ class OnnxQueryEncoder:
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3
-        self._session = ort.InferenceSession(str(folder / ENCODER_FILE), options, providers=["CPUExecutionProvider"])
+        self.file = file
+        self._session = ort.InferenceSession(str(folder / file), options, providers=["CPUExecutionProvider"])
         self._inputs = [i.name for i in self._session.get_inputs()]
 
     def encode(self, text: str) -> np.ndarray:
@@ -149,10 +154,25 @@ class PrefixedQueryEncoder:
         return self.inner.encode_batch([self.prefix + t for t in texts])
 
 
-def open_query_encoder(folder: Path, model_location: str, dimension: int) -> QueryEncoder:
-    """The snapshot's ONNX encoder if it has one, else the torch fallback (logged)."""
-    if (folder / ENCODER_FILE).exists():
-        encoder = OnnxQueryEncoder(folder)
+def encoder_file(folder: Path, precision: str) -> str | None:
+    """The snapshot's ONNX encoder file for `precision` ("int8" or "float"), else the float one, else None.
+
+    A snapshot built before 8-bit encoders existed holds only the float one: it is
+    used (`open_query_encoder` logs it), and the next build adds the 8-bit one.
+    """
+    for file in (PRECISIONS[precision], ENCODER_FILE):
+        if (folder / file).exists():
+            return file
+    return None
+
+
+def open_query_encoder(folder: Path, model_location: str, dimension: int, precision: str = "float") -> QueryEncoder:
+    """The snapshot's ONNX encoder (of `precision` when it has one) if any, else the torch fallback (logged)."""
+    file = encoder_file(folder, precision)
+    if file is not None:
+        if file != PRECISIONS[precision]:
+            logger.info("snapshot %s has no %s query encoder; using %s (a rebuild adds it)", folder, precision, file)
+        encoder = OnnxQueryEncoder(folder, file=file)
         if encoder.dimension != dimension:
             raise SnapshotMismatchError(
                 f"the query encoder in {folder} gives {encoder.dimension}-d vectors but the index holds "

@@ -33,7 +33,7 @@ from index.fusion import RRF, ZSCORE, ArticleRanking, fuse, group_by_article
 from index.limits import DEFAULT_K, MAX_K, MIN_K
 from index.meta import META_FILE, ArticleColumns, ArticleRow, MetaReader
 from index.model_ref import configured_model
-from index.query_encoder import ENCODER_FILE, PrefixedQueryEncoder, QueryEncoder, open_query_encoder
+from index.query_encoder import PrefixedQueryEncoder, QueryEncoder, encoder_file, open_query_encoder
 from index.snippets import make_snippet
 from index.vectors import RowFilter
 from ingest.errors import BadQueryError
@@ -120,11 +120,14 @@ class _Loaded:
         self.meta = MetaReader(folder / META_FILE)
         self.columns = ArticleColumns(folder)
         self.row_article = self.columns.row_article
-        self.encoder_identity = _file_identity(folder / ENCODER_FILE)
+        file = encoder_file(folder, settings.query_precision)
+        # What queries are encoded with: the ONNX file used, or the torch fallback.
+        self.query_encoder_file = file or "sentence-transformers"
+        self.encoder_identity = _file_identity(folder / file) if file else None
         if reuse is not None and reuse.encoder_identity is not None and reuse.encoder_identity == self.encoder_identity:
             raw: QueryEncoder = reuse.encoder.inner  # same hard-linked export: skip a new session
         else:
-            raw = open_query_encoder(folder, ref.location, self.manifest.dimension)
+            raw = open_query_encoder(folder, ref.location, self.manifest.dimension, settings.query_precision)
         self.encoder = PrefixedQueryEncoder(raw, self.manifest.query_prefix)
         self.sections = self.columns.sections
         self.filters = Filters(self.columns)
@@ -304,6 +307,7 @@ class Searcher:
             "index_kind": m.index_kind,
             "index": dict(m.index),
             "query_encoder": m.query_encoder,
+            "query_encoder_file": self._loaded.query_encoder_file,
             "max_seq_length": m.max_seq_length,
             "query_prefix": m.query_prefix,
             "passage_prefix": m.passage_prefix,

@@ -50,6 +50,9 @@ DEFAULT_EXTRACT_TIMEOUT_S = 30.0
 # Address space per extraction worker: a 10 MB page peaks near 600 MB; past this a runaway parse gets
 # MemoryError (or dies) instead of taking the machine's memory.
 DEFAULT_EXTRACT_MEMORY_MB = 1024
+# The query encoder's weights. The 8-bit one halves encoding, and on the fair set's dev split it ranks as
+# well as the float one (issue 18: nDCG@10 difference -0.0001 [-0.014, +0.016], docs/measured.md).
+DEFAULT_QUERY_PRECISION = "int8"
 MIN_EXTRACT_MEMORY_MB = 256  # below this a worker cannot even load the extractor
 
 
@@ -118,6 +121,8 @@ class Settings(BaseSettings):
         "zscore", pattern="^(zscore|rrf|dense|bm25)$", description="hybrid by zscore or rrf fusion; or dense, bm25"
     )
     dense_weight: float = Field(1.5, ge=0, le=100, description="weight of the dense ranking in hybrid (BM25's is 1)")
+    query_precision: str = Field(DEFAULT_QUERY_PRECISION, pattern="^(int8|float)$",
+                                 description="query encoder weights: int8 (half the encoding time) or float")
 
     # engine (issue 9): where crawl and index run. `ray` needs the optional extra: pip install 'linklens[ray]'
     engine: str = Field("local", pattern="^(local|ray)$",
