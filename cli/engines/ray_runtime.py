@@ -113,7 +113,7 @@ def pin_to_loopback() -> None:
     on this machine is 127.0.0.1. Left on afterwards: a driver that joins a loopback Ray later needs it too."""
     os.environ[LOCAL_ONLY_VARIABLE] = "0"
     if "ray._private.ray_constants" in sys.modules:  # imported already: the variable was read into this constant
-        sys.modules["ray._private.ray_constants"].ENABLE_RAY_CLUSTER = False
+        setattr(sys.modules["ray._private.ray_constants"], "ENABLE_RAY_CLUSTER", False)  # noqa: B010 (private to Ray)
 
 
 def on_loopback(host: str) -> bool:
