@@ -96,7 +96,8 @@ def main() -> None:
         from cli.engines.ray_runtime import ray_processes_started
 
         with ray_processes_started():
-            ray.init(num_cpus=RAY_CPUS, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
+            ray.init(address="local", num_cpus=RAY_CPUS, include_dashboard=False, logging_level=logging.WARNING,
+                     log_to_driver=False)
         ray_start_s = time.perf_counter() - started
         runs = {}
         try:
@@ -107,9 +108,12 @@ def main() -> None:
                 assert ray_report["embedded"] == report.passages, ray_report
                 runs[actors] = {k: round(v, 2) for k, v in timings.items()}
                 runs[actors]["embed_passages_per_s"] = round(report.passages / timings["passages_s"], 2)
-                # steady rate of one core inside an actor: passages / (model seconds × threads)
-                core_s = timings["encode_s"] * timings["threads_per_actor"]
-                runs[actors]["model_passages_per_core_s"] = round(report.passages / core_s, 2)
+                # steady rate of one core inside an actor: passages / (model seconds × that actor's threads)
+                model = report.passages / timings["encode_core_s"]
+                runs[actors]["model_passages_per_core_s"] = round(model, 2)
+                phase = report.passages / timings["passages_s"] / RAY_CPUS
+                runs[actors]["phase_passages_per_s_per_cpu"] = round(phase, 2)
+                runs[actors]["phase_over_model_rate"] = round(phase / model, 3)
                 log(f"ray, {actors} actor(s): {timings}")
         finally:
             ray.shutdown()

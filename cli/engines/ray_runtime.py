@@ -153,7 +153,9 @@ def ray_session(settings: Settings, datasets: Datasets | None = None) -> Iterato
         check_answers(address)
     try:
         with ray_processes_started():
-            ray.init(address=address, **options)
+            # "local": with no address Ray would join any cluster another program started on this machine
+            # (it finds one through /tmp/ray/ray_current_cluster), not start this command's own.
+            ray.init(address=address or "local", **options)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         raise ConfigError(f"cannot start or join Ray at {address or 'this machine'}: {exc} — check "
                           "LINKLENS_RAY_ADDRESS / RAY_ADDRESS, or use --engine local") from None
