@@ -181,16 +181,25 @@ def _embedding_threads(ray: Any, actors: int) -> int:
     return max(1, int(cluster_cpus(ray)) // actors)
 
 
-def cpu_plan(total: float, actors: int) -> float:
+def cpu_plan(total: float, actors: int, largest_node: float | None = None, whole_nodes: int = 1) -> float:
     """Ray CPUs each embedding actor reserves on a cluster of `total` CPUs: one, but always leaving one CPU to the
-    read and passage tasks (Ray Data's Parquet read takes a whole CPU), since actors holding every CPU would wait
-    forever for input that cannot be scheduled. On a one-CPU cluster a single actor reserves none and shares the
-    CPU with the tasks; more actors than fit are refused in one sentence.
+    read and passage tasks (Ray Data's file listing and Parquet read take a whole CPU each), since actors holding
+    every CPU would wait forever for input that cannot be scheduled.
+
+    That CPU must be free on one node, not in sum: two actors of half a CPU on two one-CPU nodes leave half a CPU
+    on each, and the read waits forever. `largest_node` is the most CPUs one node offers (default: one node of
+    `total`), `whole_nodes` how many nodes offer at least one CPU. With fewer actors than such nodes one is left
+    to the tasks whatever Ray places where; otherwise the largest node keeps a CPU even if every actor lands on
+    it. Where that leaves an actor nothing, an actor per node (a lone actor on a one-CPU Ray) reserves none and
+    shares its node's CPU with the tasks; more actors than fit are refused in one sentence.
     """
-    per_actor = min(1.0, (total - TASK_CPUS) / actors)
+    if actors < whole_nodes:
+        return 1.0
+    largest = total if largest_node is None else largest_node
+    per_actor = min(1.0, (largest - TASK_CPUS) / actors)
     if per_actor >= MIN_ACTOR_CPUS:
         return per_actor
-    if actors == 1:
+    if actors <= whole_nodes:
         return 0.0
     raise ConfigError(TOO_MANY_ACTORS.format(actors=actors, needed=actors * MIN_ACTOR_CPUS + TASK_CPUS,
                                              min_share=MIN_ACTOR_CPUS, tasks=TASK_CPUS, total=total))
@@ -201,7 +210,9 @@ def _embed_passages(ray: Any, cfg: Settings, datasets: Datasets, ref: ModelRef, 
     """Phase 1: cut, join with the embedding cache, embed what is missing, write and publish `passages/`.
 
     Returns the stages' counts (`ray_progress.StageCounter`)."""
-    actor_cpus = cpu_plan(cluster_cpus(ray), cfg.embed_actors)
+    nodes = node_cpus(ray)
+    actor_cpus = cpu_plan(cluster_cpus(ray), cfg.embed_actors, max(nodes, default=0.0),
+                          sum(1 for cpus in nodes if cpus >= TASK_CPUS))
     total = datasets.rows(ARTICLES)
     articles = ray.data.read_parquet(datasets.files(ARTICLES), filesystem=datasets.fs,
                                      override_num_blocks=read_blocks(total, ARTICLES_PER_TASK))
@@ -256,6 +267,11 @@ def _embedding_stage(ray: Any, cfg: Settings, datasets: Datasets, ref: ModelRef,
             "device": "cuda" if gpus else "cpu", "progress": counter,
         },
     )  # fmt: skip
+
+
+def node_cpus(ray: Any) -> list[float]:
+    """The CPUs each live node of the cluster offers Ray."""
+    return [float(node["Resources"].get("CPU", 0)) for node in ray.nodes() if node.get("Alive")]
 
 
 def _partitions(ray: Any) -> int:
