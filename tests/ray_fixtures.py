@@ -38,8 +38,9 @@ def ray_cluster() -> Iterator[Any]:
     import ray  # the extra: `make test` installs it (make install-ray)
 
     with ray_processes_started():
-        ray.init(num_cpus=RAY_TEST_CPUS, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False,
-                 configure_logging=False)
+        # "local": a new Ray even when another program's cluster runs on this machine (Ray would join it)
+        ray.init(address="local", num_cpus=RAY_TEST_CPUS, include_dashboard=False, logging_level=logging.WARNING,
+                 log_to_driver=False, configure_logging=False)
     try:
         yield ray
     finally:
