@@ -69,6 +69,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--articles", type=int, default=None, help="only the first N corpus articles")
     parser.add_argument("--out", type=Path, default=None, help="write the JSON report here too")
+    parser.add_argument("--actors", default="1,2", help="embedding actors of each Ray run (comma-separated)")
+    parser.add_argument("--no-local", action="store_true", help="skip the local build (no Ray/local ratios)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     import ray
@@ -84,12 +86,14 @@ def main() -> None:
             corpus = fill(store, args.articles)
         log(f"corpus: {corpus}")
 
-        local = data_folder(root, "local", seed)
-        started = time.perf_counter()
-        with Store.open(local.store_path) as store:
-            report = build_index(local, store, embedder=Embedder(ref))
-        local_s = time.perf_counter() - started
-        log(f"local: {report.passages} passages in {local_s:.1f}s")
+        local_s, passages = None, None
+        if not args.no_local:
+            local = data_folder(root, "local", seed)
+            started = time.perf_counter()
+            with Store.open(local.store_path) as store:
+                passages = build_index(local, store, embedder=Embedder(ref)).passages
+            local_s = time.perf_counter() - started
+            log(f"local: {passages} passages in {local_s:.1f}s")
 
         started = time.perf_counter()
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # nothing reported to Ray's maintainers
@@ -101,21 +105,25 @@ def main() -> None:
         ray_start_s = time.perf_counter() - started
         runs = {}
         try:
-            for actors in (1, 2):
+            for actors in (int(a) for a in args.actors.split(",")):
                 settings = data_folder(root, f"ray-{actors}", seed, embed_actors=actors)
                 timings: dict[str, float] = {}
                 ray_report = run_ray_index(settings, rebuild=False, quiet=True, timings=timings)
-                assert ray_report["embedded"] == report.passages, ray_report
+                passages = passages or int(ray_report["passages"])
+                assert ray_report["embedded"] == passages, ray_report
                 runs[actors] = {k: round(v, 2) for k, v in timings.items()}
-                runs[actors]["embed_passages_per_s"] = round(report.passages / timings["passages_s"], 2)
-                # steady rate of one core inside an actor: passages / (model seconds × threads)
-                core_s = timings["encode_s"] * timings["threads_per_actor"]
-                runs[actors]["model_passages_per_core_s"] = round(report.passages / core_s, 2)
+                runs[actors]["embed_passages_per_s"] = round(passages / timings["passages_s"], 2)
+                # steady rate of one core inside an actor: passages / (model seconds × that actor's threads)
+                model = passages / timings["encode_core_s"]
+                runs[actors]["model_passages_per_core_s"] = round(model, 2)
+                phase = passages / timings["passages_s"] / RAY_CPUS
+                runs[actors]["phase_passages_per_s_per_cpu"] = round(phase, 2)
+                runs[actors]["phase_over_model_rate"] = round(phase / model, 3)
                 log(f"ray, {actors} actor(s): {timings}")
         finally:
             ray.shutdown()
 
-    passages = report.passages
+    assert passages is not None
     per_core = max(r["model_passages_per_core_s"] for r in runs.values())
     pipeline_per_core = max(r["embed_passages_per_s"] for r in runs.values()) / RAY_CPUS
 
@@ -131,18 +139,18 @@ def main() -> None:
         "corpus": corpus,
         "passages": passages,
         "cpus": RAY_CPUS,
-        "local": {"build_s": round(local_s, 2), "passages_per_s": round(passages / local_s, 2)},
         "ray_start_s": round(ray_start_s, 2),
         "ray": {f"{a}_actors": r for a, r in runs.items()},
-        "ray_over_local_build": {f"{a}_actors": round(r["total_s"] / local_s, 3) for a, r in runs.items()},
-        "ray_over_local_build_with_ray_start": {
-            f"{a}_actors": round((r["total_s"] + ray_start_s) / local_s, 3) for a, r in runs.items()
-        },
         "embed_passages_per_s_per_core": round(per_core, 2),
         "pipeline_passages_per_s_per_core": round(pipeline_per_core, 2),
         "scale_out_hours_for_2_5M_passages": hours(per_core),
         "scale_out_hours_for_2_5M_passages_at_pipeline_rate": hours(pipeline_per_core),
     }
+    if local_s is not None:
+        result["local"] = {"build_s": round(local_s, 2), "passages_per_s": round(passages / local_s, 2)}
+        result["ray_over_local_build"] = {f"{a}_actors": round(r["total_s"] / local_s, 3) for a, r in runs.items()}
+        result["ray_over_local_build_with_ray_start"] = {
+            f"{a}_actors": round((r["total_s"] + ray_start_s) / local_s, 3) for a, r in runs.items()}
     text = json.dumps(result, indent=2)
     print(text)
     if args.out:

@@ -16,6 +16,8 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
+from cli.engines.datasets import ARTICLES
+from cli.engines.storage import Datasets, version_stamp_ms
 from cli.main import app
 from index.search import Searcher
 from ingest.settings import load_settings
@@ -38,6 +40,15 @@ def snapshot_passages(data_dir: Path, snapshot_id: str) -> list[str]:
         return [row[0] for row in conn.execute("SELECT id FROM passages ORDER BY row")]
     finally:
         conn.close()
+
+
+def dataset_versions(name: str) -> list[str]:
+    """The version folders of dataset `name` in the configured datasets location (a folder or S3)."""
+    import pyarrow.fs as pafs
+
+    datasets = Datasets.open(load_settings())
+    infos = datasets.fs.get_file_info(pafs.FileSelector(datasets.path(name), allow_not_found=True))
+    return sorted(i.base_name for i in infos if i.type == pafs.FileType.Directory and version_stamp_ms(i.base_name))
 
 
 def test_build_of_two_lists_on_ray_equals_the_local_build(
@@ -91,9 +102,12 @@ def assert_builds_equal(built: BuiltIndex, tmp_path: Path, monkeypatch: pytest.M
             built_by[engine] = {"report": report, "states": states, "top": top, "picked": picked, "lists": list_urls,
                                 "sections": sections, "filed": filed,
                                 "passages": snapshot_passages(data_dir, str(report["index"]["snapshot_id"]))}
+            if engine == "ray":  # the crawl's export is the one the index reads: one version of articles/
+                built_by[engine]["article_versions"] = dataset_versions(ARTICLES)
     local, ray = built_by["local"], built_by["ray"]
     assert [x["name"] for x in ray["report"]["crawl"]["lists"]] == ["awesome-fixture", "awesome-picks"]
     assert ray["states"] == local["states"]
+    assert len(ray["article_versions"]) == 1, ray["article_versions"]
     assert len(set(ray["states"].values())) > 3  # the faults gave several states, not only ok
     assert ray["passages"] == local["passages"] and len(local["passages"]) > 0
     for key in ("articles", "documents", "passages", "model", "index_kind"):

@@ -35,6 +35,15 @@ def test_the_cluster_has_two_nodes(two_node_ray: Any) -> None:
     assert sum(1 for node in two_node_ray.nodes() if node["Alive"]) == NODES
 
 
+def test_embedding_actors_size_their_threads_on_their_own_node(two_node_ray: Any) -> None:
+    from cli.engines.ray_stages import threads_on_this_node
+
+    share = int(two_node_ray.cluster_resources()["CPU"])  # a lone actor's share: every CPU of the cluster
+    on_a_node = two_node_ray.remote(num_cpus=0)(threads_on_this_node)
+    threads = two_node_ray.get([on_a_node.remote(share) for _ in range(NODES)])
+    assert share == NODES and threads == [1] * NODES  # a node offers one CPU, whatever the cluster or cores
+
+
 def test_build_on_two_nodes_with_s3_equals_the_local_build(
         two_node_ray: Any, s3_server: S3Server, built: BuiltIndex, tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:

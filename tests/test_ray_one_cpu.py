@@ -6,7 +6,9 @@ Ray is started by the command itself (`LINKLENS_RAY_CPUS=1`), as on a one-core c
 
 from __future__ import annotations
 
+import itertools
 import json
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -33,6 +35,18 @@ def test_every_actor_up_still_leaves_the_tasks_their_share(cpus: float) -> None:
     assert actors * per_actor + FETCH_UNIT_CPUS <= cpus
     embed_actor = cpu_plan(cpus, actors=1)
     assert embed_actor + TASK_CPUS <= cpus or embed_actor == 0  # a lone actor on one CPU reserves none
+
+
+@pytest.mark.parametrize(("nodes", "actors"), [
+    ([1.0, 1.0], 1), ([1.0, 1.0], 2), ([2.0], 2), ([2.0, 2.0], 2), ([2.0, 1.0], 3), ([4.0, 1.0, 1.0], 3)])
+def test_wherever_ray_places_the_embedding_actors_one_node_keeps_a_cpu_for_the_tasks(
+        nodes: list[float], actors: int) -> None:
+    per_actor = cpu_plan(sum(nodes), actors, max(nodes), sum(1 for cpus in nodes if cpus >= TASK_CPUS))
+    placements = [Counter(p) for p in itertools.product(range(len(nodes)), repeat=actors)]
+    possible = [used for used in placements if all(used[n] * per_actor <= nodes[n] for n in used)]
+    assert possible  # the actors fit
+    for used in possible:  # a whole CPU on one node for the file listing and the Parquet read
+        assert any(nodes[n] - used[n] * per_actor >= TASK_CPUS for n in range(len(nodes))), (per_actor, used)
 
 
 def test_more_embedding_actors_than_fit_are_refused() -> None:

@@ -53,8 +53,7 @@ logger = logging.getLogger(__name__)
 # Articles per task of the passage stage: cutting is cheap, so few large tasks.
 ARTICLES_PER_TASK = 256
 PROGRESS_INTERVAL_S = 0.25
-BLOCKS_PER_ACTOR = 8
-# Blocks queued at an actor beyond the one it runs: Ray's default (4) hands out a small corpus's blocks
+# Tasks queued at an actor beyond the one it runs: Ray's default (4) hands out a small corpus's blocks
 # up front, so one actor could hold the long articles while the other idles; two (one running, one
 # waiting) keep them balanced without a gap between tasks.
 TASKS_QUEUED_PER_ACTOR = 2
@@ -97,8 +96,9 @@ def run_ray_index(
     (written by `linklens crawl --engine ray`, possibly on a cluster). `timings`, when given,
     receives the seconds each phase took (bench/ray_embed.py): `start_s` (export, Ray start),
     `passages_s` (cutting and embedding into `passages/`), `snapshot_s`, `total_s`; and `encode_s`
-    (time the actors spent in the model, summed) with `threads_per_actor`, and `actor_start_s`
-    (time the actors took to load the model, summed).
+    (time the actors spent in the model, summed), `encode_core_s` (the same times each actor's model
+    threads), `threads_per_actor` (as the actors sized them on their nodes), `actor_start_s` (time the
+    actors took to load the model, summed) and `cpus` (the cluster's).
     """
     started = time.perf_counter()
     timings = {} if timings is None else timings
@@ -134,10 +134,13 @@ def _build_on_ray(cfg: Settings, rebuild: bool, quiet: bool, kind: str | None, t
         cache_name = embedding_cache_name(profile.cache_key(ref))
         counts_by_stage = _embed_passages(ray, cfg, datasets, ref, profile, cache_name, rebuild, bars)
         timings["encode_s"] = counts_by_stage.get("encode_ms", 0) / 1000
+        timings["encode_core_s"] = counts_by_stage.get("encode_core_ms", 0) / 1000
         timings["actor_start_s"] = counts_by_stage.get("actor_start_ms", 0) / 1000
-        timings["threads_per_actor"] = _embedding_threads(ray, cfg.embed_actors)
+        timings["threads_per_actor"] = counts_by_stage.get("actor_threads", 0) / cfg.embed_actors
         timings["passages_s"] = time.perf_counter() - started - timings["start_s"]
+        timings["cpus"] = cluster_cpus(ray)
         logger.info("passages embedded and written at %.1fs", time.perf_counter() - started)
+        log_embedding_rates(counts_by_stage.get("embedded", 0), timings)
         cache = CacheRewriter(datasets, cache_name)
         try:
             report = build_snapshot(
@@ -155,9 +158,22 @@ def _build_on_ray(cfg: Settings, rebuild: bool, quiet: bool, kind: str | None, t
     return asdict(report)
 
 
+def log_embedding_rates(embedded: int, timings: dict[str, float]) -> None:
+    """How busy the embedding phase kept the cluster (bench/ray_crawl.py reads this line from -v output): passages
+    per second per CPU over the whole phase against inside the model per core (`encode_core_s`: the actors' model
+    seconds times their threads)."""
+    if not embedded or not timings["encode_core_s"]:
+        return
+    phase = embedded / timings["passages_s"] / timings["cpus"]
+    model = embedded / timings["encode_core_s"]
+    logger.info("embedding phase: %d passages in %.1f s on %g CPUs: %.2f passages/s per CPU; in the model %.2f "
+                "per core (%.0f%%)", embedded, timings["passages_s"], timings["cpus"], phase, model,
+                100 * phase / model)
+
+
 def _embedding_threads(ray: Any, actors: int) -> int:
     """Torch threads per embedding actor: the cluster's CPUs shared among the actors (each actor caps it at the
-    cores of the node it runs on).
+    CPUs of the node it runs on, `ray_stages.threads_on_this_node`).
 
     Actors reserve less than that (`cpu_plan`), but embedding is where the time goes, so
     each actor's torch uses its whole share of the cores.
@@ -165,16 +181,25 @@ def _embedding_threads(ray: Any, actors: int) -> int:
     return max(1, int(cluster_cpus(ray)) // actors)
 
 
-def cpu_plan(total: float, actors: int) -> float:
+def cpu_plan(total: float, actors: int, largest_node: float | None = None, whole_nodes: int = 1) -> float:
     """Ray CPUs each embedding actor reserves on a cluster of `total` CPUs: one, but always leaving one CPU to the
-    read and passage tasks (Ray Data's Parquet read takes a whole CPU), since actors holding every CPU would wait
-    forever for input that cannot be scheduled. On a one-CPU cluster a single actor reserves none and shares the
-    CPU with the tasks; more actors than fit are refused in one sentence.
+    read and passage tasks (Ray Data's file listing and Parquet read take a whole CPU each), since actors holding
+    every CPU would wait forever for input that cannot be scheduled.
+
+    That CPU must be free on one node, not in sum: two actors of half a CPU on two one-CPU nodes leave half a CPU
+    on each, and the read waits forever. `largest_node` is the most CPUs one node offers (default: one node of
+    `total`), `whole_nodes` how many nodes offer at least one CPU. With fewer actors than such nodes one is left
+    to the tasks whatever Ray places where; otherwise the largest node keeps a CPU even if every actor lands on
+    it. Where that leaves an actor nothing, an actor per node (a lone actor on a one-CPU Ray) reserves none and
+    shares its node's CPU with the tasks; more actors than fit are refused in one sentence.
     """
-    per_actor = min(1.0, (total - TASK_CPUS) / actors)
+    if actors < whole_nodes:
+        return 1.0
+    largest = total if largest_node is None else largest_node
+    per_actor = min(1.0, (largest - TASK_CPUS) / actors)
     if per_actor >= MIN_ACTOR_CPUS:
         return per_actor
-    if actors == 1:
+    if actors <= whole_nodes:
         return 0.0
     raise ConfigError(TOO_MANY_ACTORS.format(actors=actors, needed=actors * MIN_ACTOR_CPUS + TASK_CPUS,
                                              min_share=MIN_ACTOR_CPUS, tasks=TASK_CPUS, total=total))
@@ -185,11 +210,12 @@ def _embed_passages(ray: Any, cfg: Settings, datasets: Datasets, ref: ModelRef, 
     """Phase 1: cut, join with the embedding cache, embed what is missing, write and publish `passages/`.
 
     Returns the stages' counts (`ray_progress.StageCounter`)."""
-    actor_cpus = cpu_plan(cluster_cpus(ray), cfg.embed_actors)
+    nodes = node_cpus(ray)
+    actor_cpus = cpu_plan(cluster_cpus(ray), cfg.embed_actors, max(nodes, default=0.0),
+                          sum(1 for cpus in nodes if cpus >= TASK_CPUS))
     total = datasets.rows(ARTICLES)
-    # At least a few blocks per actor: an actor takes a whole block as one task, so fewer would leave actors idle.
-    blocks = max(read_blocks(total, ARTICLES_PER_TASK), min(total, BLOCKS_PER_ACTOR * cfg.embed_actors))
-    articles = ray.data.read_parquet(datasets.files(ARTICLES), filesystem=datasets.fs, override_num_blocks=blocks)
+    articles = ray.data.read_parquet(datasets.files(ARTICLES), filesystem=datasets.fs,
+                                     override_num_blocks=read_blocks(total, ARTICLES_PER_TASK))
     counter = bars.start(ray, total)
     passages = articles.map_batches(
         cut_passages, batch_format="pyarrow", batch_size=ARTICLES_PER_TASK,
@@ -203,6 +229,11 @@ def _embed_passages(ray: Any, cfg: Settings, datasets: Datasets, ref: ModelRef, 
                                        override_num_blocks=read_blocks(rows, ROWS_PER_SORT_BLOCK))
         cached = cached.select_columns(["id", "vector"])
         passages = passages.join(cached, join_type="left_outer", num_partitions=_partitions(ray), on=("id",))
+    # One embedding batch per block. Ray Data reads a Parquet file as one block whatever `override_num_blocks`
+    # says (an export's file holds up to 1,024 articles), and an actor takes a whole block as one task: 400
+    # articles made one block of 1,963 passages, so one actor embedded them all while the others idled
+    # (docs/scaling.md). Streaming: each block is cut as it arrives, nothing waits for the whole dataset.
+    passages = passages.repartition(target_num_rows_per_block=cfg.embed_batch_size)
     with warnings.catch_warnings():
         # Ray 2.60 marks every way of passing actor options (here max_restarts) deprecated, ahead of its successor.
         warnings.filterwarnings("ignore", message=".*ray_remote_args.*deprecated")
@@ -236,6 +267,11 @@ def _embedding_stage(ray: Any, cfg: Settings, datasets: Datasets, ref: ModelRef,
             "device": "cuda" if gpus else "cpu", "progress": counter,
         },
     )  # fmt: skip
+
+
+def node_cpus(ray: Any) -> list[float]:
+    """The CPUs each live node of the cluster offers Ray."""
+    return [float(node["Resources"].get("CPU", 0)) for node in ray.nodes() if node.get("Alive")]
 
 
 def _partitions(ray: Any) -> int:

@@ -77,6 +77,19 @@ def vectors_of(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
     return array.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False).reshape(-1, dimension)
 
 
+def threads_on_this_node(share: int) -> int:
+    """Model threads for an embedding actor whose share of the cluster's CPUs is `share`, capped at the CPUs that
+    Ray gives the node running it and at that machine's cores (called on that node: a cluster's nodes differ,
+    and one node of a 2-CPU cluster may offer 1 CPU on a machine of 64 cores)."""
+    import ray
+
+    from index.embedder import core_count
+
+    node_id = ray.get_runtime_context().get_node_id()
+    node_cpus = next((node["Resources"].get("CPU", 0) for node in ray.nodes() if node["NodeID"] == node_id), 0)
+    return max(1, min(share, int(node_cpus) or 1, core_count()))
+
+
 def cut_passages(
     articles: pa.Table, words: int, overlap: int, headings: bool, progress: Any = None
 ) -> pa.Table:
@@ -112,13 +125,13 @@ class PassageEmbedder:
         started = time.perf_counter()
         import torch
 
-        from index.embedder import Embedder, core_count
+        from index.embedder import Embedder
         from index.model_ref import ModelRef
 
         self.embedder = Embedder(ModelRef(model_id, location), device=device)
         self.dimension = self.embedder.dimension  # loads the model, once per actor
-        # `threads` is the actor's share of the cluster's CPUs; the cores are counted here, on the node that runs it.
-        self.threads = max(1, min(core_count(), threads))
+        # `threads` is the actor's share of the cluster's CPUs; the node's are counted here, where it runs.
+        self.threads = threads_on_this_node(threads)
         torch.set_num_threads(self.threads)
         self.passage_prefix = passage_prefix
         self.datasets = datasets
@@ -127,6 +140,7 @@ class PassageEmbedder:
         self.progress = progress
         if progress is not None:
             progress.add.remote("actor_start_ms", round((time.perf_counter() - started) * 1000))
+            progress.add.remote("actor_threads", self.threads)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         import pyarrow as pa
@@ -153,6 +167,7 @@ class PassageEmbedder:
         if self.progress is not None:
             if len(missing):
                 self.progress.add.remote("encode_ms", encode_ms)
+                self.progress.add.remote("encode_core_ms", encode_ms * self.threads)
             self.progress.add.remote("embedded", len(missing))
             self.progress.add.remote("cached", n - len(missing))
         return batch.append_column("vector", vector_column(matrix)).append_column("embedded", pa.array(embedded))
