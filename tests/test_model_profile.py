@@ -11,7 +11,7 @@ from index import snapshot, vectors
 from index.build import build_index
 from index.model_ref import ModelProfile, ModelRef, model_prefixes
 from index.passages import article_passages
-from index.query_encoder import OnnxQueryEncoder
+from index.query_encoder import OnnxQueryEncoder, encoder_file
 from index.search import Searcher
 from ingest.settings import Settings, load_settings
 from ingest.store import Store
@@ -80,7 +80,7 @@ def test_prefixes_are_used_by_the_build_and_by_the_query_encoder(seeded_settings
     assert np.min(np.sum(stored * plain, axis=1)) < 0.999  # the prefix really changed what was embedded
 
     searcher = Searcher.open(settings)
-    raw = OnnxQueryEncoder(folder)
+    raw = OnnxQueryEncoder(folder, file=encoder_file(folder, settings.query_precision))  # the precision it serves
     query = "when a hot key expires"
     assert np.allclose(searcher._loaded.encoder.encode(query), raw.encode("find: " + query), atol=1e-6)
     assert not np.allclose(searcher._loaded.encoder.encode(query), raw.encode(query), atol=1e-3)
