@@ -103,11 +103,17 @@ def test_ray_and_local_index_the_same_passages_vectors_and_rankings(engines: dic
         assert ray.top[query] == urls, query
 
 
-def test_rebuild_ignores_the_embedding_cache(engines: dict[str, Any]) -> None:
-    settings: Settings = engines["settings"]
-    rebuilt = run_ray_index(settings, rebuild=True, quiet=True)
-    assert rebuilt["embedded"] == rebuilt["passages"] and rebuilt["cached"] == 0
+def test_rebuild_ignores_the_embedding_cache_and_keeps_every_actor_busy(engines: dict[str, Any]) -> None:
+    # Two actors, and the passages in exactly two blocks (one embedding batch each): Ray Data used to hand both
+    # to the actor that loaded its model first, which embedded them one after the other while the other idled.
+    passages = int(engines["ray"].report["passages"])
+    settings: Settings = engines["settings"].model_copy(update={"embed_actors": 2,
+                                                                "embed_batch_size": (passages + 1) // 2})
+    timings: dict[str, float] = {}
+    rebuilt = run_ray_index(settings, rebuild=True, quiet=True, timings=timings)
+    assert rebuilt["embedded"] == rebuilt["passages"] == passages and rebuilt["cached"] == 0
     assert rebuilt["snapshot_id"] != engines["ray"].report["snapshot_id"]
+    assert timings["actors_embedding"] == 2
 
 
 def test_export_writes_every_article_in_list_order(built: BuiltIndex, tmp_path: Path) -> None:

@@ -53,10 +53,19 @@ logger = logging.getLogger(__name__)
 # Articles per task of the passage stage: cutting is cheap, so few large tasks.
 ARTICLES_PER_TASK = 256
 PROGRESS_INTERVAL_S = 0.25
-# Tasks queued at an actor beyond the one it runs: Ray's default (4) hands out a small corpus's blocks
-# up front, so one actor could hold the long articles while the other idles; two (one running, one
-# waiting) keep them balanced without a gap between tasks.
-TASKS_QUEUED_PER_ACTOR = 2
+# Tasks an actor holds at once: one. Ray Data hands blocks to whichever actors are up, and the first
+# actor to load its model is up seconds before the others: with two per actor (as before) it took both
+# blocks of a 900-passage build and embedded them one after the other while the second actor idled
+# (bench/ray_embed.py: the phase ran at 34% of the model's rate per CPU). A block is one embedding
+# batch (seconds of work on a CPU), so the gap before an actor's next block is small beside it.
+TASKS_PER_ACTOR = 1
+# The embedding stage starts once every actor has loaded its model (Ray Data's `wait_for_min_actors_s`),
+# so the first blocks go to all of them; a cluster that cannot place them within this is refused.
+ACTORS_START_TIMEOUT_S = 600
+ACTORS_DID_NOT_START = (
+    "the {actors} embedding actor(s) did not all start within {timeout} s (each loads the model on a Ray CPU "
+    "share of {cpus:g}) — check `ray status` for free CPUs and memory, or lower LINKLENS_EMBED_ACTORS"
+)
 # The least Ray CPU share an embedding actor reserves (many actors on a small cluster).
 MIN_ACTOR_CPUS = 0.1
 # The Ray CPUs the read and passage tasks are guaranteed beside the actors (a Parquet read task takes one).
@@ -137,6 +146,7 @@ def _build_on_ray(cfg: Settings, rebuild: bool, quiet: bool, kind: str | None, t
         timings["encode_core_s"] = counts_by_stage.get("encode_core_ms", 0) / 1000
         timings["actor_start_s"] = counts_by_stage.get("actor_start_ms", 0) / 1000
         timings["threads_per_actor"] = counts_by_stage.get("actor_threads", 0) / cfg.embed_actors
+        timings["actors_embedding"] = counts_by_stage.get("actors_embedding", 0)
         timings["passages_s"] = time.perf_counter() - started - timings["start_s"]
         timings["cpus"] = cluster_cpus(ray)
         logger.info("passages embedded and written at %.1fs", time.perf_counter() - started)
@@ -238,13 +248,18 @@ def _embed_passages(ray: Any, cfg: Settings, datasets: Datasets, ref: ModelRef, 
         # Ray 2.60 marks every way of passing actor options (here max_restarts) deprecated, ahead of its successor.
         warnings.filterwarnings("ignore", message=".*ray_remote_args.*deprecated")
         embedded = _embedding_stage(ray, cfg, datasets, ref, profile, cache_name, passages, counter, actor_cpus)
+    embedded.context.wait_for_min_actors_s = ACTORS_START_TIMEOUT_S  # this dataset's own copy of Ray Data's context
     version = datasets.new_version()
     with ThreadPoolExecutor(max_workers=1) as pool:  # the pipeline runs while this thread draws progress
         written = pool.submit(embedded.write_parquet, datasets.path(PASSAGES, version), filesystem=datasets.fs)
         while not written.done():
             bars.poll()
             time.sleep(PROGRESS_INTERVAL_S)
-        written.result()
+        try:
+            written.result()
+        except ray.exceptions.GetTimeoutError as exc:
+            raise ConfigError(ACTORS_DID_NOT_START.format(actors=cfg.embed_actors, timeout=ACTORS_START_TIMEOUT_S,
+                                                          cpus=actor_cpus)) from exc
     counts = bars.poll()
     datasets.publish(PASSAGES, version)
     return counts
@@ -256,7 +271,7 @@ def _embedding_stage(ray: Any, cfg: Settings, datasets: Datasets, ref: ModelRef,
     gpus = cfg.embed_gpus if int(ray.cluster_resources().get("GPU", 0)) else 0
     return passages.map_batches(
         PassageEmbedder, batch_format="pyarrow", batch_size=cfg.embed_batch_size,
-        compute=ray.data.ActorPoolStrategy(size=cfg.embed_actors, max_tasks_in_flight_per_actor=TASKS_QUEUED_PER_ACTOR),
+        compute=ray.data.ActorPoolStrategy(size=cfg.embed_actors, max_tasks_in_flight_per_actor=TASKS_PER_ACTOR),
         num_cpus=actor_cpus, num_gpus=gpus or None,
         # A restarted actor could not get its constructor's arguments back (Ray logs an error line on every run
         # otherwise, ray-project/ray#53727); an actor that dies fails the run, and the rerun resumes from the cache.

@@ -138,6 +138,7 @@ class PassageEmbedder:
         self.cache_dir = datasets.path(cache_name)
         datasets.create_dir(self.cache_dir)
         self.progress = progress
+        self.has_embedded = False
         if progress is not None:
             progress.add.remote("actor_start_ms", round((time.perf_counter() - started) * 1000))
             progress.add.remote("actor_threads", self.threads)
@@ -168,6 +169,9 @@ class PassageEmbedder:
             if len(missing):
                 self.progress.add.remote("encode_ms", encode_ms)
                 self.progress.add.remote("encode_core_ms", encode_ms * self.threads)
+                if not self.has_embedded:  # how many actors shared the work (an idle actor is a wasted CPU)
+                    self.progress.add.remote("actors_embedding", 1)
+                    self.has_embedded = True
             self.progress.add.remote("embedded", len(missing))
             self.progress.add.remote("cached", n - len(missing))
         return batch.append_column("vector", vector_column(matrix)).append_column("embedded", pa.array(embedded))
