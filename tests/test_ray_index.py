@@ -23,6 +23,7 @@ import pyarrow.dataset as pads
 import pytest
 from typer.testing import CliRunner
 
+from cli.engines import ray_snapshot
 from cli.engines.datasets import ARTICLES, PASSAGES, article_from_row
 from cli.engines.ray_index import embedding_cache_name, run_ray_index
 from cli.engines.storage import Datasets
@@ -114,6 +115,17 @@ def test_rebuild_ignores_the_embedding_cache_and_keeps_every_actor_busy(engines:
     assert rebuilt["embedded"] == rebuilt["passages"] == passages and rebuilt["cached"] == 0
     assert rebuilt["snapshot_id"] != engines["ray"].report["snapshot_id"]
     assert timings["actors_embedding"] == 2
+
+
+def test_a_corpus_too_large_for_the_driver_is_sorted_by_ray_into_the_same_snapshot(
+        engines: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    monkeypatch.setattr(ray_snapshot, "DRIVER_SORT_ROWS", 0)  # every sort goes to Ray, as past 50,000 passages
+    settings: Settings = engines["settings"]
+    by_ray = read_snapshot(settings, run_ray_index(settings, rebuild=False, quiet=True))
+    local = engines["local"]
+    assert by_ray.passage_ids == local.passage_ids
+    assert float(np.abs(by_ray.vectors - local.vectors).max()) < VECTOR_TOLERANCE
+    assert by_ray.top == local.top
 
 
 def test_export_writes_every_article_in_list_order(built: BuiltIndex, tmp_path: Path) -> None:

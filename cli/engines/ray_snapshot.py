@@ -32,9 +32,10 @@ logger = logging.getLogger(__name__)
 
 # Articles per batch handed to the snapshot writer (as the local engine's ARTICLES_PER_BATCH).
 ARTICLES_PER_SNAPSHOT_BATCH = 256
-# Rows per Ray block when a dataset is read back to be sorted: a sort has as many partitions as its
-# input has blocks, and Ray's default (200 at least) costs seconds of scheduling on a small corpus.
+# Rows per Ray block (and sort range) when a dataset is read back to be sorted by Ray.
 ROWS_PER_SORT_BLOCK = 20_000
+# Datasets up to this many rows are sorted on the driver (a passage row with its vector: ~3 KB, so ~150 MB).
+DRIVER_SORT_ROWS = 50_000
 PASSAGE_ROWS_PER_READ = 4096
 CACHE_ROWS_PER_FILE = 200_000
 
@@ -42,6 +43,35 @@ CACHE_ROWS_PER_FILE = 200_000
 def read_blocks(rows: int, per_block: int) -> int:
     """How many blocks Ray should read a dataset of `rows` rows into."""
     return max(1, -(-rows // per_block))
+
+
+def sorted_tables(ray: Any, datasets: Datasets, files: list[str], rows: int, key: list[str],
+                  batch_rows: int) -> Iterator[pa.Table]:  # fmt: skip
+    """The Parquet `files` (`rows` rows) sorted by `key`, as tables of up to `batch_rows` rows.
+
+    Up to `DRIVER_SORT_ROWS` rows are sorted here, in Arrow: a Ray sort of a small dataset costs
+    seconds of task and worker start-up (5-6 s for 900 passages on 2 CPUs, most of a small build's
+    snapshot phase). Larger datasets are sorted by Ray, in ranges of `ROWS_PER_SORT_BLOCK` rows:
+    Ray Data makes as many ranges as it expects input blocks, and it expects none from a Parquet
+    read, so it would fall back on `default_hash_shuffle_parallelism` (200) whatever the size.
+    """
+    if rows <= DRIVER_SORT_ROWS:
+        import pyarrow.dataset as pads
+
+        table = pads.dataset(files, filesystem=datasets.fs, format="parquet").to_table()
+        for batch in table.sort_by([(column, "ascending") for column in key]).to_batches(max_chunksize=batch_rows):
+            yield pa_table(batch)
+        return
+    blocks = read_blocks(rows, ROWS_PER_SORT_BLOCK)
+    dataset = ray.data.read_parquet(files, filesystem=datasets.fs, override_num_blocks=blocks)
+    dataset.context.default_hash_shuffle_parallelism = blocks  # this dataset's own copy of the context
+    yield from dataset.sort(key).iter_batches(batch_size=batch_rows, batch_format="pyarrow")
+
+
+def pa_table(batch: pa.RecordBatch) -> pa.Table:
+    import pyarrow as pa
+
+    return pa.Table.from_batches([batch])
 
 
 def index_batches(
@@ -52,11 +82,8 @@ def index_batches(
     A passage that met two equal rows of the embedding cache in the join arrives twice in a
     row (same position and ordinal) and is kept once.
     """
-    passages = ray.data.read_parquet(
-        datasets.files(PASSAGES), filesystem=datasets.fs,
-        override_num_blocks=read_blocks(datasets.rows(PASSAGES), ROWS_PER_SORT_BLOCK),
-    ).sort(list(PASSAGE_KEY))
-    rows = _passage_rows(passages)
+    rows = _passage_rows(sorted_tables(ray, datasets, datasets.files(PASSAGES), datasets.rows(PASSAGES),
+                                       list(PASSAGE_KEY), PASSAGE_ROWS_PER_READ))
     pending: dict[str, Any] | None = next(rows, None)
     last_key: tuple[int, int] | None = None
     for table in articles_in_order(ray, datasets):
@@ -80,8 +107,7 @@ def index_batches(
 
 def articles_in_order(ray: Any, datasets: Datasets) -> Iterator[pa.Table]:
     """`articles/` in position order: read straight from its files when they are in order (an export's are), else
-    sorted by Ray."""
-    import pyarrow as pa
+    sorted (`sorted_tables`)."""
     import pyarrow.dataset as pads
 
     files = datasets.files(ARTICLES)
@@ -93,18 +119,15 @@ def articles_in_order(ray: Any, datasets: Datasets) -> Iterator[pa.Table]:
         for fragment in fragments:
             for batch in fragment.to_batches(batch_size=ARTICLES_PER_SNAPSHOT_BATCH):
                 if batch.num_rows:
-                    yield pa.Table.from_batches([batch])
+                    yield pa_table(batch)
         return
-    logger.info("articles/ files are not in list order: sorting them with Ray")
-    ordered = ray.data.read_parquet(
-        files, filesystem=datasets.fs, override_num_blocks=read_blocks(len(joined), ROWS_PER_SORT_BLOCK)
-    ).sort("position")
-    yield from ordered.iter_batches(batch_size=ARTICLES_PER_SNAPSHOT_BATCH, batch_format="pyarrow")
+    logger.info("articles/ files are not in list order: sorting them")
+    yield from sorted_tables(ray, datasets, files, len(joined), ["position"], ARTICLES_PER_SNAPSHOT_BATCH)
 
 
-def _passage_rows(passages: Any) -> Iterator[dict[str, Any]]:
+def _passage_rows(tables: Iterator[pa.Table]) -> Iterator[dict[str, Any]]:
     """Rows of the sorted passages, each with its vector as a float32 array."""
-    for table in passages.iter_batches(batch_size=PASSAGE_ROWS_PER_READ, batch_format="pyarrow"):
+    for table in tables:
         matrix = vectors_of(table.column("vector"))
         for i, row in enumerate(table.drop_columns(["vector"]).to_pylist()):
             row["vector"] = matrix[i]
