@@ -23,7 +23,7 @@ import pyarrow.dataset as pads
 import pytest
 from typer.testing import CliRunner
 
-from cli.engines import ray_snapshot
+from cli.engines import ray_index, ray_snapshot
 from cli.engines.datasets import ARTICLES, PASSAGES, article_from_row
 from cli.engines.ray_index import embedding_cache_name, run_ray_index
 from cli.engines.storage import Datasets
@@ -33,6 +33,7 @@ from cli.main import app
 from index import snapshot
 from index.model_ref import BUNDLED_MODEL_ID
 from index.search import Searcher
+from ingest.errors import ConfigError
 from ingest.settings import Settings, load_settings
 from ingest.store import Store
 from tests.fixtures.relevance import judged_queries
@@ -126,6 +127,14 @@ def test_a_corpus_too_large_for_the_driver_is_sorted_by_ray_into_the_same_snapsh
     assert by_ray.passage_ids == local.passage_ids
     assert float(np.abs(by_ray.vectors - local.vectors).max()) < VECTOR_TOLERANCE
     assert by_ray.top == local.top
+
+
+def test_embedding_actors_the_cluster_cannot_place_are_refused_in_one_sentence(
+        engines: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    monkeypatch.setattr(ray_index, "ACTORS_START_TIMEOUT_S", 1)
+    monkeypatch.setattr(ray_index, "cpu_plan", lambda *args: 64.0)  # more CPUs per actor than the cluster has
+    with pytest.raises(ConfigError, match="embedding actor.* did not all start within 1 s"):
+        run_ray_index(engines["settings"], rebuild=True, quiet=True)
 
 
 def test_export_writes_every_article_in_list_order(built: BuiltIndex, tmp_path: Path) -> None:
