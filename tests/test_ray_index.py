@@ -120,7 +120,7 @@ def test_rebuild_ignores_the_embedding_cache_and_keeps_every_actor_busy(engines:
 
 def test_a_corpus_too_large_for_the_driver_is_sorted_by_ray_into_the_same_snapshot(
         engines: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
-    monkeypatch.setattr(ray_snapshot, "DRIVER_SORT_ROWS", 0)  # every sort goes to Ray, as past 50,000 passages
+    monkeypatch.setattr(ray_snapshot, "DRIVER_SORT_ROWS", {PASSAGES: 0, ARTICLES: 0})  # every sort goes to Ray
     settings: Settings = engines["settings"]
     by_ray = read_snapshot(settings, run_ray_index(settings, rebuild=False, quiet=True))
     local = engines["local"]

@@ -34,8 +34,9 @@ logger = logging.getLogger(__name__)
 ARTICLES_PER_SNAPSHOT_BATCH = 256
 # Rows per Ray block (and sort range) when a dataset is read back to be sorted by Ray.
 ROWS_PER_SORT_BLOCK = 20_000
-# Datasets up to this many rows are sorted on the driver (a passage row with its vector: ~3 KB, so ~150 MB).
-DRIVER_SORT_ROWS = 50_000
+# Datasets up to this many rows are sorted on the driver, in memory: ~150 MB of passages (a row with its
+# vector ~3 KB) or of articles (a row with its text ~30 KB).
+DRIVER_SORT_ROWS = {PASSAGES: 50_000, ARTICLES: 5_000}
 PASSAGE_ROWS_PER_READ = 4096
 CACHE_ROWS_PER_FILE = 200_000
 
@@ -45,17 +46,17 @@ def read_blocks(rows: int, per_block: int) -> int:
     return max(1, -(-rows // per_block))
 
 
-def sorted_tables(ray: Any, datasets: Datasets, files: list[str], rows: int, key: list[str],
+def sorted_tables(ray: Any, datasets: Datasets, name: str, files: list[str], rows: int, key: list[str],
                   batch_rows: int) -> Iterator[pa.Table]:  # fmt: skip
-    """The Parquet `files` (`rows` rows) sorted by `key`, as tables of up to `batch_rows` rows.
+    """The Parquet `files` of dataset `name` (`rows` rows) sorted by `key`, as tables of up to `batch_rows` rows.
 
-    Up to `DRIVER_SORT_ROWS` rows are sorted here, in Arrow: a Ray sort of a small dataset costs
+    Up to `DRIVER_SORT_ROWS[name]` rows are sorted here, in Arrow: a Ray sort of a small dataset costs
     seconds of task and worker start-up (5-6 s for 900 passages on 2 CPUs, most of a small build's
     snapshot phase). Larger datasets are sorted by Ray, in ranges of `ROWS_PER_SORT_BLOCK` rows:
     Ray Data makes as many ranges as it expects input blocks, and it expects none from a Parquet
     read, so it would fall back on `default_hash_shuffle_parallelism` (200) whatever the size.
     """
-    if rows <= DRIVER_SORT_ROWS:
+    if rows <= DRIVER_SORT_ROWS[name]:
         import pyarrow.dataset as pads
 
         table = pads.dataset(files, filesystem=datasets.fs, format="parquet").to_table()
@@ -82,7 +83,7 @@ def index_batches(
     A passage that met two equal rows of the embedding cache in the join arrives twice in a
     row (same position and ordinal) and is kept once.
     """
-    rows = _passage_rows(sorted_tables(ray, datasets, datasets.files(PASSAGES), datasets.rows(PASSAGES),
+    rows = _passage_rows(sorted_tables(ray, datasets, PASSAGES, datasets.files(PASSAGES), datasets.rows(PASSAGES),
                                        list(PASSAGE_KEY), PASSAGE_ROWS_PER_READ))
     pending: dict[str, Any] | None = next(rows, None)
     last_key: tuple[int, int] | None = None
@@ -122,7 +123,7 @@ def articles_in_order(ray: Any, datasets: Datasets) -> Iterator[pa.Table]:
                     yield pa_table(batch)
         return
     logger.info("articles/ files are not in list order: sorting them")
-    yield from sorted_tables(ray, datasets, files, len(joined), ["position"], ARTICLES_PER_SNAPSHOT_BATCH)
+    yield from sorted_tables(ray, datasets, ARTICLES, files, len(joined), ["position"], ARTICLES_PER_SNAPSHOT_BATCH)
 
 
 def _passage_rows(tables: Iterator[pa.Table]) -> Iterator[dict[str, Any]]:
