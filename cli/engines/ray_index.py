@@ -136,7 +136,10 @@ def _build_on_ray(cfg: Settings, rebuild: bool, quiet: bool, kind: str | None, t
     ready_export = None if rebuild else existing_export(cfg.cache_dir, ref)
     profile = model_profile_of(ready_export, embedder).with_settings(cfg)
     counts = EmbedCounts()
-    with ray_session(cfg, datasets) as ray, ProgressBars(quiet) as bars:
+    with ray_session(cfg, datasets) as ray, ProgressBars(quiet) as bars, ThreadPoolExecutor(max_workers=1) as side:
+        # The snapshot needs the query encoder's ONNX export only at its end, and the driver waits while the actors
+        # embed: export it meanwhile (seconds of torch and quantisation on a first build; at once when cached).
+        encoder_dir = side.submit(query_encoder_dir, cfg.cache_dir, ref, embedder, rebuild)
         quiet_ray_data(ray)
         timings["start_s"] = time.perf_counter() - started
         logger.info("Ray ready at %.1fs", timings["start_s"])
@@ -155,7 +158,7 @@ def _build_on_ray(cfg: Settings, rebuild: bool, quiet: bool, kind: str | None, t
         try:
             report = build_snapshot(
                 cfg, index_batches(ray, datasets, counts, bars, cache), ref.id, profile,
-                lambda: query_encoder_dir(cfg.cache_dir, ref, embedder, rebuild), counts=counts, kind=kind,
+                encoder_dir.result, counts=counts, kind=kind,
                 unlocked=True, list_sources=sources,
             )  # fmt: skip
         except BaseException:
