@@ -2,7 +2,7 @@
 
     python bench/ray_crawl.py [--build [--nodes 2]] [--pages 500] [--hosts 12] [--latency-ms 50]
                               [--scale-links 20000] [--scale-hosts 2000] [--scale-latency-ms 20] [--no-scale]
-                              [--out results.json]
+                              [--logs DIR] [--out results.json]
 
 1. Same list, same machine: the fixture web of bench/crawl.py (real articles, in its own process)
    crawled by `linklens crawl --engine local` and `--engine ray`, each a fresh process and data
@@ -28,7 +28,9 @@
    configured per-host concurrency (`within_limit`; `limit_reached` says the shared hosts were
    busy enough for the check to mean something).
 
-Results are JSON on stdout (and in --out). Run under `flock /tmp/linklens-bench.lock`.
+Results are JSON on stdout (and in --out); `--logs DIR` keeps each command's stderr (`ray-build.log`,
+...), where the Ray command's -v lines, stamped with the time since it started, give its timeline.
+Run under `flock /tmp/linklens-bench.lock`.
 """
 
 from __future__ import annotations
@@ -72,7 +74,7 @@ PHASES = {"ray_ready_s": r"ray ready after ([\d.]+) s", "first_outcome_s": r"fir
 
 
 def crawl(list_file: Path, data_dir: Path, engine: str, env: dict[str, str],
-          timeout_s: float = SCALE_DEADLINE_S, verb: str = "crawl") -> dict[str, object]:
+          timeout_s: float = SCALE_DEADLINE_S, verb: str = "crawl", logs: Path | None = None) -> dict[str, object]:
     """`linklens [-v] crawl|build LIST --engine ENGINE --json` in a process of its own: summary, wall time, memory."""
     verbose = ["-v"] if engine == "ray" else []
     command = [sys.executable, "-m", "cli.main", *verbose, verb, str(list_file), "--engine", engine, "--json"]
@@ -85,6 +87,9 @@ def crawl(list_file: Path, data_dir: Path, engine: str, env: dict[str, str],
         wall_s = time.perf_counter() - started
         log.seek(0)
         stderr = log.read()
+    if logs is not None:
+        logs.mkdir(parents=True, exist_ok=True)
+        (logs / f"{engine}-{verb}.log").write_text(stderr)
     if proc.returncode != 0:
         raise SystemExit(f"{engine} crawl failed ({proc.returncode}):\n{stderr[-3000:]}")
     summary = json.loads(stdout)
@@ -167,7 +172,7 @@ def ray_cluster_on_s3(nodes: int) -> Iterator[dict[str, str]]:
 
 
 def same_list(pages: int, hosts: int, latency_ms: float, work: Path, verb: str = "crawl",
-              nodes: int = 1) -> dict[str, object]:
+              nodes: int = 1, logs: Path | None = None) -> dict[str, object]:
     """Local and Ray crawls (or whole builds) of one fixture-web list, each into a fresh data folder; the Ray one
     on a cluster of `nodes` nodes with its datasets on S3 when `nodes` > 1."""
     articles, label = corpus(pages)
@@ -180,12 +185,12 @@ def same_list(pages: int, hosts: int, latency_ms: float, work: Path, verb: str =
         list_file = work / "list.md"
         list_file.write_text("\n".join(listing) + "\n")
         env = {**base_env(), "LINKLENS_ARCHIVE_URL": info["archive_url"]}
-        local = crawl(list_file, work / "local", "local", env, verb=verb)
+        local = crawl(list_file, work / "local", "local", env, verb=verb, logs=logs)
         if nodes > 1:
             with ray_cluster_on_s3(nodes) as cluster_env:
-                ray = crawl(list_file, work / "ray", "ray", {**env, **cluster_env}, verb=verb)
+                ray = crawl(list_file, work / "ray", "ray", {**env, **cluster_env}, verb=verb, logs=logs)
         else:
-            ray = crawl(list_file, work / "ray", "ray", env, verb=verb)
+            ray = crawl(list_file, work / "ray", "ray", env, verb=verb, logs=logs)
     finally:
         web.terminate()
         web.wait(10)
@@ -271,13 +276,15 @@ def main() -> None:
     parser.add_argument("--nodes", type=int, default=2,
                         help="with --build: Ray nodes on this machine (the cores shared out), datasets on S3 (moto); "
                              "1 = Ray started inside the command")
+    parser.add_argument("--logs", type=Path, help="keep each same-list command's stderr in this folder")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     result: dict[str, object] = {"benchmark": "ray_crawl", "cores": os.cpu_count()}
     with tempfile.TemporaryDirectory(prefix="linklens-bench-ray-") as tmp:
         if not args.no_same_list:
             result["same_list"] = same_list(args.pages, args.hosts, args.latency_ms, Path(tmp),
-                                            "build" if args.build else "crawl", args.nodes if args.build else 1)
+                                            "build" if args.build else "crawl", args.nodes if args.build else 1,
+                                            args.logs)
             if args.out:  # kept even if the longer simulation is stopped
                 args.out.write_text(json.dumps(result, indent=2) + "\n")
         if not args.no_scale:

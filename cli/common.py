@@ -82,7 +82,9 @@ def configure_logging(verbose: int) -> None:
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
     handler = logging.StreamHandler(sys.stderr)
     handler.setLevel(level)
-    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    # With -v each line says when (milliseconds since the process started), so a slow run's log is its timeline.
+    stamp = "%(relativeCreated)8.0fms " if verbose else ""
+    handler.setFormatter(logging.Formatter(stamp + "%(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=level, handlers=[handler])
     logging.captureWarnings(True)
     if verbose == 0:

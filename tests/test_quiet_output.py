@@ -7,6 +7,7 @@ is where transformers prints its "Loading weights" bar) and the ONNX encoder exp
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -66,3 +67,4 @@ def test_index_prints_its_own_summary_only_and_library_chatter_with_verbose(tmp_
     assert verbose.returncode == 0, verbose.stderr
     assert "Loading weights" in verbose.stderr, verbose.stderr
     assert "snapshot " in verbose.stderr, verbose.stderr
+    assert re.search(r"^ *\d+ms INFO index\.build: built snapshot", verbose.stderr, re.M), verbose.stderr  # when

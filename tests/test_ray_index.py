@@ -19,13 +19,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.dataset as pads
+import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
 from cli.engines import ray_index, ray_snapshot
 from cli.engines.datasets import ARTICLES, PASSAGES, article_from_row
 from cli.engines.ray_index import embedding_cache_name, run_ray_index
+from cli.engines.ray_stages import embedding_table
 from cli.engines.storage import Datasets
 from cli.engines.store_export import export_articles
 from cli.index_commands import run_index
@@ -106,11 +109,11 @@ def test_ray_and_local_index_the_same_passages_vectors_and_rankings(engines: dic
 
 
 def test_rebuild_ignores_the_embedding_cache_and_keeps_every_actor_busy(engines: dict[str, Any]) -> None:
-    # Two actors, and the passages in exactly two blocks (one embedding batch each): Ray Data used to hand both
-    # to the actor that loaded its model first, which embedded them one after the other while the other idled.
+    # Two actors, and every passage fits one embedding batch: the driver counts the passages and cuts them into two
+    # even blocks. In one block of the batch size, one actor would embed everything while the other idled; with
+    # two blocks, Ray Data used to hand both to the actor that loaded its model first.
     passages = int(engines["ray"].report["passages"])
-    settings: Settings = engines["settings"].model_copy(update={"embed_actors": 2,
-                                                                "embed_batch_size": (passages + 1) // 2})
+    settings: Settings = engines["settings"].model_copy(update={"embed_actors": 2, "embed_batch_size": passages})
     timings: dict[str, float] = {}
     rebuilt = run_ray_index(settings, rebuild=True, quiet=True, timings=timings)
     assert rebuilt["embedded"] == rebuilt["passages"] == passages and rebuilt["cached"] == 0
@@ -118,15 +121,38 @@ def test_rebuild_ignores_the_embedding_cache_and_keeps_every_actor_busy(engines:
     assert timings["actors_embedding"] == 2
 
 
-def test_a_corpus_too_large_for_the_driver_is_sorted_by_ray_into_the_same_snapshot(
+def test_a_corpus_too_large_for_the_driver_is_cut_and_sorted_by_ray_into_the_same_snapshot(
         engines: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
     monkeypatch.setattr(ray_snapshot, "DRIVER_SORT_ROWS", {PASSAGES: 0, ARTICLES: 0})  # every sort goes to Ray
+    monkeypatch.setattr(ray_index, "DRIVER_CUT_ARTICLES", 0)  # and every article is read and cut by Ray tasks
     settings: Settings = engines["settings"]
     by_ray = read_snapshot(settings, run_ray_index(settings, rebuild=False, quiet=True))
     local = engines["local"]
     assert by_ray.passage_ids == local.passage_ids
     assert float(np.abs(by_ray.vectors - local.vectors).max()) < VECTOR_TOLERANCE
     assert by_ray.top == local.top
+
+
+@pytest.mark.parametrize(("passages", "actors", "batch_size", "rows"), [
+    (877, 2, 512, 439),  # the benchmark's build: two even blocks, not 512 + 365
+    (1963, 2, 512, 491),  # four blocks of at most the batch size, two for each actor
+    (100, 3, 512, 34),  # fewer passages than a batch: one block per actor
+    (5000, 4, 512, 417),  # ten blocks of the batch size would leave two actors a third block: twelve
+])
+def test_embedding_blocks_are_cut_evenly_among_the_actors(passages: int, actors: int, batch_size: int,
+                                                          rows: int) -> None:
+    assert ray_index.embedding_block_rows(passages, actors, batch_size) == rows
+    assert -(-passages // rows) % actors == 0 and rows <= batch_size
+
+
+def test_the_driver_joins_each_passage_with_its_first_cached_vector(tmp_path: Path) -> None:
+    parts = [tmp_path / "part-1.parquet", tmp_path / "part-2.parquet"]
+    pq.write_table(embedding_table(["a", "b"], np.array([[1, 1], [2, 2]], np.float32)), parts[0])
+    pq.write_table(embedding_table(["b"], np.array([[3, 3]], np.float32)), parts[1])  # b again, from a later run
+    passages = pa.table({"id": ["c", "b", "a"], "text": ["new", "cached twice", "cached"]})
+    joined = ray_index.with_cached_vectors(passages, pads.dataset([str(p) for p in parts]))
+    assert joined.column("id").to_pylist() == ["c", "b", "a"]  # one row per passage, in order
+    assert joined.column("vector").to_pylist() == [None, [2.0, 2.0], [1.0, 1.0]]
 
 
 def test_embedding_actors_the_cluster_cannot_place_are_refused_in_one_sentence(

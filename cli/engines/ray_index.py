@@ -1,7 +1,8 @@
 """`linklens index --engine ray`: passages and embeddings as Ray Data stages, then the same snapshot build.
 
 Two phases:
-1. Ray Data: `articles/` → passages (stateless tasks, `article_passages`) → left join with the
+1. Ray Data: `articles/` → passages (`article_passages`; cut by the driver up to `DRIVER_CUT_ARTICLES`
+   articles, so they reach the actors in even blocks, else by stateless tasks) → left join with the
    embedding cache `embeddings/<model key>/` by passage id → an actor pool that embeds only
    the passages the cache lacked (`PassageEmbedder`: one model per actor) → `passages/`
    (passages with their vectors, Parquet, replaced atomically).
@@ -24,10 +25,11 @@ import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cli.engines.datasets import ARTICLES, EMBEDDINGS, PASSAGES
 from cli.engines.ray_index_progress import ProgressBars
+from cli.engines.ray_reads import parquet_dataset
 from cli.engines.ray_runtime import cluster_cpus, quiet_ray_data, ray_session
 from cli.engines.ray_snapshot import ROWS_PER_SORT_BLOCK, CacheRewriter, index_batches, read_blocks
 from cli.engines.ray_stages import PassageEmbedder, cut_passages
@@ -48,10 +50,16 @@ from ingest.errors import ConfigError, SourceError
 from ingest.settings import Settings
 from ingest.store import Store
 
+if TYPE_CHECKING:
+    import pyarrow as pa
+    import pyarrow.dataset as pads
+
 logger = logging.getLogger(__name__)
 
 # Articles per task of the passage stage: cutting is cheap, so few large tasks.
 ARTICLES_PER_TASK = 256
+# Articles the driver cuts into passages itself (one export part file, under a second); more are cut by Ray tasks.
+DRIVER_CUT_ARTICLES = 1024
 PROGRESS_INTERVAL_S = 0.25
 # Tasks an actor holds at once: one. Ray Data hands blocks to whichever actors are up, and the first
 # actor to load its model is up seconds before the others: with two per actor (as before) it took both
@@ -226,31 +234,21 @@ def _embed_passages(ray: Any, cfg: Settings, datasets: Datasets, ref: ModelRef, 
     nodes = node_cpus(ray)
     actor_cpus = cpu_plan(cluster_cpus(ray), cfg.embed_actors, max(nodes, default=0.0),
                           sum(1 for cpus in nodes if cpus >= TASK_CPUS))
-    total = datasets.rows(ARTICLES)
-    articles = ray.data.read_parquet(datasets.files(ARTICLES), filesystem=datasets.fs,
-                                     override_num_blocks=read_blocks(total, ARTICLES_PER_TASK))
+    files = datasets.files(ARTICLES)
+    total = int(datasets.dataset(files).count_rows())
     counter = bars.start(ray, total)
-    passages = articles.map_batches(
-        cut_passages, batch_format="pyarrow", batch_size=ARTICLES_PER_TASK,
-        fn_kwargs={"words": cfg.passage_words, "overlap": cfg.passage_overlap_words,
-                   "headings": cfg.passage_headings, "progress": counter},
-    )  # fmt: skip
     cache_files = [] if rebuild else datasets.files(cache_name)
-    if cache_files:
-        rows = int(datasets.dataset(cache_files).count_rows())
-        cached = ray.data.read_parquet(cache_files, filesystem=datasets.fs,
-                                       override_num_blocks=read_blocks(rows, ROWS_PER_SORT_BLOCK))
-        cached = cached.select_columns(["id", "vector"])
-        passages = passages.join(cached, join_type="left_outer", num_partitions=_partitions(ray), on=("id",))
-    # One embedding batch per block. Ray Data reads a Parquet file as one block whatever `override_num_blocks`
-    # says (an export's file holds up to 1,024 articles), and an actor takes a whole block as one task: 400
-    # articles made one block of 1,963 passages, so one actor embedded them all while the others idled
-    # (docs/scaling.md). Streaming: each block is cut as it arrives, nothing waits for the whole dataset.
-    passages = passages.repartition(target_num_rows_per_block=cfg.embed_batch_size)
+    options = {"words": cfg.passage_words, "overlap": cfg.passage_overlap_words, "headings": cfg.passage_headings,
+               "progress": counter}
+    if total <= DRIVER_CUT_ARTICLES:
+        passages, block_rows = _passage_blocks_from_the_driver(ray, cfg, datasets, files, cache_files, options)
+    else:
+        passages, block_rows = _passage_blocks_from_ray(ray, cfg, datasets, files, total, cache_files, options)
     with warnings.catch_warnings():
         # Ray 2.60 marks every way of passing actor options (here max_restarts) deprecated, ahead of its successor.
         warnings.filterwarnings("ignore", message=".*ray_remote_args.*deprecated")
-        embedded = _embedding_stage(ray, cfg, datasets, ref, profile, cache_name, passages, counter, actor_cpus)
+        embedded = _embedding_stage(ray, cfg, datasets, ref, profile, cache_name, passages, counter, actor_cpus,
+                                    block_rows)
     embedded.context.wait_for_min_actors_s = ACTORS_START_TIMEOUT_S  # this dataset's own copy of Ray Data's context
     version = datasets.new_version()
     with ThreadPoolExecutor(max_workers=1) as pool:  # the pipeline runs while this thread draws progress
@@ -268,12 +266,80 @@ def _embed_passages(ray: Any, cfg: Settings, datasets: Datasets, ref: ModelRef, 
     return counts
 
 
+def _passage_blocks_from_the_driver(ray: Any, cfg: Settings, datasets: Datasets, files: list[str],
+                                    cache_files: list[str], options: dict[str, Any]) -> tuple[Any, int]:  # fmt: skip
+    """Up to `DRIVER_CUT_ARTICLES` articles: cut into passages here, with the cached vectors joined here, and handed
+    to Ray as blocks of one actor task each; returns the dataset and the rows of an embedding block.
+
+    The same `cut_passages` the tasks run (~0.6 ms an article), without a read, cut or shuffle task to start
+    (Ray Data's hash join starts its own actors). Counted, the passages the cache lacks are cut into even blocks
+    (`embedding_block_rows`), so every actor ends with the others; the cached ones pass through in blocks of the
+    batch size. Not through `repartition`: the blocks it cuts from one input block reach the actor pool together,
+    as one task for one actor.
+    """
+    passages = cut_passages(datasets.dataset(files).to_table(), **options)
+    if cache_files:
+        passages = with_cached_vectors(passages, datasets.dataset(cache_files))
+        fresh = passages.filter(passages.column("vector").is_null())
+        cached = passages.filter(passages.column("vector").is_valid())
+    else:
+        fresh, cached = passages, passages.slice(0, 0)
+    rows = embedding_block_rows(fresh.num_rows, cfg.embed_actors, cfg.embed_batch_size) if fresh.num_rows else 1
+    blocks = table_slices(fresh, rows) + table_slices(cached, cfg.embed_batch_size)
+    return ray.data.from_arrow(blocks), rows
+
+
+def _passage_blocks_from_ray(ray: Any, cfg: Settings, datasets: Datasets, files: list[str], articles: int,
+                             cache_files: list[str], options: dict[str, Any]) -> tuple[Any, int]:  # fmt: skip
+    """More articles: read and cut by Ray tasks, left-joined with the embedding cache by Ray, streamed into the
+    embedding stage in blocks of the batch size as they are cut; returns the dataset and the rows of a block."""
+    articles_dataset = parquet_dataset(ray, datasets, files, read_blocks(articles, ARTICLES_PER_TASK))
+    passages = articles_dataset.map_batches(cut_passages, batch_format="pyarrow", batch_size=ARTICLES_PER_TASK,
+                                            fn_kwargs=options)
+    if cache_files:
+        rows = int(datasets.dataset(cache_files).count_rows())
+        cached = parquet_dataset(ray, datasets, cache_files, read_blocks(rows, ROWS_PER_SORT_BLOCK), ["id", "vector"])
+        passages = passages.join(cached, join_type="left_outer", num_partitions=_partitions(ray), on=("id",))
+    # Ray Data reads a Parquet file as one block, and an actor takes a whole block as one task: 400 articles made one
+    # block of 1,963 passages, so one actor embedded them all while the others idled (docs/scaling.md).
+    return passages.repartition(target_num_rows_per_block=cfg.embed_batch_size), cfg.embed_batch_size
+
+
+def with_cached_vectors(passages: pa.Table, cache: pads.Dataset) -> pa.Table:
+    """`passages` with a `vector` column: each passage's vector from the embedding cache, null where it has none
+    (the Ray path's left outer join, on the driver). The cache is scanned for these ids only; an id cached twice
+    (parts appended by two killed runs) takes its first vector."""
+    import pyarrow.compute as pc
+
+    ids = passages.column("id")
+    found = cache.to_table(columns=["id", "vector"], filter=pc.field("id").isin(ids.combine_chunks()))
+    where = pc.index_in(ids, value_set=found.column("id").combine_chunks())
+    return passages.append_column("vector", found.column("vector").take(where))
+
+
+def table_slices(table: pa.Table, rows: int) -> list[pa.Table]:
+    """`table` in consecutive slices of `rows` rows (the last one shorter); none for an empty table."""
+    return [table.slice(start, rows) for start in range(0, table.num_rows, rows)]
+
+
+def embedding_block_rows(passages: int, actors: int, batch_size: int) -> int:
+    """Rows per embedding block: the batch size, or fewer so that `passages` make a multiple of `actors` blocks of
+    equal size, and every actor ends with the others. In blocks of 512, an 877-passage build on 2 actors left one
+    embedding the last 365 passages alone for ~10 s (bench/ray_crawl.py --build)."""
+    blocks = -(-passages // batch_size)
+    blocks = -(-blocks // actors) * actors
+    return -(-passages // blocks)
+
+
 def _embedding_stage(ray: Any, cfg: Settings, datasets: Datasets, ref: ModelRef, profile: ModelProfile,
-                     cache_name: str, passages: Any, counter: Any, actor_cpus: float) -> Any:
-    """The actor pool that embeds what the cache lacked (`PassageEmbedder`), as a Ray Data stage."""
+                     cache_name: str, passages: Any, counter: Any, actor_cpus: float, block_rows: int) -> Any:
+    """The actor pool that embeds what the cache lacked (`PassageEmbedder`), as a Ray Data stage.
+
+    A task is one block of `block_rows` rows: a larger batch size would bundle blocks into one task, so two even
+    blocks would go to one actor, one after the other."""
     gpus = cfg.embed_gpus if int(ray.cluster_resources().get("GPU", 0)) else 0
     return passages.map_batches(
-        PassageEmbedder, batch_format="pyarrow", batch_size=cfg.embed_batch_size,
+        PassageEmbedder, batch_format="pyarrow", batch_size=block_rows,
         compute=ray.data.ActorPoolStrategy(size=cfg.embed_actors, max_tasks_in_flight_per_actor=TASKS_PER_ACTOR),
         num_cpus=actor_cpus, num_gpus=gpus or None,
         # A restarted actor could not get its constructor's arguments back (Ray logs an error line on every run

@@ -20,6 +20,7 @@ import numpy as np
 
 from cli.engines.datasets import ARTICLES, PASSAGES, article_from_row
 from cli.engines.ray_index_progress import ProgressBars
+from cli.engines.ray_reads import parquet_dataset
 from cli.engines.ray_stages import PASSAGE_KEY, embedding_table, passage_from_row, vector_type, vectors_of
 from cli.engines.storage import Datasets
 from index.build import EmbedCounts, IndexBatch
@@ -64,7 +65,7 @@ def sorted_tables(ray: Any, datasets: Datasets, name: str, files: list[str], row
             yield pa_table(batch)
         return
     blocks = read_blocks(rows, ROWS_PER_SORT_BLOCK)
-    dataset = ray.data.read_parquet(files, filesystem=datasets.fs, override_num_blocks=blocks)
+    dataset = parquet_dataset(ray, datasets, files, blocks)
     dataset.context.default_hash_shuffle_parallelism = blocks  # this dataset's own copy of the context
     yield from dataset.sort(key).iter_batches(batch_size=batch_rows, batch_format="pyarrow")
 
