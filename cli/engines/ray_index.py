@@ -275,7 +275,9 @@ def _passage_blocks_from_the_driver(ray: Any, cfg: Settings, datasets: Datasets,
     (Ray Data's hash join starts its own actors). Counted, the passages the cache lacks are cut into even blocks
     (`embedding_block_rows`), so every actor ends with the others; the cached ones pass through in blocks of the
     batch size. Not through `repartition`: the blocks it cuts from one input block reach the actor pool together,
-    as one task for one actor.
+    as one task for one actor. Nor through Ray's hash join: a `from_arrow` input joined by Ray, ahead of an actor
+    holding a whole CPU, never finished on two one-CPU nodes (reproduced, even with two blocks), while the same
+    join of a task's output did.
     """
     passages = cut_passages(datasets.dataset(files).to_table(), **options)
     if cache_files:
