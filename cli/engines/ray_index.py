@@ -235,7 +235,7 @@ def _embed_passages(ray: Any, cfg: Settings, datasets: Datasets, ref: ModelRef, 
     actor_cpus = cpu_plan(cluster_cpus(ray), cfg.embed_actors, max(nodes, default=0.0),
                           sum(1 for cpus in nodes if cpus >= TASK_CPUS))
     files = datasets.files(ARTICLES)
-    total = int(datasets.dataset(files).count_rows())
+    total = datasets.rows_in(files)
     counter = bars.start(ray, total)
     cache_files = [] if rebuild else datasets.files(cache_name)
     options = {"words": cfg.passage_words, "overlap": cfg.passage_overlap_words, "headings": cfg.passage_headings,
@@ -299,7 +299,7 @@ def _passage_blocks_from_ray(ray: Any, cfg: Settings, datasets: Datasets, files:
     passages = articles_dataset.map_batches(cut_passages, batch_format="pyarrow", batch_size=ARTICLES_PER_TASK,
                                             fn_kwargs=options)
     if cache_files:
-        rows = int(datasets.dataset(cache_files).count_rows())
+        rows = datasets.rows_in(cache_files)
         cached = parquet_dataset(ray, datasets, cache_files, read_blocks(rows, ROWS_PER_SORT_BLOCK), ["id", "vector"])
         passages = passages.join(cached, join_type="left_outer", num_partitions=_partitions(ray), on=("id",))
     # Ray Data reads a Parquet file as one block, and an actor takes a whole block as one task: 400 articles made one

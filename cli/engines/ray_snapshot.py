@@ -58,9 +58,7 @@ def sorted_tables(ray: Any, datasets: Datasets, name: str, files: list[str], row
     read, so it would fall back on `default_hash_shuffle_parallelism` (200) whatever the size.
     """
     if rows <= DRIVER_SORT_ROWS[name]:
-        import pyarrow.dataset as pads
-
-        table = pads.dataset(files, filesystem=datasets.fs, format="parquet").to_table()
+        table = datasets.dataset(files).to_table()
         for batch in table.sort_by([(column, "ascending") for column in key]).to_batches(max_chunksize=batch_rows):
             yield pa_table(batch)
         return
@@ -84,8 +82,9 @@ def index_batches(
     A passage that met two equal rows of the embedding cache in the join arrives twice in a
     row (same position and ordinal) and is kept once.
     """
-    rows = _passage_rows(sorted_tables(ray, datasets, PASSAGES, datasets.files(PASSAGES), datasets.rows(PASSAGES),
-                                       list(PASSAGE_KEY), PASSAGE_ROWS_PER_READ))
+    files = datasets.files(PASSAGES)
+    rows = _passage_rows(sorted_tables(ray, datasets, PASSAGES, files, datasets.rows_in(files), list(PASSAGE_KEY),
+                                       PASSAGE_ROWS_PER_READ))
     pending: dict[str, Any] | None = next(rows, None)
     last_key: tuple[int, int] | None = None
     for table in articles_in_order(ray, datasets):
@@ -110,10 +109,8 @@ def index_batches(
 def articles_in_order(ray: Any, datasets: Datasets) -> Iterator[pa.Table]:
     """`articles/` in position order: read straight from its files when they are in order (an export's are), else
     sorted (`sorted_tables`)."""
-    import pyarrow.dataset as pads
-
     files = datasets.files(ARTICLES)
-    dataset = pads.dataset(files, filesystem=datasets.fs, format="parquet")
+    dataset = datasets.dataset(files)
     fragments = sorted(dataset.get_fragments(), key=lambda f: f.path)
     positions = [f.to_table(columns=["position"]).column("position").to_numpy() for f in fragments]
     joined = np.concatenate(positions) if positions else np.zeros(0, np.int64)

@@ -127,7 +127,10 @@ class Datasets:
 
     def rows(self, name: str) -> int:
         """Rows of `name`, from its Parquet footers (no data read)."""
-        files = self.files(name)
+        return self.rows_in(self.files(name))
+
+    def rows_in(self, files: list[str]) -> int:
+        """Rows of these Parquet files, from their footers (for a caller that has listed them already)."""
         return int(self.dataset(files).count_rows()) if files else 0
 
     def dataset(self, files: list[str]) -> pads.Dataset:
