@@ -145,6 +145,23 @@ def test_embedding_blocks_are_cut_evenly_among_the_actors(passages: int, actors:
     assert -(-passages // rows) % actors == 0 and rows <= batch_size
 
 
+@pytest.mark.parametrize(("fresh", "cached", "actors", "sizes", "rows"), [
+    (877, 0, 2, [439, 438], 439),  # nothing cached: even blocks of the passages to embed
+    (1, 4000, 1, [4001], 4001),  # one changed passage: one call, not 4,000 pass-through calls
+    (877, 100, 2, [489, 488], 489),  # the cached ones shared evenly among the even blocks
+    (0, 1100, 2, [512, 512, 76], 512),  # nothing to embed: blocks of the batch size
+])
+def test_embedding_blocks_are_one_call_each_and_carry_the_cached_passages_along(
+        fresh: int, cached: int, actors: int, sizes: list[int], rows: int) -> None:  # fmt: skip
+    def table(n: int, start: int) -> pa.Table:
+        return pa.table({"id": [f"p{i}" for i in range(start, start + n)]})
+
+    blocks, batch = ray_index.embedding_blocks(table(fresh, 0), table(cached, fresh), actors, 512)
+    assert [b.num_rows for b in blocks] == sizes and batch == rows
+    ids = sorted(i for b in blocks for i in b.column("id").to_pylist())
+    assert ids == sorted(f"p{i}" for i in range(fresh + cached))  # every passage, once
+
+
 def test_the_driver_joins_each_passage_with_its_first_cached_vector(tmp_path: Path) -> None:
     parts = [tmp_path / "part-1.parquet", tmp_path / "part-2.parquet"]
     pq.write_table(embedding_table(["a", "b"], np.array([[1, 1], [2, 2]], np.float32)), parts[0])

@@ -272,12 +272,11 @@ def _passage_blocks_from_the_driver(ray: Any, cfg: Settings, datasets: Datasets,
     to Ray as blocks of one actor task each; returns the dataset and the rows of an embedding block.
 
     The same `cut_passages` the tasks run (~0.6 ms an article), without a read, cut or shuffle task to start
-    (Ray Data's hash join starts its own actors). Counted, the passages the cache lacks are cut into even blocks
-    (`embedding_block_rows`), so every actor ends with the others; the cached ones pass through in blocks of the
-    batch size. Not through `repartition`: the blocks it cuts from one input block reach the actor pool together,
-    as one task for one actor. Nor through Ray's hash join: a `from_arrow` input joined by Ray, ahead of an actor
-    holding a whole CPU, never finished on two one-CPU nodes (reproduced, even with two blocks), while the same
-    join of a task's output did.
+    (Ray Data's hash join starts its own actors). Counted, the passages the cache lacks are cut into even blocks,
+    so every actor ends with the others (`embedding_blocks`). Not through `repartition`: the blocks it cuts from
+    one input block reach the actor pool together, as one task for one actor. Nor through Ray's hash join: a
+    `from_arrow` input joined by Ray, ahead of an actor holding a whole CPU, never finished on two one-CPU nodes
+    (reproduced, even with two blocks), while the same join of a task's output did.
     """
     passages = cut_passages(datasets.dataset(files).to_table(), **options)
     if cache_files:
@@ -286,8 +285,7 @@ def _passage_blocks_from_the_driver(ray: Any, cfg: Settings, datasets: Datasets,
         cached = passages.filter(passages.column("vector").is_valid())
     else:
         fresh, cached = passages, passages.slice(0, 0)
-    rows = embedding_block_rows(fresh.num_rows, cfg.embed_actors, cfg.embed_batch_size) if fresh.num_rows else 1
-    blocks = table_slices(fresh, rows) + table_slices(cached, cfg.embed_batch_size)
+    blocks, rows = embedding_blocks(fresh, cached, cfg.embed_actors, cfg.embed_batch_size)
     return ray.data.from_arrow(blocks), rows
 
 
@@ -317,6 +315,26 @@ def with_cached_vectors(passages: pa.Table, cache: pads.Dataset) -> pa.Table:
     found = cache.to_table(columns=["id", "vector"], filter=pc.field("id").isin(ids.combine_chunks()))
     where = pc.index_in(ids, value_set=found.column("id").combine_chunks())
     return passages.append_column("vector", found.column("vector").take(where))
+
+
+def embedding_blocks(fresh: pa.Table, cached: pa.Table, actors: int, batch_size: int) -> tuple[list[pa.Table], int]:
+    """The blocks for the actor pool, one task each, and the most rows a block has (the stage's batch size).
+
+    The passages to embed (`fresh`) are cut into even blocks (`embedding_block_rows`); the cached ones, which the
+    actors only pass through, ride along in equal shares, so a block is one model call whatever the cache holds.
+    In blocks of their own they would be split into batches of the fresh blocks' size: a rebuild with one changed
+    passage would pass thousands of cached ones through one call each. With nothing to embed, the cached
+    passages go in blocks of the batch size.
+    """
+    import pyarrow as pa
+
+    if not fresh.num_rows:
+        return table_slices(cached, batch_size), batch_size
+    fresh_blocks = table_slices(fresh, embedding_block_rows(fresh.num_rows, actors, batch_size))
+    cached_rows = -(-cached.num_rows // len(fresh_blocks))
+    cached_blocks = table_slices(cached, cached_rows) if cached_rows else []
+    blocks = [pa.concat_tables([block, *cached_blocks[i:i + 1]]) for i, block in enumerate(fresh_blocks)]
+    return blocks, max(block.num_rows for block in blocks)
 
 
 def table_slices(table: pa.Table, rows: int) -> list[pa.Table]:
