@@ -104,6 +104,17 @@ WHATWG_LEGACY_CODECS = (
 )
 
 
+# The Encoding Standard names some encodings after the codec its decoder is not: its "GBK" decoder is the
+# gb18030 decoder (four-byte sequences included), while Python's `gbk` codec rejects those. w3lib up to
+# 2.5 returned gb18030 for the gb2312/gbk labels; 2.6 returns the standard's name, `gbk`.
+_DECODER_CODECS = {"gbk": "gb18030"}
+
+
+def decoder_codec(codec: str | None) -> str | None:
+    """The Python codec that decodes like a browser's decoder for `codec` (w3lib's name for a label)."""
+    return None if codec is None else _DECODER_CODECS.get(codec, codec)
+
+
 @dataclass(frozen=True)
 class DecodedText:
     text: str
@@ -116,9 +127,9 @@ def decode_text(raw: bytes, content_type: str, *, html: bool = True) -> DecodedT
     bom_encoding, bom = read_bom(raw)
     if bom_encoding is not None and bom is not None:
         return DecodedText(to_unicode(raw[len(bom):], bom_encoding), bom_encoding, "bom")
-    labels: list[tuple[str | None, str]] = [(http_content_type_encoding(content_type), "header")]
+    labels: list[tuple[str | None, str]] = [(decoder_codec(http_content_type_encoding(content_type)), "header")]
     if html:
-        labels.append((html_body_declared_encoding(raw), "meta"))
+        labels.append((decoder_codec(html_body_declared_encoding(raw)), "meta"))
     if raw.isascii():  # every ASCII-compatible label reads it alike
         declared, source = next(((lb, s) for lb, s in labels if lb is not None), (UTF8, "utf-8 validity"))
         encoding = declared or UTF8
@@ -237,7 +248,7 @@ def _detect(raw: bytes, language: str | None) -> tuple[str, str]:
             m.encoding == FALLBACK_ENCODING and (m.chaos, m.coherence) == (best.chaos, best.coherence)
             for m in matches):
         return FALLBACK_ENCODING, "detection"
-    encoding = resolve_encoding(best.encoding) or FALLBACK_ENCODING
+    encoding = decoder_codec(resolve_encoding(best.encoding)) or FALLBACK_ENCODING
     if single_byte and encoding != FALLBACK_ENCODING and _same_reading(raw, encoding, FALLBACK_ENCODING):
         encoding = FALLBACK_ENCODING  # cp1250 reads German as cp1252 does: name the web's default
     return encoding, "detection"

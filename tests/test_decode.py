@@ -7,7 +7,7 @@ import pytest
 from ingest.decode import decode_text, reads_as_latin, undecodable_reason
 from ingest.extract import extract_document
 from ingest.models import FetchedBody
-from tests.charset_pages import CHINESE_QUEUE, LARGE_STYLE, POLISH, CharsetPage, charset_pages
+from tests.charset_pages import CHINESE_QUEUE, LARGE_STYLE, POLISH, CharsetPage, charset_pages, html_page
 
 CREME = "crème brûlée"
 PARAGRAPH = f"<p>The {CREME} at the café was naïve and perfect.</p>"
@@ -118,6 +118,20 @@ def test_a_lying_utf8_header_yields_to_the_pages_meta_charset(name: str, encodin
     assert (decoded.encoding, decoded.source) == (encoding, "meta")
     assert "\ufffd" not in decoded.text
     assert all(m in decoded.text for m in page.must)
+
+
+@pytest.mark.parametrize("label", ["gb2312", "gbk", "GB18030"])
+def test_a_chinese_label_names_a_python_codec_that_reads_the_whole_body(label: str) -> None:
+    """Browsers decode every GB label with the gb18030 decoder; pages labelled gb2312 hold four-byte characters.
+
+    The name matters beyond this call: it is stored with the body, and Python's `gbk` codec rejects those
+    characters (w3lib 2.6 names the label `gbk`, 2.5 named it `gb18030`).
+    """
+    raw = html_page("消息队列", [f"{CHINESE_QUEUE} 𠀀 😀"]).encode("gb18030")
+    decoded = decode_text(raw, f"text/html; charset={label}")
+    assert (decoded.encoding, decoded.source) == ("gb18030", "header")
+    assert "𠀀 😀" in decoded.text
+    assert raw.decode(decoded.encoding) == decoded.text
 
 
 def test_utf8_with_stray_bytes_under_a_legacy_header_reads_as_utf8() -> None:
