@@ -121,6 +121,19 @@ def test_rebuild_ignores_the_embedding_cache_and_keeps_every_actor_busy(engines:
     assert timings["actors_embedding"] == 2
 
 
+def test_a_build_with_every_passage_cached_starts_no_embedding_actor(engines: dict[str, Any]) -> None:
+    settings: Settings = engines["settings"]
+    timings: dict[str, float] = {}
+    again = read_snapshot(settings, run_ray_index(settings, rebuild=False, quiet=True, timings=timings))
+    ray = engines["ray"]
+    assert again.report["cached"] == again.report["passages"] == ray.report["passages"]
+    assert again.report["embedded"] == 0
+    assert timings["actor_start_s"] == 0 and timings["actors_embedding"] == 0  # no actor loaded the model
+    assert again.passage_ids == ray.passage_ids
+    assert float(np.abs(again.vectors - ray.vectors).max()) < VECTOR_TOLERANCE
+    assert again.top == ray.top
+
+
 def test_a_corpus_too_large_for_the_driver_is_cut_and_sorted_by_ray_into_the_same_snapshot(
         engines: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
     monkeypatch.setattr(ray_snapshot, "DRIVER_SORT_ROWS", {PASSAGES: 0, ARTICLES: 0})  # every sort goes to Ray

@@ -10,7 +10,8 @@ Two phases:
    engine-neutral `index.build.build_snapshot`: the same snapshot format, written the same
    way as the local engine's, so serving cannot tell which engine built it.
 
-Incremental like the local engine: the embedding cache is read (joined) before embedding, every
+Incremental like the local engine: the embedding cache is read (joined) before embedding (when it holds every
+passage of a small corpus, the driver writes `passages/` itself and no actor starts), every
 new vector is appended to it as a part file as soon as its batch is done (so a build killed
 midway loses no finished embedding), and after a good build it is rewritten as exactly the
 vectors of the indexed passages (the local cache's `keep_only`).
@@ -32,7 +33,7 @@ from cli.engines.ray_index_progress import ProgressBars
 from cli.engines.ray_reads import parquet_dataset
 from cli.engines.ray_runtime import cluster_cpus, quiet_ray_data, ray_session
 from cli.engines.ray_snapshot import ROWS_PER_SORT_BLOCK, CacheRewriter, index_batches, read_blocks
-from cli.engines.ray_stages import PassageEmbedder, cut_passages
+from cli.engines.ray_stages import PassageEmbedder, cut_passages, passages_with_vectors, vectors_of
 from cli.engines.storage import Datasets
 from index import snapshot
 from index.build import (
@@ -240,8 +241,13 @@ def _embed_passages(ray: Any, cfg: Settings, datasets: Datasets, ref: ModelRef, 
     cache_files = [] if rebuild else datasets.files(cache_name)
     options = {"words": cfg.passage_words, "overlap": cfg.passage_overlap_words, "headings": cfg.passage_headings,
                "progress": counter}
+    version = datasets.new_version()
     if total <= DRIVER_CUT_ARTICLES:
-        passages, block_rows = _passage_blocks_from_the_driver(ray, cfg, datasets, files, cache_files, options)
+        fresh, cached = _passages_on_the_driver(datasets, files, cache_files, options)
+        if not fresh.num_rows and cached.num_rows:
+            return _publish_cached_passages(datasets, cached, version, counter, bars)
+        blocks, block_rows = embedding_blocks(fresh, cached, cfg.embed_actors, cfg.embed_batch_size)
+        passages = ray.data.from_arrow(blocks)
     else:
         passages, block_rows = _passage_blocks_from_ray(ray, cfg, datasets, files, total, cache_files, options)
     with warnings.catch_warnings():
@@ -250,7 +256,6 @@ def _embed_passages(ray: Any, cfg: Settings, datasets: Datasets, ref: ModelRef, 
         embedded = _embedding_stage(ray, cfg, datasets, ref, profile, cache_name, passages, counter, actor_cpus,
                                     block_rows)
     embedded.context.wait_for_min_actors_s = ACTORS_START_TIMEOUT_S  # this dataset's own copy of Ray Data's context
-    version = datasets.new_version()
     with ThreadPoolExecutor(max_workers=1) as pool:  # the pipeline runs while this thread draws progress
         written = pool.submit(embedded.write_parquet, datasets.path(PASSAGES, version), filesystem=datasets.fs)
         while not written.done():
@@ -266,27 +271,40 @@ def _embed_passages(ray: Any, cfg: Settings, datasets: Datasets, ref: ModelRef, 
     return counts
 
 
-def _passage_blocks_from_the_driver(ray: Any, cfg: Settings, datasets: Datasets, files: list[str],
-                                    cache_files: list[str], options: dict[str, Any]) -> tuple[Any, int]:  # fmt: skip
-    """Up to `DRIVER_CUT_ARTICLES` articles: cut into passages here, with the cached vectors joined here, and handed
-    to Ray as blocks of one actor task each; returns the dataset and the rows of an embedding block.
+def _passages_on_the_driver(datasets: Datasets, files: list[str], cache_files: list[str],
+                            options: dict[str, Any]) -> tuple[pa.Table, pa.Table]:  # fmt: skip
+    """Up to `DRIVER_CUT_ARTICLES` articles: cut into passages here, with the cached vectors joined here; returns the
+    passages to embed and those the cache holds (with their vectors).
 
     The same `cut_passages` the tasks run (~0.6 ms an article), without a read, cut or shuffle task to start
     (Ray Data's hash join starts its own actors). Counted, the passages the cache lacks are cut into even blocks,
-    so every actor ends with the others (`embedding_blocks`). Not through `repartition`: the blocks it cuts from
-    one input block reach the actor pool together, as one task for one actor. Nor through Ray's hash join: a
-    `from_arrow` input joined by Ray, ahead of an actor holding a whole CPU, never finished on two one-CPU nodes
-    (reproduced, even with two blocks), while the same join of a task's output did.
+    so every actor ends with the others (`embedding_blocks`), and handed to Ray as blocks of one actor task each.
+    Not through `repartition`: the blocks it cuts from one input block reach the actor pool together, as one task
+    for one actor. Nor through Ray's hash join: a `from_arrow` input joined by Ray, ahead of an actor holding a
+    whole CPU, never finished on two one-CPU nodes (reproduced, even with two blocks), while the same join of a
+    task's output did.
     """
     passages = cut_passages(datasets.dataset(files).to_table(), **options)
-    if cache_files:
-        passages = with_cached_vectors(passages, datasets.dataset(cache_files))
-        fresh = passages.filter(passages.column("vector").is_null())
-        cached = passages.filter(passages.column("vector").is_valid())
-    else:
-        fresh, cached = passages, passages.slice(0, 0)
-    blocks, rows = embedding_blocks(fresh, cached, cfg.embed_actors, cfg.embed_batch_size)
-    return ray.data.from_arrow(blocks), rows
+    if not cache_files:
+        return passages, passages.slice(0, 0)
+    passages = with_cached_vectors(passages, datasets.dataset(cache_files))
+    return (passages.filter(passages.column("vector").is_null()),
+            passages.filter(passages.column("vector").is_valid()))
+
+
+def _publish_cached_passages(datasets: Datasets, cached: pa.Table, version: str, counter: Any,
+                             bars: ProgressBars) -> dict[str, int]:  # fmt: skip
+    """Every passage is in the embedding cache: `passages/` written from the driver, as the actors would have passed
+    them through, without starting an actor (each loads the model: seconds of CPU, for nothing to embed)."""
+    import numpy as np
+
+    rows = passages_with_vectors(cached, vectors_of(cached.column("vector")), np.zeros(cached.num_rows, dtype=bool))
+    datasets.create_dir(datasets.path(PASSAGES, version))
+    datasets.write_table(datasets.path(PASSAGES, version, "part-0.parquet"), rows)
+    counter.add.remote("cached", cached.num_rows)
+    counts = bars.poll()
+    datasets.publish(PASSAGES, version)
+    return counts
 
 
 def _passage_blocks_from_ray(ray: Any, cfg: Settings, datasets: Datasets, files: list[str], articles: int,

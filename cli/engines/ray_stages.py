@@ -62,6 +62,15 @@ def embedding_table(ids: list[str], matrix: np.ndarray) -> pa.Table:
     return pa.table({"id": pa.array(ids, pa.string()), "vector": vector_column(matrix)})
 
 
+def passages_with_vectors(batch: pa.Table, matrix: np.ndarray, embedded: np.ndarray) -> pa.Table:
+    """Rows of `passages/`: `batch` (its cache-join `vector` column dropped) with each row's vector and whether
+    this run embedded it."""
+    import pyarrow as pa
+
+    passages = batch.drop_columns([name for name in ("vector",) if name in batch.column_names])
+    return passages.append_column("vector", vector_column(matrix)).append_column("embedded", pa.array(embedded))
+
+
 def passage_from_row(row: dict[str, Any]) -> Passage:
     return Passage(int(row["link_id"]), int(row["ordinal"]), row["kind"], row["context"], row["text"])
 
@@ -155,7 +164,6 @@ class PassageEmbedder:
             if have.any():
                 matrix[have] = vectors_of(column.filter(pa.array(have)))
             embedded = ~have
-            batch = batch.drop_columns(["vector"])
         missing = np.flatnonzero(embedded)
         if len(missing):
             rows = batch.take(pa.array(missing)).to_pylist()
@@ -174,7 +182,7 @@ class PassageEmbedder:
                     self.has_embedded = True
             self.progress.add.remote("embedded", len(missing))
             self.progress.add.remote("cached", n - len(missing))
-        return batch.append_column("vector", vector_column(matrix)).append_column("embedded", pa.array(embedded))
+        return passages_with_vectors(batch, matrix, embedded)
 
     def _write_cache(self, ids: list[str], matrix: np.ndarray) -> None:
         """One new loose part of the embedding cache, seen whole or not at all."""
