@@ -21,7 +21,7 @@ from serve.guards import QueryStringGuard
 from serve.handlers import install_error_handlers
 from serve.head import HeadAsGet
 from serve.live import LiveIndex, SearcherOpener, open_searcher
-from serve.mcp_server import mount_mcp
+from serve.mcp_deferred import mount_deferred_mcp
 from serve.metrics import MetricsMiddleware, ServerMetrics, multiprocess_dir
 from serve.openapi_doc import install_openapi
 from serve.page import STATIC_DIR, build_router, make_templates
@@ -46,8 +46,8 @@ def create_app(settings: Settings, opener: SearcherOpener = open_searcher) -> Fa
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # Opened once here, not per request; with no index yet the app still starts (readyz says 503).
         try:
-            # the SDK's task group for /mcp: a mounted app's own lifespan never runs
-            async with live.kept_current(settings.reload_interval_s), mcp_sessions:
+            # /mcp's SDK loads once the server is up, and its session manager runs until shutdown
+            async with live.kept_current(settings.reload_interval_s), mcp.running():
                 yield
         finally:
             gate.close()
@@ -62,7 +62,7 @@ def create_app(settings: Settings, opener: SearcherOpener = open_searcher) -> Fa
     app.state.service = SearchService(live, gate, cache)
     app.state.metrics = metrics
     app.include_router(api_router)
-    mcp_sessions = mount_mcp(app, app.state.service)
+    mcp = mount_deferred_mcp(app, app.state.service)
     app.include_router(build_router(templates))
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     respond_error = install_error_handlers(app, templates)

@@ -2,7 +2,8 @@
 
 Two transports, one set of tools (`build_mcp`):
 * stdio (`linklens mcp`, `run_stdio`): an MCP host starts linklens as a subprocess;
-* streamable HTTP at `/mcp` on `linklens serve` (`mount_mcp`, called by the app factory),
+* streamable HTTP at `/mcp` on `linklens serve` (`mcp_endpoint`, loaded by `serve.mcp_deferred`
+  once the server is up),
   stateless and answering in JSON: any worker or replica can answer any request, so it
   works behind a balancer and with `--workers N` without sticky sessions.
 
@@ -21,23 +22,24 @@ import logging
 from collections.abc import Iterator
 from typing import Annotated, Any
 
-from fastapi import FastAPI
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.transport_security import TransportSecuritySettings
 from mcp.types import ToolAnnotations
 from pydantic import BaseModel, Field
+from starlette.routing import Route
+from starlette.types import ASGIApp
 
 from index.limits import DEFAULT_K, MAX_K, MIN_K
 from ingest.errors import LinklensError
 from ingest.settings import VERSION, Settings
 from serve.gate import ResponseCache, SearchGate
 from serve.live import LiveIndex
+from serve.mcp_paths import MCP_PATH
 from serve.service import MAX_QUERY_CHARS, SearchService
 
 logger = logging.getLogger(__name__)
 
-MCP_PATH = "/mcp"
 SERVER_NAME = "linklens"
 INSTRUCTIONS = (
     "Search a team's curated reading list: the articles its link lists cite, ranked by meaning. "
@@ -222,11 +224,10 @@ def build_mcp(service: SearchService) -> MCPServer:
     return server
 
 
-def mount_mcp(app: FastAPI, service: SearchService) -> contextlib.AbstractAsyncContextManager[None]:
-    """Serve the MCP tools at `MCP_PATH` on `app`; returns what the app's lifespan must enter.
+def mcp_endpoint(service: SearchService) -> tuple[ASGIApp, contextlib.AbstractAsyncContextManager[None]]:
+    """The SDK's ASGI endpoint for `MCP_PATH`, answering with the tools over `service`, and the session manager
+    context it needs entered while it serves.
 
-    The route is added to the app itself (not a sub-app `Mount`) so the endpoint is
-    exactly `/mcp` and the app's middleware (metrics, guards) sees it like any route.
     The SDK's Host/Origin check is off: the same data is public at `/search` without
     it, and behind a balancer the Host header is the public name, which a fixed list
     here could not know; restrict hosts at the balancer.
@@ -238,8 +239,8 @@ def mount_mcp(app: FastAPI, service: SearchService) -> contextlib.AbstractAsyncC
         json_response=True,
         transport_security=TransportSecuritySettings(enable_dns_rebinding_protection=False),
     )
-    app.router.routes.extend(http.routes)
-    return server.session_manager.run()
+    (route,) = [r for r in http.routes if isinstance(r, Route) and r.path == MCP_PATH]
+    return route.app, server.session_manager.run()
 
 
 async def run_stdio(settings: Settings) -> None:

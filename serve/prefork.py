@@ -39,6 +39,7 @@ from ingest.errors import LinklensError
 from ingest.settings import Settings
 from serve.app import create_app
 from serve.live import open_searcher
+from serve.mcp_deferred import preload_sdk
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -123,6 +124,7 @@ class PreforkServer(BaseApplication):  # type: ignore[misc]
             "child_exit": lambda arbiter, worker: mark_process_dead(worker.pid, str(metrics_dir)),
         }
         self._searcher = _open_before_fork(settings)
+        preload_sdk()
         super().__init__()
 
     def _refresh_before_fork(self, arbiter: Any, worker: Any) -> None:

@@ -8,6 +8,7 @@ answer carries URLs to cite, in the order the one search function gives.
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -16,11 +17,16 @@ from typing import Any
 
 import anyio
 import httpx
+import pytest
 from mcp.client.session import ClientSession
 from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
+from starlette.testclient import TestClient
 
 from index.search import Searcher
+from ingest.settings import load_settings
+from serve.app import create_app
+from serve.mcp_deferred import RETRY_AFTER_S
 from tests.fixtures.relevance import HOSTS, slug_urls
 from tests.index_fixtures import MAIN_LIST, PENDING_TITLE, PENDING_URL, PICKS_LIST, BuiltIndex
 from tests.serve_fixtures import REPO_ROOT, ServerStarter
@@ -41,6 +47,10 @@ def mcp_command(port: int | None = None) -> list[str]:
 def serve_command(port: int) -> list[str]:
     """`linklens serve` as a user starts it (the app factory mounts /mcp whatever the runner)."""
     return [sys.executable, "-m", "cli.main", "serve", "--port", str(port)]
+
+
+def serve_workers_command(port: int) -> list[str]:
+    return [*serve_command(port), "--workers", "2"]
 
 
 @asynccontextmanager
@@ -146,6 +156,16 @@ async def test_http_on_linklens_serve_answers_with_cited_results(
         assert "id" not in api["results"][0], api
 
 
+async def test_http_on_forked_workers_answers_from_the_sdk_the_parent_loaded(
+    built: BuiltIndex, searcher: Searcher, start_server: ServerStarter
+) -> None:
+    """`--workers 2`: the parent imports the SDK before forking (`preload_sdk`); each worker serves `/mcp` with it."""
+    with start_server(built.settings.data_dir, command=serve_workers_command) as server:
+        for _ in range(2):  # stateless: any worker answers any session
+            async with http_session(server.base_url + "/mcp") as session:
+                await check_tools(session, searcher)
+
+
 async def test_bad_arguments_are_tool_errors_that_say_what_to_do(built: BuiltIndex, tmp_path: Path) -> None:
     async with stdio_session(built.settings.data_dir, tmp_path / "mcp.log") as session:
         too_many = await tool_error(session, "search", {"question": QUESTION, "k": 99})
@@ -181,3 +201,25 @@ async def test_without_an_index_the_tools_say_how_to_build_one(tmp_path: Path) -
         message = await tool_error(session, "search", {"question": QUESTION})
         assert "no index" in message and "linklens build" in message, message
         assert "linklens build" in await tool_error(session, "lists", {})
+
+
+def test_the_server_starts_without_importing_the_mcp_sdk() -> None:
+    """The SDK is ~1 s of imports: the app (and the command that serves it) must not pay it before ready."""
+    code = "import sys, cli.main, cli.serve_command, serve.app; print(sorted(m for m in sys.modules if m == 'mcp' " \
+           "or m.startswith('mcp.') or m == 'serve.mcp_server'))"
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+
+def test_an_mcp_sdk_that_cannot_load_leaves_mcp_answering_503_and_the_rest_serving(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    monkeypatch.setitem(sys.modules, "serve.mcp_server", None)  # importing it now raises ModuleNotFoundError
+    app = create_app(load_settings(data_dir=tmp_path))
+    with TestClient(app) as client:
+        answer = client.post("/mcp", json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"})
+        assert answer.status_code == 503, answer.text
+        assert answer.headers["retry-after"] == str(RETRY_AFTER_S)
+        error = answer.json()["error"]
+        assert error["code"] == "mcp_unavailable" and "import of serve.mcp_server" in error["message"], error
+        assert client.get("/healthz").status_code == 200
