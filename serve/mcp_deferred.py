@@ -20,10 +20,10 @@ from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
 import anyio
-from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from serve.mcp_paths import MCP_PATH
+from serve.problems import error_response
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -36,11 +36,12 @@ logger = logging.getLogger(__name__)
 SDK_MODULE = "serve.mcp_server"  # the tools over the SDK; importing it imports the SDK
 # A request that arrives while the SDK loads waits this long for it (loading takes ~1 s, more on a busy box).
 LOAD_WAIT_S = 30.0
-RETRY_AFTER_S = 5
+RETRY_AFTER_S = 5  # longer than the search's load-shedding hint: an SDK that failed to load stays failed a while
 
 
 class DeferredMCP:
-    """The ASGI endpoint at `MCP_PATH`: waits for the SDK's endpoint (`load`), then hands every request to it."""
+    """The ASGI endpoint at `MCP_PATH`: waits for the SDK's endpoint (loaded by `running`), then hands every request
+    to it."""
 
     def __init__(self, service: SearchService) -> None:
         self._service = service
@@ -77,11 +78,8 @@ class DeferredMCP:
             await self._loaded.wait()
         if self._endpoint is None:
             reason = self._failure or f"still loading after {LOAD_WAIT_S:g} s"
-            response = JSONResponse(
-                {"error": {"status": 503, "code": "mcp_unavailable",
-                           "message": f"the MCP endpoint is not available ({reason}); retry, or use /search"}},
-                status_code=503, headers={"Retry-After": str(RETRY_AFTER_S)},
-            )  # fmt: skip
+            response = error_response(503, f"the MCP endpoint is not available ({reason}); retry, or use /search",
+                                      code="mcp_unavailable", headers={"Retry-After": str(RETRY_AFTER_S)})
             await response(scope, receive, send)
             return
         await self._endpoint(scope, receive, send)
