@@ -49,6 +49,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import psutil
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
@@ -75,13 +77,13 @@ PHASES = {"ray_ready_s": r"ray ready after ([\d.]+) s", "first_outcome_s": r"fir
 
 
 def busy_cpu_seconds() -> float:
-    """CPU-seconds this machine has spent not idle since boot (/proc/stat: user, nice, system, irq, softirq, steal).
+    """CPU-seconds this machine has spent not idle since boot (psutil's system-wide times: user, nice, system, irq,
+    softirq, steal).
 
     Read around a command, under the bench lock, it is the work that command made every process do: the command,
     Ray's own processes and workers, the fixture web and S3 (an idle 2-node cluster costs ~0.04 cores)."""
-    fields = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
-    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+    times = psutil.cpu_times()
+    return float(times.user + times.nice + times.system + times.irq + times.softirq + times.steal)
 
 
 def crawl(list_file: Path, data_dir: Path, engine: str, env: dict[str, str],
@@ -138,7 +140,7 @@ def crawl(list_file: Path, data_dir: Path, engine: str, env: dict[str, str],
 
 def base_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("LINKLENS_") and k != "RAY_ADDRESS"}
-    return {**env, "LINKLENS_PER_HOST_DELAY_S": "0", "LINKLENS_RAY_CPUS": str(os.cpu_count() or 1),
+    return {**env, "LINKLENS_PER_HOST_DELAY_S": "0", "LINKLENS_RAY_CPUS": str(CORES),
             "RAY_USAGE_STATS_ENABLED": "0"}
 
 
@@ -161,7 +163,7 @@ def ray_cluster_on_s3(nodes: int) -> Iterator[dict[str, str]]:
     host, port = server.get_host_and_port()
     endpoint = f"http://{host}:{port}"
     boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(Bucket=BUCKET)
-    cpus = max(1, (os.cpu_count() or 1) // nodes)
+    cpus = max(1, CORES // nodes)
     folders = [Path(tempfile.mkdtemp(prefix=f"lb{i}-")) for i in range(nodes)]  # short: socket paths live there
     try:
         with ray_processes_started():
@@ -212,8 +214,8 @@ def same_list(pages: int, hosts: int, latency_ms: float, work: Path, verb: str =
         web.wait(10)
     ratio = float(ray["wall_s"]) / float(local["wall_s"])  # type: ignore[arg-type]
     fixed = float(ray.get("first_outcome_s", 0.0))  # type: ignore[arg-type]
-    where = (f"{nodes}-node Ray cluster ({max(1, (os.cpu_count() or 1) // nodes)} CPU each), datasets on S3 (moto)"
-             if nodes > 1 else f"Ray started in the command ({os.cpu_count()} CPUs), datasets in its folder")
+    where = (f"{nodes}-node Ray cluster ({max(1, CORES // nodes)} CPU each), datasets on S3 (moto)"
+             if nodes > 1 else f"Ray started in the command ({CORES} CPUs), datasets in its folder")
     return {"command": verb, "corpus": label, "hosts": hosts, "latency_ms": latency_ms, "per_host_delay_s": 0.0,
             "ray_on": where, "local": local, "ray": ray, "ray_vs_local_wall": round(ratio, 2),
             "ray_fixed_overhead_s": round(fixed, 1),
@@ -264,7 +266,7 @@ def scale(links: int, hosts: int, work: Path, with_local: bool, latency_ms: floa
         result: dict[str, object] = {"links": hosts * per_host, "hosts": hosts, "per_host_delay_s": 0.0,
                                      "latency_ms": latency_ms, "redirect_targets": SCALE_TARGETS,
                                      "expected_states": {k: v for k, v in expected.items() if v},
-                                     "cpus": os.cpu_count()}
+                                     "cpus": CORES}
         engines = ["ray", "local"] if with_local else ["ray"]
         for engine in engines:
             before = web.requests
@@ -275,7 +277,7 @@ def scale(links: int, hosts: int, work: Path, with_local: bool, latency_ms: floa
             run["politeness"] = politeness(web, hosts)
             run["pages_per_s"] = round(int(run["links"]) / float(run["crawl_s"]), 1)  # type: ignore[arg-type]
             if engine == "ray":
-                run["pages_per_s_per_cpu"] = round(float(run["pages_per_s"]) / (os.cpu_count() or 1), 1)
+                run["pages_per_s_per_cpu"] = round(float(run["pages_per_s"]) / CORES, 1)
                 run["target_driver_peak_rss_mb"] = TARGET_DRIVER_PEAK_MB
             result[engine] = run
     return result
@@ -301,7 +303,7 @@ def main() -> None:
     parser.add_argument("--logs", type=Path, help="keep each same-list command's stderr in this folder")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
-    result: dict[str, object] = {"benchmark": "ray_crawl", "cores": os.cpu_count()}
+    result: dict[str, object] = {"benchmark": "ray_crawl", "cores": CORES}
     with tempfile.TemporaryDirectory(prefix="linklens-bench-ray-") as tmp:
         if not args.no_same_list:
             result["same_list"] = same_list(args.pages, args.hosts, args.latency_ms, Path(tmp),
