@@ -277,12 +277,12 @@ def _passages_on_the_driver(datasets: Datasets, files: list[str], cache_files: l
     passages to embed and those the cache holds (with their vectors).
 
     The same `cut_passages` the tasks run (~0.6 ms an article), without a read, cut or shuffle task to start
-    (Ray Data's hash join starts its own actors). Counted, the passages the cache lacks are cut into even blocks,
-    so every actor ends with the others (`embedding_blocks`), and handed to Ray as blocks of one actor task each.
-    Not through `repartition`: the blocks it cuts from one input block reach the actor pool together, as one task
-    for one actor. Nor through Ray's hash join: a `from_arrow` input joined by Ray, ahead of an actor holding a
-    whole CPU, never finished on two one-CPU nodes (reproduced, even with two blocks), while the same join of a
-    task's output did.
+    (Ray Data's hash join starts its own actors). Counted here, the passages the cache lacks can be cut into even
+    blocks, so every actor ends with the others (`embedding_blocks`), each handed to Ray as one actor task; and when
+    the cache holds them all, no actor is needed (`_publish_cached_passages`). Not through `repartition`: the
+    blocks it cuts from one input block reach the actor pool together, as one task for one actor. Nor through Ray's
+    hash join: a `from_arrow` input joined by Ray, ahead of an actor holding a whole CPU, never finished on two
+    one-CPU nodes (reproduced, even with two blocks), while the same join of a task's output did.
     """
     passages = cut_passages(datasets.dataset(files).to_table(), **options)
     if not cache_files:
